@@ -1,0 +1,321 @@
+//! rustls configs and the TLS transport under tonic, on both sides.
+//!
+//! We terminate TLS ourselves instead of using tonic's `tls` feature: that lets every
+//! listener require a client certificate, log each refused handshake with the peer's
+//! address, hand the verified [`Identity`] to handlers, and (on the peer port) refuse any
+//! certificate that is not a server's.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tonic::transport::server::Connected;
+
+use crate::identity::{Identity, PeerInfo};
+use crate::{io_err, Error, Result};
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once per listener; more wait for a slot.
+const MAX_HANDSHAKES: usize = 256;
+
+/// The three files a TLS endpoint needs.
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    /// The cluster CA certificate (trust root for the other side).
+    pub ca: PathBuf,
+    /// Our certificate.
+    pub cert: PathBuf,
+    /// Our private key.
+    pub key: PathBuf,
+}
+
+/// Reads every certificate in a PEM file.
+///
+/// # Errors
+/// When the file cannot be read or holds no certificate.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let data = std::fs::read(path).map_err(io_err(path))?;
+    let certs = CertificateDer::pem_slice_iter(&data)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Pem {
+            path: path.into(),
+            what: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(Error::Pem {
+            path: path.into(),
+            what: "no certificate found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads a private key from a PEM file.
+///
+/// # Errors
+/// When the file cannot be read or holds no key.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let data = std::fs::read(path).map_err(io_err(path))?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|e| Error::Pem {
+        path: path.into(),
+        what: format!("no private key: {e}"),
+    })
+}
+
+fn roots(ca: &Path) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(ca)? {
+        roots.add(c).map_err(|e| Error::Pem {
+            path: ca.into(),
+            what: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server config that requires a client certificate signed by the cluster CA.
+///
+/// # Errors
+/// When a file is unreadable or rustls refuses the material.
+pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&m.ca)?), provider())
+        .build()
+        .map_err(|e| Error::Verifier(e.to_string()))?;
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&m.cert)?, load_key(&m.key)?)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A client config that trusts only the cluster CA and presents our certificate.
+///
+/// # Errors
+/// When a file is unreadable or rustls refuses the material.
+pub fn client_config(m: &TlsMaterial) -> Result<Arc<ClientConfig>> {
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(&m.ca)?)
+        .with_client_auth_cert(load_certs(&m.cert)?, load_key(&m.key)?)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// One accepted, verified TLS connection, as tonic's server sees it.
+pub struct TlsConn {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A TLS listener feeding verified connections to `tonic`'s `serve_with_incoming`.
+///
+/// The accept loop runs in a task that ends when this stream is dropped. Refused
+/// handshakes (no certificate, another CA, a non-server certificate on the peer port) are
+/// logged with the remote address and dropped.
+pub struct TlsIncoming {
+    rx: mpsc::Receiver<io::Result<TlsConn>>,
+    local: SocketAddr,
+}
+
+impl TlsIncoming {
+    /// Binds `addr`. With `servers_only`, only certificates in the `system:servers` group
+    /// are accepted (the peer port).
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: Arc<ServerConfig>,
+        servers_only: bool,
+        port_name: &'static str,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(config),
+            servers_only,
+            port_name,
+            tx,
+        ));
+        Ok(TlsIncoming { rx, local })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    servers_only: bool,
+    port_name: &'static str,
+    tx: mpsc::Sender<io::Result<TlsConn>>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let accepted = tokio::select! {
+            _ = tx.closed() => return,
+            a = listener.accept() => a,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(a) => a,
+            Err(err) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(port = port_name, error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    tracing::warn!(port = port_name, %remote, error = %err, "tls handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(port = port_name, %remote, "tls handshake timed out");
+                    return;
+                }
+            };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(Identity::from_der);
+            if servers_only && !identity.as_ref().is_some_and(Identity::is_server) {
+                tracing::warn!(
+                    port = port_name,
+                    %remote,
+                    user = identity.as_ref().map(|i| i.user.as_str()).unwrap_or("?"),
+                    "refused: not a server certificate"
+                );
+                return;
+            }
+            let info = PeerInfo {
+                remote: Some(remote),
+                identity,
+            };
+            let _ = tx.send(Ok(TlsConn { inner: tls, info })).await;
+        });
+    }
+}
+
+impl futures::Stream for TlsIncoming {
+    type Item = io::Result<TlsConn>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// A lazily connecting tonic channel to `addr` (`host:port`, optionally with `https://`)
+/// over mTLS with `config`. The server's certificate must name the host (IP SAN or DNS SAN).
+///
+/// # Errors
+/// When the address is not a valid URI.
+pub fn channel(addr: &str, config: Arc<ClientConfig>) -> Result<tonic::transport::Channel> {
+    let hostport = addr
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{hostport}"))
+        .map_err(|e| Error::Endpoint(addr.into(), e.to_string()))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    let connector = tower::service_fn(move |uri: http::Uri| {
+        let config = config.clone();
+        async move {
+            let host = uri
+                .host()
+                .unwrap_or("localhost")
+                .trim_matches(['[', ']'])
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(host)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let tls = TlsConnector::from(config).connect(name, tcp).await?;
+            Ok::<_, io::Error>(TokioIo::new(tls))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}

@@ -1,0 +1,97 @@
+//! The one RocksDB instance of a server and its column families.
+//!
+//! | column family | key                     | value                                 |
+//! |---------------|-------------------------|---------------------------------------|
+//! | `log`         | index (u64 BE)          | Raft entry                            |
+//! | `raft`        | `vote`, `committed`, `purged` | Raft hard state                 |
+//! | `kv`          | user key                | current record                        |
+//! | `hist`        | revision (u64 BE) ++ sub (u32 BE) | event (with previous record) |
+//! | `lease`       | lease id (u64 BE)       | TTL                                   |
+//! | `sm`          | `applied`, `membership`, `revision`, `compact` | state machine meta |
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+use crate::{Error, Result};
+
+/// Column family names.
+pub const CF_LOG: &str = "log";
+/// Raft hard state.
+pub const CF_RAFT: &str = "raft";
+/// Current key records.
+pub const CF_KV: &str = "kv";
+/// Event history by revision.
+pub const CF_HIST: &str = "hist";
+/// Leases.
+pub const CF_LEASE: &str = "lease";
+/// State machine metadata.
+pub const CF_SM: &str = "sm";
+
+const ALL_CFS: [&str; 6] = [CF_LOG, CF_RAFT, CF_KV, CF_HIST, CF_LEASE, CF_SM];
+
+/// Opens (or creates) the server's database under `dir/db`.
+///
+/// # Errors
+/// [`Error::Open`] with RocksDB's reason when the directory is unusable or corrupted; the
+/// database is never silently recreated over existing files.
+pub fn open(dir: &Path) -> Result<Arc<DB>> {
+    let path = dir.join("db");
+    let exists = path.join("CURRENT").exists();
+    if !exists
+        && path.exists()
+        && std::fs::read_dir(&path)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(Error::Open {
+            path: path.clone(),
+            reason: "directory is not empty but holds no database (CURRENT missing): refusing to create a new one over it".into(),
+        });
+    }
+    let mut opts = Options::default();
+    opts.create_if_missing(!exists);
+    opts.create_missing_column_families(true);
+    opts.set_max_background_jobs(2);
+    opts.set_paranoid_checks(true);
+    let cfs = ALL_CFS
+        .iter()
+        .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+    DB::open_cf_descriptors(&opts, &path, cfs)
+        .map(Arc::new)
+        .map_err(|e| Error::Open {
+            path,
+            reason: e.into_string(),
+        })
+}
+
+/// Big-endian u64 key.
+pub fn be(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+/// History key of one event.
+pub fn hist_key(rev: i64, sub: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&(rev as u64).to_be_bytes());
+    k[8..].copy_from_slice(&sub.to_be_bytes());
+    k
+}
+
+/// Size on disk of the database directory (for Status).
+pub fn size_on_disk(dir: &Path) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return 0;
+        };
+        rd.filter_map(|e| e.ok())
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    walk(&dir.join("db"))
+}

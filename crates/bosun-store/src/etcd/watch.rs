@@ -1,0 +1,310 @@
+//! etcd `Watch` service: one task per stream reading requests, one task per watcher.
+//!
+//! A watcher subscribes to the state machine's fan-out first and then replays history from
+//! its start revision, so nothing falls between the two; when it falls behind the fan-out
+//! (or a snapshot replaced the state), it catches up from the history on disk.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_api::etcd::watch_request::RequestUnion;
+use bosun_api::etcd::watch_server::Watch;
+use bosun_api::etcd::*;
+use bosun_api::mvcc;
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::event;
+use super::{authorize, header};
+use crate::command::{Event, EventKind, KeyRange};
+use crate::mvcc::ReadError;
+use crate::node::Node;
+use crate::state_machine::WatchMsg;
+
+/// Events per response at most.
+const MAX_EVENTS_PER_RESPONSE: usize = 500;
+/// History page read from disk at a time while catching up.
+const HISTORY_PAGE: usize = 2000;
+/// Interval of progress notifications for watchers that asked for them.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// Watchers per stream at most.
+const MAX_WATCHERS_PER_STREAM: usize = 4096;
+
+/// The Watch service.
+pub struct WatchService {
+    node: Arc<Node>,
+}
+
+impl WatchService {
+    /// For `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        WatchService { node }
+    }
+}
+
+type Tx = mpsc::Sender<Result<WatchResponse, Status>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        authorize(&req)?;
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(serve_stream(self.node.clone(), inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn serve_stream(node: Arc<Node>, mut inbound: Streaming<WatchRequest>, tx: Tx) {
+    let stream_cancel = CancellationToken::new();
+    let mut watchers: HashMap<i64, CancellationToken> = HashMap::new();
+    let mut next_id: i64 = 0;
+    loop {
+        let msg = tokio::select! {
+            _ = tx.closed() => break,
+            m = inbound.message() => m,
+        };
+        let req = match msg {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(error = %status, "watch stream ended");
+                break;
+            }
+        };
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => {
+                watchers.retain(|_, t| !t.is_cancelled());
+                let id = if c.watch_id != 0 {
+                    c.watch_id
+                } else {
+                    while watchers.contains_key(&next_id) {
+                        next_id += 1;
+                    }
+                    next_id
+                };
+                let refuse = if watchers.contains_key(&id) {
+                    Some("etcdserver: duplicate watch ID".to_string())
+                } else if watchers.len() >= MAX_WATCHERS_PER_STREAM {
+                    Some(format!(
+                        "too many watchers on one stream (limit {MAX_WATCHERS_PER_STREAM})"
+                    ))
+                } else if c.key.is_empty() {
+                    Some("etcdserver: key is not provided".to_string())
+                } else {
+                    None
+                };
+                if let Some(reason) = refuse {
+                    let resp = WatchResponse {
+                        header: header(&node, node.state().revision()),
+                        watch_id: id,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: reason,
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(resp)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                let token = stream_cancel.child_token();
+                watchers.insert(id, token.clone());
+                tokio::spawn(run_watcher(node.clone(), id, c, tx.clone(), token));
+            }
+            Some(RequestUnion::CancelRequest(c)) => {
+                if let Some(t) = watchers.remove(&c.watch_id) {
+                    t.cancel();
+                    let resp = WatchResponse {
+                        header: header(&node, node.state().revision()),
+                        watch_id: c.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(resp)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                let resp = WatchResponse {
+                    header: header(&node, node.state().revision()),
+                    watch_id: -1,
+                    ..Default::default()
+                };
+                if tx.send(Ok(resp)).await.is_err() {
+                    break;
+                }
+            }
+            None => {}
+        }
+    }
+    stream_cancel.cancel();
+}
+
+struct Watcher {
+    node: Arc<Node>,
+    id: i64,
+    range: KeyRange,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    tx: Tx,
+    /// The next revision this watcher has not delivered.
+    next: i64,
+}
+
+enum Stop {
+    Gone,
+    Compacted,
+}
+
+impl Watcher {
+    fn wanted(&self, e: &Event) -> bool {
+        e.kv.mod_revision >= self.next
+            && self.range.contains(&e.kv.key)
+            && !(self.no_put && e.kind == EventKind::Put)
+            && !(self.no_delete && e.kind == EventKind::Delete)
+    }
+
+    async fn send_events(&self, events: Vec<mvcc::Event>) -> Result<(), Stop> {
+        for chunk in events.chunks(MAX_EVENTS_PER_RESPONSE) {
+            let resp = WatchResponse {
+                header: header(&self.node, self.node.state().revision()),
+                watch_id: self.id,
+                events: chunk.to_vec(),
+                ..Default::default()
+            };
+            self.tx.send(Ok(resp)).await.map_err(|_| Stop::Gone)?;
+        }
+        Ok(())
+    }
+
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        loop {
+            let (events, next, done) =
+                match self
+                    .node
+                    .state()
+                    .history(self.next, &self.range, HISTORY_PAGE)
+                {
+                    Ok(r) => r,
+                    Err(ReadError::Refused(_)) => return Err(Stop::Compacted),
+                    Err(ReadError::History(e)) => {
+                        tracing::warn!(error = %e, "watch history read failed");
+                        return Err(Stop::Compacted);
+                    }
+                };
+            let out: Vec<mvcc::Event> = events
+                .into_iter()
+                .filter(|e| self.wanted(e))
+                .map(|e| event(e, self.prev_kv))
+                .collect();
+            if !out.is_empty() {
+                self.send_events(out).await?;
+            }
+            self.next = next;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn live(
+        &mut self,
+        mut sub: broadcast::Receiver<WatchMsg>,
+        cancel: CancellationToken,
+        progress: bool,
+    ) -> Result<(), Stop> {
+        self.catch_up().await?;
+        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        tick.tick().await;
+        let mut sent_since_tick = false;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(Stop::Gone),
+                _ = tick.tick(), if progress => {
+                    if !sent_since_tick {
+                        let resp = WatchResponse { header: header(&self.node, self.node.state().revision()), watch_id: self.id, ..Default::default() };
+                        self.tx.send(Ok(resp)).await.map_err(|_| Stop::Gone)?;
+                    }
+                    sent_since_tick = false;
+                }
+                m = sub.recv() => match m {
+                    Ok(WatchMsg::Events(evs)) => {
+                        let out: Vec<mvcc::Event> = evs.iter().filter(|e| self.wanted(e)).cloned().map(|e| event(e, self.prev_kv)).collect();
+                        if let Some(last) = evs.last() {
+                            self.next = self.next.max(last.kv.mod_revision + 1);
+                        }
+                        if !out.is_empty() {
+                            sent_since_tick = true;
+                            self.send_events(out).await?;
+                        }
+                    }
+                    Ok(WatchMsg::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
+                    Err(broadcast::error::RecvError::Closed) => return Err(Stop::Gone),
+                },
+            }
+        }
+    }
+}
+
+async fn run_watcher(
+    node: Arc<Node>,
+    id: i64,
+    c: WatchCreateRequest,
+    tx: Tx,
+    cancel: CancellationToken,
+) {
+    use watch_create_request::FilterType;
+    let sub = node.state().subscribe();
+    let current = node.state().revision();
+    let mut w = Watcher {
+        node: node.clone(),
+        id,
+        range: KeyRange {
+            key: c.key,
+            end: c.range_end,
+        },
+        no_put: c.filters.contains(&(FilterType::Noput as i32)),
+        no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+        prev_kv: c.prev_kv,
+        tx: tx.clone(),
+        next: if c.start_revision > 0 {
+            c.start_revision
+        } else {
+            current + 1
+        },
+    };
+    let created = WatchResponse {
+        header: header(&node, current),
+        watch_id: id,
+        created: true,
+        ..Default::default()
+    };
+    if tx.send(Ok(created)).await.is_err() {
+        return;
+    }
+    if let Err(Stop::Compacted) = w.live(sub, cancel.clone(), c.progress_notify).await {
+        let resp = WatchResponse {
+            header: header(&node, node.state().revision()),
+            watch_id: id,
+            canceled: true,
+            compact_revision: node.state().compact_revision(),
+            cancel_reason: "mvcc: required revision has been compacted".into(),
+            ..Default::default()
+        };
+        let _ = tx.send(Ok(resp)).await;
+    }
+    cancel.cancel();
+}

@@ -1,0 +1,686 @@
+//! One server's store: Raft, the RocksDB stores, and the paths every API takes into them —
+//! writes (forwarded to the leader), linearizable reads, leases (expired by the leader),
+//! membership changes, status and metrics.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::command::{Command, CommandResult, Request, Response};
+use crate::metrics::Metrics;
+use crate::network::{decode, encode, Network, PeerConnector};
+use crate::state_machine::{Shared, StateMachine};
+use crate::types::typ::Raft;
+use crate::types::Member;
+use crate::{db, Error, LogStore, Result};
+
+/// How long a write or a read barrier waits for a leader before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// Smallest lease TTL granted, in seconds (as etcd, a lease must outlive an election).
+pub const MIN_LEASE_TTL: i64 = 2;
+
+/// Tuning and identity of one server's store.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Raft node id (unique, never reused).
+    pub id: u64,
+    /// This server.
+    pub member: Member,
+    /// Data directory.
+    pub dir: PathBuf,
+    /// Cluster name (part of the cluster id).
+    pub cluster_name: String,
+    /// Members to bootstrap with; empty to join an existing cluster (added by add-member).
+    pub initial_members: BTreeMap<u64, Member>,
+    /// Raft heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Election timeout, lower bound.
+    pub election_min_ms: u64,
+    /// Election timeout, upper bound.
+    pub election_max_ms: u64,
+    /// Build a snapshot (and purge the log behind it) every this many entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot.
+    pub keep_after_snapshot: u64,
+    /// Largest value accepted by a put.
+    pub max_value_bytes: usize,
+}
+
+/// A failure of a forwarded call, as the leader reports it.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RemoteFailure {
+    /// The callee is not the leader (the write was not proposed).
+    NotLeader,
+    /// Anything else.
+    Failed(String),
+}
+
+/// Leader-side lease deadlines, valid for one leader term.
+#[derive(Default)]
+struct LeaseClock {
+    term: u64,
+    deadlines: HashMap<i64, Instant>,
+}
+
+/// One server's store.
+pub struct Node {
+    config: NodeConfig,
+    raft: Raft,
+    sm: Arc<Shared>,
+    connector: PeerConnector,
+    leases: Mutex<LeaseClock>,
+    metrics: Arc<Metrics>,
+    cluster_id: u64,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    /// Keeps raft metrics cheap to read without awaiting.
+    last_term: AtomicU64,
+}
+
+fn jitter(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    Duration::from_millis(ms / 2 + rand::thread_rng().gen_range(0..=ms / 2 + 1))
+}
+
+impl Node {
+    /// Opens the stores and starts Raft; bootstraps the cluster when `initial_members` is
+    /// set and this node has no state yet.
+    ///
+    /// # Errors
+    /// When the database cannot be opened or Raft refuses the configuration.
+    pub async fn start(
+        config: NodeConfig,
+        peer_tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.dir).map_err(Error::Load)?;
+        let db = db::open(&config.dir)?;
+        let log = LogStore::new(db.clone());
+        let sm = StateMachine::open(db, &config.dir).map_err(Error::Load)?;
+        let shared = sm.shared();
+        let raft_config = openraft::Config {
+            cluster_name: config.cluster_name.clone(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_min_ms,
+            election_timeout_max: config.election_max_ms,
+            install_snapshot_timeout: 2000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_after_snapshot,
+            purge_batch_size: 256,
+            max_payload_entries: 512,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Start(e.to_string()))?;
+        let connector = PeerConnector::new(peer_tls);
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            Network::new(connector.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| Error::Start(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Start(e.to_string()))?;
+        if !initialized && !config.initial_members.is_empty() {
+            // Every initial member may call this with the same membership: it is idempotent
+            // across the group, and whichever log wins the first election carries it.
+            match raft.initialize(config.initial_members.clone()).await {
+                Ok(()) => tracing::info!(
+                    members = config.initial_members.len(),
+                    "cluster bootstrapped"
+                ),
+                Err(e) => tracing::info!(error = %e, "bootstrap skipped"),
+            }
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&config.cluster_name, &mut h);
+        let cluster_id = std::hash::Hasher::finish(&h);
+        let node = Arc::new(Node {
+            config,
+            raft,
+            sm: shared,
+            connector,
+            leases: Mutex::default(),
+            metrics: Arc::new(Metrics::default()),
+            cluster_id,
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            last_term: AtomicU64::new(0),
+        });
+        node.tasks.spawn(node.clone().lease_expiry_loop());
+        node.tasks.spawn(node.clone().watch_metrics());
+        Ok(node)
+    }
+
+    /// Stops background tasks and Raft.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The state machine's read side.
+    pub fn state(&self) -> &Arc<Shared> {
+        &self.sm
+    }
+
+    /// This node's config.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Metrics counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Cluster id reported in etcd response headers.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// Current Raft term as last seen.
+    pub fn term(&self) -> u64 {
+        self.last_term.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node currently believes it leads.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.config.id)
+    }
+
+    /// The leader's id and member record, if known.
+    pub fn leader(&self) -> Option<(u64, Member)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, member))
+    }
+
+    /// Proposes `req` and returns once it is applied, from whichever server: followers
+    /// forward to the leader. Retries (bounded, with back-off) only when the write was
+    /// certainly not proposed: no leader yet, or the callee was not the leader.
+    ///
+    /// # Errors
+    /// [`Error::NoLeader`] when no leader accepted it in time; [`Error::Peer`] when the
+    /// leader was lost mid-request (outcome unknown); [`Error::Apply`] when the state
+    /// machine refused it.
+    pub async fn write(&self, req: Request) -> Result<(i64, CommandResult)> {
+        let started = Instant::now();
+        let res = self.write_inner(req).await;
+        self.metrics
+            .observe_proposal(started.elapsed(), res.is_ok());
+        let resp = res?;
+        match resp.result {
+            Some(Ok(r)) => Ok((resp.revision, r)),
+            Some(Err(e)) => Err(Error::Apply(e)),
+            None => Err(Error::Raft("entry applied without a result".into())),
+        }
+    }
+
+    async fn write_inner(&self, req: Request) -> Result<Response> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut backoff = Duration::from_millis(10);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.write_local(req.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(Error::NoLeader(_)) => {
+                    if let Some((id, leader)) =
+                        self.leader().filter(|(id, _)| *id != self.config.id)
+                    {
+                        match self.forward(&leader, &req).await {
+                            Ok(r) => return Ok(r),
+                            Err(Error::NoLeader(why)) => {
+                                tracing::debug!(leader = id, attempt, %why, "forward refused; retrying");
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(Error::NoLeader(format!(
+                    "no leader accepted the write within {LEADER_WAIT:?}"
+                )));
+            }
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Proposes on this node; [`Error::NoLeader`] when it is not the leader.
+    ///
+    /// # Errors
+    /// As described.
+    pub async fn write_local(&self, req: Request) -> Result<Response> {
+        match self.raft.client_write(req).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Error::NoLeader(
+                format!("not the leader (leader: {:?})", f.leader_id),
+            )),
+            Err(RaftError::APIError(e)) => Err(Error::Raft(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(Error::Raft(e.to_string())),
+        }
+    }
+
+    async fn forward(&self, leader: &Member, req: &Request) -> Result<Response> {
+        let peer = |reason: String| Error::Peer {
+            peer: leader.peer_addr.clone(),
+            reason,
+        };
+        let mut client = self
+            .connector
+            .client(&leader.peer_addr)
+            .map_err(|e| peer(e.to_string()))?;
+        let blob = encode(req).map_err(|s| peer(s.message().into()))?;
+        match client.forward(blob).await {
+            Ok(resp) => {
+                let res: std::result::Result<Response, RemoteFailure> =
+                    decode(resp.get_ref()).map_err(|s| peer(s.message().into()))?;
+                match res {
+                    Ok(r) => Ok(r),
+                    Err(RemoteFailure::NotLeader) => Err(Error::NoLeader("leader changed".into())),
+                    Err(RemoteFailure::Failed(m)) => Err(peer(m)),
+                }
+            }
+            // Not connected at all: the write was never sent, so it is safe to retry.
+            Err(status) if is_connect_error(&status) => {
+                Err(Error::NoLeader(format!("leader unreachable: {status}")))
+            }
+            Err(status) => Err(peer(format!("outcome unknown: {status}"))),
+        }
+    }
+
+    /// Waits until this node has applied everything committed before the call
+    /// (linearizable read barrier; ReadIndex through the leader on followers).
+    ///
+    /// # Errors
+    /// [`Error::NoLeader`] when no leader confirmed in time.
+    pub async fn read_barrier(&self) -> Result<()> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            if self.is_leader() {
+                match self.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => tracing::debug!(error = %e, "read barrier on leader failed"),
+                }
+            } else if let Some((_, leader)) = self.leader() {
+                match self.remote_read_index(&leader).await {
+                    Ok(index) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        return self
+                            .raft
+                            .wait(Some(left))
+                            .applied_index_at_least(Some(index), "read barrier")
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| {
+                                Error::NoLeader(format!("waiting to apply index {index}: {e}"))
+                            });
+                    }
+                    Err(e) => tracing::debug!(error = %e, "read index from leader failed"),
+                }
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(Error::NoLeader(format!(
+                    "no leader confirmed the read within {LEADER_WAIT:?}"
+                )));
+            }
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    async fn remote_read_index(&self, leader: &Member) -> Result<u64> {
+        let peer = |reason: String| Error::Peer {
+            peer: leader.peer_addr.clone(),
+            reason,
+        };
+        let mut client = self
+            .connector
+            .client(&leader.peer_addr)
+            .map_err(|e| peer(e.to_string()))?;
+        let resp = client
+            .read_index(encode(&()).map_err(|s| peer(s.message().into()))?)
+            .await
+            .map_err(|s| peer(s.to_string()))?;
+        let res: std::result::Result<u64, RemoteFailure> =
+            decode(resp.get_ref()).map_err(|s| peer(s.message().into()))?;
+        res.map_err(|f| peer(format!("{f:?}")))
+    }
+
+    /// On the leader: the index a linearizable read must wait for.
+    ///
+    /// # Errors
+    /// [`RemoteFailure::NotLeader`] when this node does not lead.
+    pub async fn leader_read_index(&self) -> std::result::Result<u64, RemoteFailure> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(_)) => Err(RemoteFailure::NotLeader),
+            Err(e) => Err(RemoteFailure::Failed(e.to_string())),
+        }
+    }
+
+    /// Grants a lease (`id` 0: chosen here) and returns (id, ttl).
+    ///
+    /// # Errors
+    /// Invalid TTL or id, lease exists, no leader.
+    pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<(i64, i64)> {
+        if id < 0 {
+            return Err(Error::InvalidArgument(format!("lease id {id} is negative")));
+        }
+        if ttl > 9_000_000_000 {
+            return Err(Error::InvalidArgument(
+                "etcdserver: too large lease TTL".into(),
+            ));
+        }
+        let ttl = ttl.max(MIN_LEASE_TTL);
+        let id = if id == 0 {
+            rand::thread_rng().gen_range(1..i64::MAX)
+        } else {
+            id
+        };
+        match self
+            .write(Request::new(Command::LeaseGrant { id, ttl }))
+            .await?
+        {
+            (_, CommandResult::LeaseGranted { id, ttl }) => Ok((id, ttl)),
+            (_, other) => Err(Error::Raft(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Refreshes (keep-alive) or reads (time-to-live) a lease's remaining TTL, on the
+    /// leader. `Ok(None)` when the lease does not exist.
+    ///
+    /// # Errors
+    /// No leader.
+    pub async fn lease_ttl(&self, id: i64, refresh: bool) -> Result<Option<i64>> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            if self.is_leader() {
+                match self.lease_ttl_local(id, refresh).await {
+                    Ok(r) => return Ok(r),
+                    Err(RemoteFailure::NotLeader) => {}
+                    Err(RemoteFailure::Failed(m)) => return Err(Error::Raft(m)),
+                }
+            } else if let Some((_, leader)) = self.leader() {
+                let peer = |reason: String| Error::Peer {
+                    peer: leader.peer_addr.clone(),
+                    reason,
+                };
+                let mut client = self
+                    .connector
+                    .client(&leader.peer_addr)
+                    .map_err(|e| peer(e.to_string()))?;
+                let blob = encode(&(id, refresh)).map_err(|s| peer(s.message().into()))?;
+                if let Ok(resp) = client.lease_keep_alive(blob).await {
+                    let res: std::result::Result<Option<i64>, RemoteFailure> =
+                        decode(resp.get_ref()).map_err(|s| peer(s.message().into()))?;
+                    match res {
+                        Ok(r) => return Ok(r),
+                        Err(RemoteFailure::NotLeader) => {}
+                        Err(RemoteFailure::Failed(m)) => return Err(peer(m)),
+                    }
+                }
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(Error::NoLeader(
+                    "no leader answered for the lease in time".into(),
+                ));
+            }
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The leader's side of [`Node::lease_ttl`].
+    ///
+    /// # Errors
+    /// [`RemoteFailure::NotLeader`] when this node does not lead.
+    pub async fn lease_ttl_local(
+        &self,
+        id: i64,
+        refresh: bool,
+    ) -> std::result::Result<Option<i64>, RemoteFailure> {
+        if !self.is_leader() {
+            return Err(RemoteFailure::NotLeader);
+        }
+        let Some((ttl, _)) = self.sm.lease(id) else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        let mut clock = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = clock
+            .deadlines
+            .entry(id)
+            .or_insert(now + Duration::from_secs(ttl as u64));
+        if refresh {
+            *deadline = now + Duration::from_secs(ttl as u64);
+            return Ok(Some(ttl));
+        }
+        let left = deadline.saturating_duration_since(now);
+        Ok(Some(left.as_secs_f64().ceil() as i64))
+    }
+
+    /// On the leader, revokes leases whose deadline passed. Deadlines start afresh (full
+    /// TTL) whenever leadership changes hands, as in etcd, so a failover never expires a
+    /// lease early. Revokes are fenced by the term they were decided in.
+    async fn lease_expiry_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !self.is_leader() {
+                continue;
+            }
+            let term = self.raft.metrics().borrow().current_term;
+            let leases = self.sm.leases();
+            let now = Instant::now();
+            let expired: Vec<i64> = {
+                let mut clock = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+                if clock.term != term {
+                    clock.term = term;
+                    clock.deadlines.clear();
+                }
+                let live: BTreeSet<i64> = leases.iter().map(|(i, _)| *i).collect();
+                clock.deadlines.retain(|id, _| live.contains(id));
+                for (id, ttl) in &leases {
+                    clock
+                        .deadlines
+                        .entry(*id)
+                        .or_insert(now + Duration::from_secs(*ttl as u64));
+                }
+                clock
+                    .deadlines
+                    .iter()
+                    .filter(|(_, d)| **d <= now)
+                    .map(|(i, _)| *i)
+                    .take(128)
+                    .collect()
+            };
+            for id in expired {
+                let req = Request::fenced(term, Command::LeaseRevoke { id });
+                match self.write_local(req).await {
+                    Ok(_) => tracing::info!(lease = id, "lease expired"),
+                    Err(e) => {
+                        tracing::debug!(lease = id, error = %e, "lease revoke failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn watch_metrics(self: Arc<Self>) {
+        let mut rx = self.raft.metrics();
+        let mut leader = None;
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                self.last_term.store(m.current_term, Ordering::Relaxed);
+                if m.current_leader != leader {
+                    if m.current_leader.is_some() {
+                        self.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::info!(leader = ?m.current_leader, term = m.current_term, state = ?m.state, "leader changed");
+                    leader = m.current_leader;
+                }
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// Adds a member as a learner, waits for it to catch up, then (with `promote`) makes it
+    /// a voter. Must run on the leader.
+    ///
+    /// # Errors
+    /// Not the leader, duplicate id or name, Raft refusal.
+    pub async fn add_member(&self, id: u64, member: Member, promote: bool) -> Result<()> {
+        self.require_leader()?;
+        let current = self.raft.metrics().borrow().membership_config.clone();
+        for (nid, m) in current.membership().nodes() {
+            if *nid == id {
+                return Err(Error::FailedPrecondition(format!(
+                    "member id {id} exists already ({})",
+                    m.name
+                )));
+            }
+            if m.name == member.name {
+                return Err(Error::FailedPrecondition(format!(
+                    "member name {} exists already (id {nid})",
+                    m.name
+                )));
+            }
+        }
+        self.raft
+            .add_learner(id, member, true)
+            .await
+            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+        if promote {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Promotes a learner to voter. Must run on the leader.
+    ///
+    /// # Errors
+    /// Not the leader, unknown learner.
+    pub async fn promote_member(&self, id: u64) -> Result<()> {
+        self.require_leader()?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Removes a member (voter or learner). Must run on the leader.
+    ///
+    /// # Errors
+    /// Not the leader, unknown member, Raft refusal.
+    pub async fn remove_member(&self, id: u64) -> Result<()> {
+        self.require_leader()?;
+        let current = self.raft.metrics().borrow().membership_config.clone();
+        let is_voter = current.membership().voter_ids().any(|v| v == id);
+        let known = current.membership().get_node(&id).is_some();
+        if !known {
+            return Err(Error::NotFound(format!("member {id:x} not found")));
+        }
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+        Ok(())
+    }
+
+    fn require_leader(&self) -> Result<()> {
+        if self.is_leader() {
+            return Ok(());
+        }
+        let hint = match self.leader() {
+            Some((id, m)) => format!("leader is {} (id {id}) at {}", m.name, m.client_addr),
+            None => "no leader elected".into(),
+        };
+        Err(Error::FailedPrecondition(format!("not the leader: {hint}")))
+    }
+
+    /// The members with whether each is a learner.
+    pub fn members(&self) -> Vec<(u64, Member, bool)> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<u64> = m.membership().voter_ids().collect();
+        m.membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone(), !voters.contains(id)))
+            .collect()
+    }
+
+    /// The committed log index.
+    pub async fn committed_index(&self) -> Option<u64> {
+        self.raft
+            .with_raft_state(|st| st.committed.map(|c| c.index))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+fn is_connect_error(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = src {
+        let s = e.to_string().to_ascii_lowercase();
+        if s.contains("connect") || s.contains("connection refused") {
+            return true;
+        }
+        src = e.source();
+    }
+    status
+        .message()
+        .to_ascii_lowercase()
+        .contains("connection refused")
+}

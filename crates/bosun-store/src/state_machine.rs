@@ -1,0 +1,653 @@
+//! The replicated key-value state machine on RocksDB ([`RaftStateMachine`]).
+//!
+//! The current key space is also held in memory (as etcd holds its index), so reads are
+//! served without touching disk; RocksDB holds it durably together with the event history.
+//! Each `apply` call writes its changes and the last applied log id in one `WriteBatch`:
+//! a crash never applies an entry twice or loses one. The batch is not synced by itself —
+//! the log is, and is replayed after a crash; before a snapshot lets the log be purged, the
+//! WAL is synced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::command::{Event, EventKind, KeyRange, KeyValue, RangeReq, RangeResult, Response};
+use crate::db::{be, hist_key, CF_HIST, CF_KV, CF_LEASE, CF_SM};
+use crate::log_store::blocking;
+use crate::mvcc::{Changes, History, LeaseState, Mvcc, ReadError};
+use crate::types::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
+use crate::types::TypeConfig;
+
+/// Capacity of the watch fan-out; a watcher that falls further behind catches up from disk.
+const HUB_CAPACITY: usize = 1024;
+
+/// What the state machine tells watchers.
+#[derive(Debug, Clone)]
+pub enum WatchMsg {
+    /// Events just applied, oldest first (their revision is `kv.mod_revision`).
+    Events(Arc<Vec<Event>>),
+    /// The state was replaced by a snapshot: re-read history from disk.
+    Reset,
+}
+
+struct Inner {
+    mvcc: Mvcc,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// State shared between the state machine (owned by openraft) and the read paths.
+pub struct Shared {
+    db: Arc<DB>,
+    dir: PathBuf,
+    inner: RwLock<Inner>,
+    hub: broadcast::Sender<WatchMsg>,
+}
+
+/// The state machine handed to openraft.
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+/// Builds snapshots for openraft.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    revision: i64,
+    compact_revision: i64,
+    kvs: Vec<KeyValue>,
+    leases: Vec<(i64, i64)>,
+    hist: Vec<(i64, u32, Event)>,
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
+}
+
+fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
+}
+
+struct DbHistory<'a> {
+    db: &'a DB,
+    pending: &'a [(u32, Event)],
+}
+
+impl History for DbHistory<'_> {
+    fn events_after(&self, rev: i64) -> std::io::Result<Vec<Event>> {
+        let mut out = read_hist(self.db, rev + 1, usize::MAX)?;
+        out.extend(
+            self.pending
+                .iter()
+                .filter(|(_, e)| e.kv.mod_revision > rev)
+                .map(|(_, e)| e.clone()),
+        );
+        Ok(out)
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> std::io::Result<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name)
+        .ok_or_else(|| std::io::Error::other(format!("column family {name} missing")))
+}
+
+/// Events from revision `from` on: at most `max`, except that a revision is never split.
+fn read_hist(db: &DB, from: i64, max: usize) -> std::io::Result<Vec<Event>> {
+    let cf = cf(db, CF_HIST)?;
+    let mut it = db.raw_iterator_cf(cf);
+    it.seek(hist_key(from.max(0), 0));
+    let mut out: Vec<Event> = Vec::new();
+    while let Some(v) = it.value() {
+        let ev: Event = bincode::deserialize(v).map_err(std::io::Error::other)?;
+        if out.len() >= max
+            && out
+                .last()
+                .is_some_and(|l| l.kv.mod_revision != ev.kv.mod_revision)
+        {
+            break;
+        }
+        out.push(ev);
+        it.next();
+    }
+    it.status().map_err(std::io::Error::other)?;
+    Ok(out)
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &str) -> std::io::Result<Option<T>> {
+    match db
+        .get_cf(cf(db, CF_SM)?, key)
+        .map_err(std::io::Error::other)?
+    {
+        None => Ok(None),
+        Some(b) => bincode::deserialize(&b)
+            .map(Some)
+            .map_err(std::io::Error::other),
+    }
+}
+
+fn clear_cf(db: &DB, batch: &mut WriteBatch, name: &str) -> std::io::Result<()> {
+    let cf = cf(db, name)?;
+    let mut it = db.raw_iterator_cf(cf);
+    it.seek_to_first();
+    let first = it.key().map(<[u8]>::to_vec);
+    it.seek_to_last();
+    let last = it.key().map(<[u8]>::to_vec);
+    it.status().map_err(std::io::Error::other)?;
+    if let (Some(f), Some(l)) = (first, last) {
+        batch.delete_range_cf(cf, f, l.clone());
+        batch.delete_cf(cf, l);
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A poisoned lock means a panic mid-apply; the state is still the last consistent
+        // one we wrote (apply mutates memory only after validation), so keep serving.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves a range read from this server's state.
+    ///
+    /// # Errors
+    /// Compacted or future revision; history read failures.
+    pub fn range(&self, req: &RangeReq) -> Result<(RangeResult, i64), ReadError> {
+        let inner = self.read();
+        let hist = DbHistory {
+            db: &self.db,
+            pending: &[],
+        };
+        let r = inner.mvcc.range(req, &hist)?;
+        Ok((r, inner.mvcc.revision))
+    }
+
+    /// Current revision.
+    pub fn revision(&self) -> i64 {
+        self.read().mvcc.revision
+    }
+
+    /// Revision below which history is gone.
+    pub fn compact_revision(&self) -> i64 {
+        self.read().mvcc.compact_revision
+    }
+
+    /// Last applied log id.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.read().last_applied
+    }
+
+    /// The membership as of the last applied entry.
+    pub fn membership(&self) -> StoredMembership {
+        self.read().membership.clone()
+    }
+
+    /// Leases: (id, granted ttl).
+    pub fn leases(&self) -> Vec<(i64, i64)> {
+        self.read()
+            .mvcc
+            .leases
+            .iter()
+            .map(|(id, l)| (*id, l.ttl))
+            .collect()
+    }
+
+    /// One lease: granted ttl and attached keys.
+    pub fn lease(&self, id: i64) -> Option<(i64, Vec<Vec<u8>>)> {
+        self.read()
+            .mvcc
+            .leases
+            .get(&id)
+            .map(|l| (l.ttl, l.keys.iter().cloned().collect()))
+    }
+
+    /// Subscribes to applied events. Subscribe first, then read history: nothing falls in
+    /// between.
+    pub fn subscribe(&self) -> broadcast::Receiver<WatchMsg> {
+        self.hub.subscribe()
+    }
+
+    /// Events from revision `from` on in `range`: a page of about `max` events read from
+    /// disk. Returns the matching events, the revision to continue from, and whether the
+    /// history is exhausted (then the continuation is the current revision + 1).
+    ///
+    /// # Errors
+    /// [`ReadError::Refused`] with `Compacted` when `from` is below the compact revision.
+    pub fn history(
+        &self,
+        from: i64,
+        range: &KeyRange,
+        max: usize,
+    ) -> Result<(Vec<Event>, i64, bool), ReadError> {
+        let inner = self.read();
+        if from < inner.mvcc.compact_revision {
+            return Err(crate::command::ApplyError::Compacted.into());
+        }
+        let raw = read_hist(&self.db, from, max)?;
+        let done = raw.len() < max;
+        let next = if done {
+            inner.mvcc.revision + 1
+        } else {
+            raw.last().map_or(from, |e| e.kv.mod_revision + 1)
+        };
+        Ok((
+            raw.into_iter()
+                .filter(|e| range.contains(&e.kv.key))
+                .collect(),
+            next.max(from),
+            done,
+        ))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.dir.join("snapshot.bin")
+    }
+
+    /// Builds a snapshot of the current state: (meta, bytes).
+    fn build(&self) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
+        let (body, meta) = {
+            let inner = self.read();
+            // The state we snapshot must be durable before openraft purges the log behind it.
+            blocking(|| self.db.flush_wal(true)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            let cf_h = cf(&self.db, CF_HIST).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let mut hist = Vec::new();
+            let mut it = self.db.raw_iterator_cf(cf_h);
+            it.seek_to_first();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let ev: Event =
+                    bincode::deserialize(v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+                let sub = u32::from_be_bytes(k[8..12].try_into().unwrap_or([0; 4]));
+                hist.push((ev.kv.mod_revision, sub, ev));
+                it.next();
+            }
+            it.status().map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let body = SnapshotBody {
+                last_applied: inner.last_applied,
+                membership: inner.membership.clone(),
+                revision: inner.mvcc.revision,
+                compact_revision: inner.mvcc.compact_revision,
+                kvs: inner.mvcc.kvs.values().cloned().collect(),
+                leases: inner.mvcc.leases.iter().map(|(i, l)| (*i, l.ttl)).collect(),
+                hist,
+            };
+            let id = match inner.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, inner.mvcc.revision),
+                None => format!("0-0-{}", inner.mvcc.revision),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: inner.last_applied,
+                last_membership: inner.membership.clone(),
+                snapshot_id: id,
+            };
+            (body, meta)
+        };
+        let data = bincode::serialize(&body).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.save_snapshot(&meta, &data)?;
+        Ok((meta, data))
+    }
+
+    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let file = bincode::serialize(&(meta, data)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let tmp = self.dir.join("snapshot.bin.tmp");
+        let path = self.snapshot_path();
+        blocking(|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&file)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&self.dir)?.sync_all()
+        })
+        .map_err(|e| snap_err(ErrorVerb::Write, e))
+    }
+
+    fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        let path = self.snapshot_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let (meta, data): (SnapshotMeta, Vec<u8>) = bincode::deserialize(&bytes)
+            .map_err(|e| snap_err(ErrorVerb::Read, format!("{}: {e}", path.display())))?;
+        Ok(Some((meta, data)))
+    }
+
+    /// The last snapshot's bytes (for `Maintenance.Snapshot`), building one if none exists.
+    ///
+    /// # Errors
+    /// When the snapshot cannot be built or read.
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, StorageError> {
+        Ok(self.build()?.1)
+    }
+}
+
+impl StateMachine {
+    /// Loads the state machine from `db`; `dir` is the data directory (snapshot file).
+    ///
+    /// # Errors
+    /// When stored state cannot be decoded.
+    pub fn open(db: Arc<DB>, dir: &Path) -> std::io::Result<Self> {
+        let last_applied: Option<LogId> = get_meta::<Option<LogId>>(&db, "applied")?.flatten();
+        let membership: StoredMembership = get_meta(&db, "membership")?.unwrap_or_default();
+        let revision: i64 = get_meta(&db, "revision")?.unwrap_or(0);
+        let compact_revision: i64 = get_meta(&db, "compact")?.unwrap_or(0);
+        let mut kvs = BTreeMap::new();
+        let mut leases: BTreeMap<i64, LeaseState> = BTreeMap::new();
+        {
+            let mut it = db.raw_iterator_cf(cf(&db, CF_LEASE)?);
+            it.seek_to_first();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let id = u64::from_be_bytes(
+                    k.try_into()
+                        .map_err(|_| std::io::Error::other("bad lease key"))?,
+                ) as i64;
+                let ttl: i64 = bincode::deserialize(v).map_err(std::io::Error::other)?;
+                leases.insert(
+                    id,
+                    LeaseState {
+                        ttl,
+                        keys: BTreeSet::new(),
+                    },
+                );
+                it.next();
+            }
+            it.status().map_err(std::io::Error::other)?;
+        }
+        {
+            let mut it = db.raw_iterator_cf(cf(&db, CF_KV)?);
+            it.seek_to_first();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let kv: KeyValue = bincode::deserialize(v).map_err(std::io::Error::other)?;
+                if kv.lease != 0 {
+                    if let Some(l) = leases.get_mut(&kv.lease) {
+                        l.keys.insert(k.to_vec());
+                    }
+                }
+                kvs.insert(k.to_vec(), kv);
+                it.next();
+            }
+            it.status().map_err(std::io::Error::other)?;
+        }
+        let (hub, _) = broadcast::channel(HUB_CAPACITY);
+        let inner = Inner {
+            mvcc: Mvcc {
+                kvs,
+                revision,
+                compact_revision,
+                leases,
+            },
+            last_applied,
+            membership,
+        };
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                db,
+                dir: dir.to_path_buf(),
+                inner: RwLock::new(inner),
+                hub,
+            }),
+        })
+    }
+
+    /// The handle read paths use.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+}
+
+fn persist(
+    db: &DB,
+    batch: &mut WriteBatch,
+    changes: &Changes,
+    inner: &Inner,
+) -> std::io::Result<()> {
+    let (kv, hist, lease, sm) = (
+        cf(db, CF_KV)?,
+        cf(db, CF_HIST)?,
+        cf(db, CF_LEASE)?,
+        cf(db, CF_SM)?,
+    );
+    let ser = |v: &dyn erased::Ser| v.bytes();
+    for (sub, ev) in &changes.events {
+        match ev.kind {
+            EventKind::Put => batch.put_cf(kv, &ev.kv.key, ser(&ev.kv)?),
+            EventKind::Delete => batch.delete_cf(kv, &ev.kv.key),
+        }
+        batch.put_cf(hist, hist_key(ev.kv.mod_revision, *sub), ser(ev)?);
+    }
+    for (id, ttl) in &changes.leases_granted {
+        batch.put_cf(lease, be(*id as u64), ser(ttl)?);
+    }
+    for id in &changes.leases_revoked {
+        batch.delete_cf(lease, be(*id as u64));
+    }
+    if let Some(c) = changes.compacted_to {
+        batch.delete_range_cf(hist, hist_key(0, 0), hist_key(c, 0));
+    }
+    batch.put_cf(sm, "applied", ser(&inner.last_applied)?);
+    batch.put_cf(sm, "membership", ser(&inner.membership)?);
+    batch.put_cf(sm, "revision", ser(&inner.mvcc.revision)?);
+    batch.put_cf(sm, "compact", ser(&inner.mvcc.compact_revision)?);
+    Ok(())
+}
+
+/// Tiny object-safe serialisation helper so `persist` can take mixed types.
+mod erased {
+    pub trait Ser {
+        fn bytes(&self) -> std::io::Result<Vec<u8>>;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn bytes(&self) -> std::io::Result<Vec<u8>> {
+            bincode::serialize(self).map_err(std::io::Error::other)
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (meta, data) = self.shared.build()?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let inner = self.shared.read();
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let sh = &self.shared;
+        let mut changes = Changes::default();
+        let mut out = Vec::new();
+        {
+            let mut inner = sh.write();
+            for e in entries {
+                inner.last_applied = Some(e.log_id);
+                let result = match e.payload {
+                    EntryPayload::Blank => None,
+                    EntryPayload::Normal(req) => {
+                        let pending = std::mem::take(&mut changes.events);
+                        let r = {
+                            let hist = DbHistory {
+                                db: &sh.db,
+                                pending: &pending,
+                            };
+                            let mut local = Changes::default();
+                            let r =
+                                inner
+                                    .mvcc
+                                    .apply(&req, e.log_id.leader_id.term, &hist, &mut local);
+                            changes.leases_granted.extend(local.leases_granted);
+                            changes.leases_revoked.extend(local.leases_revoked);
+                            if local.compacted_to.is_some() {
+                                changes.compacted_to = local.compacted_to;
+                            }
+                            (r, local.events)
+                        };
+                        changes.events = pending;
+                        changes.events.extend(r.1);
+                        Some(r.0)
+                    }
+                    EntryPayload::Membership(m) => {
+                        inner.membership = StoredMembership::new(Some(e.log_id), m);
+                        None
+                    }
+                };
+                out.push(Response {
+                    revision: inner.mvcc.revision,
+                    result,
+                });
+            }
+            let mut batch = WriteBatch::default();
+            persist(&sh.db, &mut batch, &changes, &inner)
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            blocking(|| sh.db.write(batch)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        }
+        if !changes.events.is_empty() {
+            let events: Vec<Event> = changes.events.into_iter().map(|(_, e)| e).collect();
+            // No receivers is fine: nobody watches.
+            let _ = sh.hub.send(WatchMsg::Events(Arc::new(events)));
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody =
+            bincode::deserialize(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let sh = &self.shared;
+        {
+            let mut inner = sh.write();
+            let db = &sh.db;
+            let mut batch = WriteBatch::default();
+            let io = |e: std::io::Error| snap_err(ErrorVerb::Write, e);
+            for name in [CF_KV, CF_HIST, CF_LEASE, CF_SM] {
+                clear_cf(db, &mut batch, name).map_err(io)?;
+            }
+            let mut kvs = BTreeMap::new();
+            let mut leases: BTreeMap<i64, LeaseState> = body
+                .leases
+                .iter()
+                .map(|(i, t)| {
+                    (
+                        *i,
+                        LeaseState {
+                            ttl: *t,
+                            keys: BTreeSet::new(),
+                        },
+                    )
+                })
+                .collect();
+            let (kv_cf, hist_cf, lease_cf) = (
+                cf(db, CF_KV).map_err(io)?,
+                cf(db, CF_HIST).map_err(io)?,
+                cf(db, CF_LEASE).map_err(io)?,
+            );
+            for kv in body.kvs {
+                batch.put_cf(
+                    kv_cf,
+                    &kv.key,
+                    bincode::serialize(&kv).map_err(|e| snap_err(ErrorVerb::Write, e))?,
+                );
+                if let Some(l) = leases.get_mut(&kv.lease) {
+                    l.keys.insert(kv.key.clone());
+                }
+                kvs.insert(kv.key.clone(), kv);
+            }
+            for (rev, sub, ev) in &body.hist {
+                batch.put_cf(
+                    hist_cf,
+                    hist_key(*rev, *sub),
+                    bincode::serialize(ev).map_err(|e| snap_err(ErrorVerb::Write, e))?,
+                );
+            }
+            for (id, ttl) in &body.leases {
+                batch.put_cf(
+                    lease_cf,
+                    be(*id as u64),
+                    bincode::serialize(ttl).map_err(|e| snap_err(ErrorVerb::Write, e))?,
+                );
+            }
+            let new = Inner {
+                mvcc: Mvcc {
+                    kvs,
+                    revision: body.revision,
+                    compact_revision: body.compact_revision,
+                    leases,
+                },
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            };
+            persist(db, &mut batch, &Changes::default(), &new).map_err(io)?;
+            let mut w = WriteOptions::default();
+            w.set_sync(true);
+            blocking(|| db.write_opt(batch, &w)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            *inner = new;
+        }
+        sh.save_snapshot(meta, &data)?;
+        tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
+        let _ = sh.hub.send(WatchMsg::Reset);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.shared.load_snapshot()?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per verb.
+
+pub mod bench;
+pub mod cluster;
+pub mod pki;
+pub mod server;

@@ -1,0 +1,95 @@
+//! `bosun pki init` and `bosun pki issue`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use bosun_pki::ca::ServerSpec;
+use bosun_pki::Pki as Ca;
+
+/// PKI verbs.
+#[derive(clap::Subcommand)]
+pub enum Pki {
+    /// Create the cluster CA, one certificate per server and an admin user certificate.
+    Init {
+        /// Directory to write to.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Servers as name=ip[+ip…], comma-separated (s1=127.0.0.11,s2=127.0.0.12).
+        #[arg(long, value_delimiter = ',')]
+        servers: Vec<String>,
+        /// Cluster name (in the CA's name).
+        #[arg(long, default_value = "bosun")]
+        cluster_name: String,
+    },
+    /// Issue one more certificate from an existing CA.
+    Issue {
+        /// The PKI directory holding ca.crt and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A user certificate with this name (CN).
+        #[arg(long, conflicts_with_all = ["node", "server"])]
+        user: Option<String>,
+        /// The user's group (O). One group per certificate.
+        #[arg(long, requires = "user")]
+        group: Vec<String>,
+        /// A worker node certificate (CN system:node:<name>, O system:nodes).
+        #[arg(long, conflicts_with = "server")]
+        node: Option<String>,
+        /// A server certificate, name=ip[+ip…].
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
+/// Runs a PKI verb.
+pub fn run(p: Pki) -> Result<()> {
+    match p {
+        Pki::Init {
+            dir,
+            servers,
+            cluster_name,
+        } => {
+            if servers.is_empty() {
+                bail!("--servers is required: name=ip for each control plane server");
+            }
+            let specs = servers
+                .iter()
+                .map(|s| ServerSpec::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ca = Ca::init(&dir, &cluster_name).context("creating the CA")?;
+            println!("created CA {}", ca.layout().ca_cert().display());
+            for s in &specs {
+                let (c, _) = ca.issue_server(s)?;
+                println!("issued server certificate {}", c.display());
+            }
+            let (c, _) = ca.issue_user("admin", Some("system:masters"))?;
+            println!("issued admin certificate {}", c.display());
+            Ok(())
+        }
+        Pki::Issue {
+            dir,
+            user,
+            group,
+            node,
+            server,
+        } => {
+            let ca =
+                Ca::load(&dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
+            let (c, _) = match (user, node, server) {
+                (Some(u), None, None) => {
+                    if group.len() > 1 {
+                        bail!("one --group per certificate: this version writes a single O (group) into a certificate");
+                    }
+                    ca.issue_user(&u, group.first().map(String::as_str))?
+                }
+                (None, Some(n), None) => ca.issue_node(&n)?,
+                (None, None, Some(s)) => ca.issue_server(&ServerSpec::parse(&s)?)?,
+                _ => bail!(
+                    "say what to issue: --user NAME [--group G], --node NAME or --server NAME=IP"
+                ),
+            };
+            println!("issued {}", c.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! `bosun server`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+
+/// Arguments of `bosun server`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Server config file (TOML; see config/examples/server.toml).
+    #[arg(long = "server-config", visible_alias = "cfg", short = 'c')]
+    server_config: PathBuf,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: Args) -> Result<()> {
+    let cfg = ServerConfig::load(&args.server_config)?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install SIGTERM handler");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    tracing::info!(name = %cfg.name, id = cfg.id, dir = %cfg.data_dir.display(), "starting server");
+    bosun_store::server::run(cfg.node(), cfg.listen(), shutdown)
+        .await
+        .with_context(|| format!("server {}", cfg.name))
+}

@@ -1,0 +1,266 @@
+//! Server and client configuration files (TOML).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use bosun_pki::TlsMaterial;
+use bosun_store::server::Listen;
+use bosun_store::{Member, NodeConfig};
+use serde::{Deserialize, Serialize};
+
+/// TLS files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Cluster CA certificate.
+    pub ca: PathBuf,
+    /// Our certificate.
+    pub cert: PathBuf,
+    /// Our key.
+    pub key: PathBuf,
+}
+
+impl From<&TlsFiles> for TlsMaterial {
+    fn from(t: &TlsFiles) -> Self {
+        TlsMaterial {
+            ca: t.ca.clone(),
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+        }
+    }
+}
+
+/// Raft tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    /// Heartbeat interval, ms.
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound, ms.
+    pub election_min_ms: u64,
+    /// Election timeout upper bound, ms.
+    pub election_max_ms: u64,
+    /// Snapshot every this many log entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot.
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 50,
+            election_min_ms: 200,
+            election_max_ms: 400,
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// One member in the bootstrap list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberEntry {
+    /// Raft id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Peer address.
+    pub peer_addr: String,
+    /// Client address.
+    pub client_addr: String,
+}
+
+/// `bosun server` configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This server's name.
+    pub name: String,
+    /// This server's Raft id.
+    pub id: u64,
+    /// Cluster name.
+    #[serde(default = "default_cluster")]
+    pub cluster_name: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Peer address.
+    pub peer_addr: SocketAddr,
+    /// Client address.
+    pub client_addr: SocketAddr,
+    /// Admin (metrics) address.
+    #[serde(default)]
+    pub admin_addr: Option<SocketAddr>,
+    /// Largest value accepted, bytes (etcd's default 1.5 MiB).
+    #[serde(default = "default_max_value")]
+    pub max_value_bytes: usize,
+    /// Join an existing cluster instead of bootstrapping with `members`.
+    #[serde(default)]
+    pub join: bool,
+    /// TLS files.
+    pub tls: TlsFiles,
+    /// Raft tuning.
+    #[serde(default)]
+    pub raft: RaftTuning,
+    /// Initial members (bootstrap).
+    #[serde(default)]
+    pub members: Vec<MemberEntry>,
+}
+
+fn default_cluster() -> String {
+    "bosun".into()
+}
+
+fn default_max_value() -> usize {
+    1536 * 1024
+}
+
+impl ServerConfig {
+    /// Reads and checks a server config.
+    ///
+    /// # Errors
+    /// When the file is unreadable, malformed or inconsistent.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let c: ServerConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if c.id == 0 {
+            bail!("{}: id must be non-zero", path.display());
+        }
+        if !c.join && c.members.is_empty() {
+            bail!(
+                "{}: members is empty: list the initial members, or set join = true",
+                path.display()
+            );
+        }
+        if !c.join && !c.members.iter().any(|m| m.id == c.id) {
+            bail!(
+                "{}: this server (id {}) is not in members",
+                path.display(),
+                c.id
+            );
+        }
+        if c.max_value_bytes == 0 || c.max_value_bytes > 64 << 20 {
+            bail!(
+                "{}: max_value_bytes must be between 1 and 64 MiB",
+                path.display()
+            );
+        }
+        Ok(c)
+    }
+
+    /// The store's config.
+    pub fn node(&self) -> NodeConfig {
+        let initial_members: BTreeMap<u64, Member> = if self.join {
+            BTreeMap::new()
+        } else {
+            self.members
+                .iter()
+                .map(|m| {
+                    (
+                        m.id,
+                        Member {
+                            name: m.name.clone(),
+                            peer_addr: m.peer_addr.clone(),
+                            client_addr: m.client_addr.clone(),
+                        },
+                    )
+                })
+                .collect()
+        };
+        NodeConfig {
+            id: self.id,
+            member: Member {
+                name: self.name.clone(),
+                peer_addr: self.peer_addr.to_string(),
+                client_addr: self.client_addr.to_string(),
+            },
+            dir: self.data_dir.clone(),
+            cluster_name: self.cluster_name.clone(),
+            initial_members,
+            heartbeat_ms: self.raft.heartbeat_ms,
+            election_min_ms: self.raft.election_min_ms,
+            election_max_ms: self.raft.election_max_ms,
+            snapshot_every: self.raft.snapshot_every,
+            keep_after_snapshot: self.raft.keep_after_snapshot,
+            max_value_bytes: self.max_value_bytes,
+        }
+    }
+
+    /// Listen addresses and TLS.
+    pub fn listen(&self) -> Listen {
+        Listen {
+            peer: self.peer_addr,
+            client: self.client_addr,
+            admin: self.admin_addr,
+            tls: (&self.tls).into(),
+        }
+    }
+}
+
+/// The CLI's client configuration (`~/.bosun/config`, `BOSUN_CONFIG`, `--config`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Every server's client address; the CLI fails over between them.
+    pub servers: Vec<String>,
+    /// Cluster CA certificate.
+    pub ca: PathBuf,
+    /// User certificate.
+    pub cert: PathBuf,
+    /// User key.
+    pub key: PathBuf,
+    /// Default namespace.
+    #[serde(default = "default_ns")]
+    pub namespace: String,
+}
+
+fn default_ns() -> String {
+    "default".into()
+}
+
+impl ClientConfig {
+    /// Finds and reads the client config: `--config`, then `BOSUN_CONFIG`, then
+    /// `~/.bosun/config`.
+    ///
+    /// # Errors
+    /// When no config is found or it is malformed.
+    pub fn find(explicit: Option<&Path>) -> Result<Self> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os("BOSUN_CONFIG") {
+                Some(p) => PathBuf::from(p),
+                None => {
+                    let home = std::env::var_os("HOME")
+                        .context("HOME is not set and no --config or BOSUN_CONFIG given")?;
+                    PathBuf::from(home).join(".bosun/config")
+                }
+            },
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading client config {} (set --config or BOSUN_CONFIG)",
+                path.display()
+            )
+        })?;
+        let c: ClientConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if c.servers.is_empty() {
+            bail!("{}: servers is empty", path.display());
+        }
+        Ok(c)
+    }
+
+    /// TLS material.
+    pub fn tls(&self) -> TlsMaterial {
+        TlsMaterial {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# A local bosun cluster on loopback: the one way tests, chaos, benchmarks and people start one.
+#
+#   scripts/cluster.sh up    --dir DIR [--servers N] [--ip-base 127.0.0] [--snapshot-every N]
+#   scripts/cluster.sh stop  NAME --dir DIR     # SIGTERM, then SIGKILL after 10 s
+#   scripts/cluster.sh kill  NAME --dir DIR     # SIGKILL
+#   scripts/cluster.sh start NAME --dir DIR     # (re)start one server
+#   scripts/cluster.sh join  NAME --dir DIR     # start a new server that joins (then: bosun cluster add-member)
+#   scripts/cluster.sh status --dir DIR
+#   scripts/cluster.sh down  --dir DIR          # stops every process it started
+#
+# Layout of DIR: pki/, <name>.toml, <name>.pid, <name>.log, data/<name>/, client.toml,
+# env (source it: BOSUN_CONFIG and ETCDCTL_*), ctl (this script bound to DIR).
+# Servers listen on IP_BASE.1X: client port 2379, peer 2380, metrics 2381.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+bosun_bin() {
+  if [[ -n "${BOSUN_BIN:-}" ]]; then echo "$BOSUN_BIN"; return; fi
+  local t="${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}"
+  if [[ ! -x "$t/debug/bosun" ]]; then
+    (cd "$root" && CARGO_TARGET_DIR="$t" cargo build -q -p bosun) >&2 || die "building bosun failed"
+  fi
+  echo "$t/debug/bosun"
+}
+
+cmd="${1:-}"; shift || true
+name=""
+if [[ "$cmd" =~ ^(stop|kill|start|join)$ ]]; then name="${1:-}"; shift || true; [[ -n "$name" ]] || die "$cmd needs a server name"; fi
+dir=""; servers=3; ip_base="127.0.0"; snapshot_every=10000
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dir) dir="$2"; shift 2;;
+    --servers) servers="$2"; shift 2;;
+    --ip-base) ip_base="$2"; shift 2;;
+    --snapshot-every) snapshot_every="$2"; shift 2;;
+    *) die "unknown argument $1";;
+  esac
+done
+[[ -n "$dir" ]] || die "--dir is required"
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"
+[[ -f "$dir/ip-base" ]] && ip_base="$(cat "$dir/ip-base")"
+
+ip_of() { echo "$ip_base.$((10 + ${1#s}))"; }
+
+alive() { [[ -f "$dir/$1.pid" ]] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
+
+write_config() { # name id join
+  local n="$1" id="$2" join="$3" ip i; ip="$(ip_of "$n")"
+  {
+    echo "name = \"$n\""
+    echo "id = $id"
+    echo "data_dir = \"$dir/data/$n\""
+    echo "peer_addr = \"$ip:2380\""
+    echo "client_addr = \"$ip:2379\""
+    echo "admin_addr = \"$ip:2381\""
+    echo "join = $join"
+    echo "[tls]"
+    echo "ca = \"$dir/pki/ca.crt\""
+    echo "cert = \"$dir/pki/servers/$n.crt\""
+    echo "key = \"$dir/pki/servers/$n.key\""
+    echo "[raft]"
+    echo "snapshot_every = $snapshot_every"
+    echo "keep_after_snapshot = $(( snapshot_every < 1000 ? snapshot_every / 2 : 1000 ))"
+    if [[ "$join" == false ]]; then
+      for i in $(seq 1 "$servers"); do
+        echo "[[members]]"
+        echo "id = $i"
+        echo "name = \"s$i\""
+        echo "peer_addr = \"$(ip_of "s$i"):2380\""
+        echo "client_addr = \"$(ip_of "s$i"):2379\""
+      done
+    fi
+  } > "$dir/$n.toml"
+}
+
+start_one() {
+  local n="$1" bin; bin="$(bosun_bin)"
+  [[ -f "$dir/$n.toml" ]] || die "no config $dir/$n.toml"
+  if alive "$n"; then echo "$n already running (pid $(cat "$dir/$n.pid"))"; return; fi
+  nohup "$bin" server -c "$dir/$n.toml" >> "$dir/$n.log" 2>&1 &
+  echo $! > "$dir/$n.pid"
+}
+
+wait_leader() {
+  local bin deadline; bin="$(bosun_bin)"; deadline=$((SECONDS + ${1:-60}))
+  until "$bin" cluster status --config "$dir/client.toml" > "$dir/status.out" 2>&1; do
+    (( SECONDS < deadline )) || { cat "$dir/status.out" >&2; die "no leader after ${1:-60}s (logs in $dir/*.log)"; }
+    sleep 0.2
+  done
+}
+
+stop_one() { # name signal
+  local n="$1" sig="$2" pid deadline
+  [[ -f "$dir/$n.pid" ]] || return 0
+  pid="$(cat "$dir/$n.pid")"
+  kill "-$sig" "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null; do
+    if (( SECONDS >= deadline )); then kill -9 "$pid" 2>/dev/null || true; fi
+    sleep 0.05
+  done
+  rm -f "$dir/$n.pid"
+}
+
+case "$cmd" in
+  up)
+    echo "$ip_base" > "$dir/ip-base"
+    bin="$(bosun_bin)"
+    if [[ ! -f "$dir/pki/ca.crt" ]]; then
+      specs=""
+      for i in $(seq 1 "$servers"); do specs+="${specs:+,}s$i=$(ip_of "s$i")"; done
+      "$bin" pki init --dir "$dir/pki" --servers "$specs" > /dev/null
+    fi
+    endpoints=""; servers_toml=""
+    for i in $(seq 1 "$servers"); do
+      write_config "s$i" "$i" false
+      endpoints+="${endpoints:+,}https://$(ip_of "s$i"):2379"
+      servers_toml+="${servers_toml:+, }\"$(ip_of "s$i"):2379\""
+    done
+    cat > "$dir/client.toml" <<TOML
+servers = [$servers_toml]
+ca = "$dir/pki/ca.crt"
+cert = "$dir/pki/users/admin.crt"
+key = "$dir/pki/users/admin.key"
+namespace = "default"
+TOML
+    cat > "$dir/env" <<ENV
+export BOSUN_CONFIG=$dir/client.toml
+export ETCDCTL_API=3
+export ETCDCTL_ENDPOINTS=$endpoints
+export ETCDCTL_CACERT=$dir/pki/ca.crt
+export ETCDCTL_CERT=$dir/pki/users/admin.crt
+export ETCDCTL_KEY=$dir/pki/users/admin.key
+ENV
+    printf '#!/bin/sh\nexec %q "$@" --dir %q\n' "$here/cluster.sh" "$dir" > "$dir/ctl"
+    chmod +x "$dir/ctl"
+    for i in $(seq 1 "$servers"); do start_one "s$i"; done
+    wait_leader 60
+    cat "$dir/status.out"
+    echo "cluster up in $dir: source $dir/env"
+    ;;
+  start) start_one "$name"; ;;
+  join)
+    id="${name#s}"
+    [[ "$id" =~ ^[0-9]+$ ]] || die "join: names are sN"
+    if [[ ! -f "$dir/pki/servers/$name.crt" ]]; then
+      "$(bosun_bin)" pki issue --dir "$dir/pki" --server "$name=$(ip_of "$name")" > /dev/null
+    fi
+    write_config "$name" "$id" true
+    start_one "$name"
+    ;;
+  stop) stop_one "$name" TERM ;;
+  kill) stop_one "$name" KILL ;;
+  status) "$(bosun_bin)" cluster status --config "$dir/client.toml" ;;
+  down)
+    for f in "$dir"/*.pid; do [[ -e "$f" ]] || continue; stop_one "$(basename "$f" .pid)" TERM; done
+    ;;
+  *) die "usage: cluster.sh up|start|stop|kill|join|status|down --dir DIR" ;;
+esac
