@@ -231,19 +231,19 @@ pub(crate) fn txn_response(t: TxnResult, header: Option<pb::ResponseHeader>) -> 
         .into_iter()
         .map(|r| pb::ResponseOp {
             response: Some(match r {
-                OpResult::Range(rr) => R::ResponseRange(range_response(rr, header.clone())),
+                OpResult::Range(rr) => R::ResponseRange(range_response(rr, header)),
                 OpResult::Put { prev } => R::ResponsePut(pb::PutResponse {
-                    header: header.clone(),
+                    header,
                     prev_kv: prev.map(Into::into),
                 }),
                 OpResult::Delete { deleted, prev } => {
                     R::ResponseDeleteRange(pb::DeleteRangeResponse {
-                        header: header.clone(),
+                        header,
                         deleted,
                         prev_kvs: prev.into_iter().map(Into::into).collect(),
                     })
                 }
-                OpResult::Txn(inner) => R::ResponseTxn(txn_response(inner, header.clone())),
+                OpResult::Txn(inner) => R::ResponseTxn(txn_response(inner, header)),
             }),
         })
         .collect();

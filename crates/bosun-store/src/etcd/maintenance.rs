@@ -96,7 +96,7 @@ impl Maintenance for MaintenanceService {
             .enumerate()
             .map(|(i, c)| {
                 Ok(SnapshotResponse {
-                    header: hdr.clone(),
+                    header: hdr,
                     remaining_bytes: (total - (i * SNAPSHOT_CHUNK + c.len())) as u64,
                     blob: c.to_vec(),
                 })

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing bosun needs, if missing (Debian, as root or with sudo):
+# clang/libclang (RocksDB bindings), protoc (gRPC code), etcd-client (etcdctl, for the
+# compatibility tests) and etcd-server (the peer our benchmarks compare against).
+set -euo pipefail
+
+need=()
+command -v clang >/dev/null || need+=(clang)
+[[ -n "$(ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* 2>/dev/null | head -1)" ]] || need+=(libclang-dev)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v cc >/dev/null || need+=(build-essential)
+
+if [[ ${#need[@]} -gt 0 ]]; then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "setup: installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
