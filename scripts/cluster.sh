@@ -21,10 +21,11 @@ die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 bosun_bin() {
   if [[ -n "${BOSUN_BIN:-}" ]]; then echo "$BOSUN_BIN"; return; fi
+  # The binary the cluster was brought up with (e.g. a release build for benchmarks).
+  if [[ -n "${dir:-}" && -f "$dir/bin" ]]; then cat "$dir/bin"; return; fi
   local t="${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}"
-  if [[ ! -x "$t/debug/bosun" ]]; then
-    (cd "$root" && CARGO_TARGET_DIR="$t" cargo build -q -p bosun) >&2 || die "building bosun failed"
-  fi
+  # Always (re)build: a no-op when up to date, and never a stale binary after a change.
+  (cd "$root" && CARGO_TARGET_DIR="$t" cargo build -q -p bosun) >&2 || die "building bosun failed"
   echo "$t/debug/bosun"
 }
 
@@ -112,6 +113,7 @@ case "$cmd" in
   up)
     echo "$ip_base" > "$dir/ip-base"
     bin="$(bosun_bin)"
+    echo "$bin" > "$dir/bin"
     if [[ ! -f "$dir/pki/ca.crt" ]]; then
       specs=""
       for i in $(seq 1 "$servers"); do specs+="${specs:+,}s$i=$(ip_of "s$i")"; done

@@ -77,7 +77,8 @@ impl From<Error> for tonic::Status {
         let msg = e.to_string();
         match e {
             Error::Apply(ApplyError::LeaseNotFound) | Error::NotFound(_) => Status::not_found(msg),
-            Error::Apply(ApplyError::LeaseExists) => Status::already_exists(msg),
+            // etcd reports an existing lease id as FailedPrecondition.
+            Error::Apply(ApplyError::LeaseExists) => Status::failed_precondition(msg),
             Error::Apply(ApplyError::Compacted) | Error::Apply(ApplyError::FutureRevision) => {
                 Status::out_of_range(msg)
             }

@@ -97,7 +97,7 @@ impl Mvcc {
     /// # Errors
     /// Compacted or future revision; history read failures.
     pub fn range(&self, req: &RangeReq, history: &dyn History) -> Result<RangeResult, ReadError> {
-        let mut kvs: Vec<KeyValue> = if req.revision == 0 || req.revision == self.revision {
+        let mut kvs: Vec<KeyValue> = if req.revision == 0 {
             self.current(&req.range).cloned().collect()
         } else {
             if req.revision > self.revision {
@@ -171,12 +171,35 @@ impl Mvcc {
     }
 
     /// Applies one command proposed in log term `entry_term`, recording its changes.
+    ///
+    /// The outer `Result` is a local failure (history unreadable): the caller must stop
+    /// applying rather than diverge from the other replicas. The inner one is the
+    /// command's deterministic outcome; a refused command leaves the state untouched.
+    ///
+    /// # Errors
+    /// When history cannot be read.
     pub fn apply(
         &mut self,
         req: &Request,
         entry_term: u64,
         history: &dyn History,
         changes: &mut Changes,
+    ) -> std::io::Result<Result<CommandResult, ApplyError>> {
+        let mut io_error = None;
+        let res = self.apply_inner(req, entry_term, history, changes, &mut io_error);
+        match io_error {
+            Some(e) => Err(e),
+            None => Ok(res),
+        }
+    }
+
+    fn apply_inner(
+        &mut self,
+        req: &Request,
+        entry_term: u64,
+        history: &dyn History,
+        changes: &mut Changes,
+        io_error: &mut Option<std::io::Error>,
     ) -> Result<CommandResult, ApplyError> {
         if let Some(decided) = req.fence_term {
             if decided != entry_term {
@@ -189,9 +212,18 @@ impl Mvcc {
         match &req.command {
             Command::Txn(txn) => {
                 let mut tx = WriteTx::new(self.revision + 1);
-                let res = self.txn(txn, &mut tx, history)?;
-                self.finish(tx, changes);
-                Ok(CommandResult::Txn(res))
+                match self.txn(txn, &mut tx, history, io_error) {
+                    Ok(res) => {
+                        self.finish(tx, changes);
+                        Ok(CommandResult::Txn(res))
+                    }
+                    Err(e) => {
+                        // A nested transaction may be refused after outer ops changed
+                        // memory: undo them, so a refused command has no effect at all.
+                        self.rollback(tx);
+                        Err(e)
+                    }
+                }
             }
             Command::Compact(rev) => {
                 if *rev <= self.compact_revision {
@@ -229,6 +261,30 @@ impl Mvcc {
                 self.finish(tx, changes);
                 changes.leases_revoked.push(*id);
                 Ok(CommandResult::LeaseRevoked)
+            }
+        }
+    }
+
+    fn rollback(&mut self, tx: WriteTx) {
+        for ev in tx.events.into_iter().rev() {
+            let key = ev.kv.key.clone();
+            if ev.kv.lease != 0 {
+                if let Some(l) = self.leases.get_mut(&ev.kv.lease) {
+                    l.keys.remove(&key);
+                }
+            }
+            match ev.prev {
+                Some(p) => {
+                    if p.lease != 0 {
+                        if let Some(l) = self.leases.get_mut(&p.lease) {
+                            l.keys.insert(key.clone());
+                        }
+                    }
+                    self.kvs.insert(key, p);
+                }
+                None => {
+                    self.kvs.remove(&key);
+                }
             }
         }
     }
@@ -276,6 +332,7 @@ impl Mvcc {
         txn: &TxnReq,
         tx: &mut WriteTx,
         history: &dyn History,
+        io_error: &mut Option<std::io::Error>,
     ) -> Result<TxnResult, ApplyError> {
         let succeeded = txn.compare.iter().all(|c| self.compare(c));
         let ops = if succeeded {
@@ -290,14 +347,20 @@ impl Mvcc {
         for op in ops {
             responses.push(match op {
                 Op::Range(r) => {
-                    let mut r = r.clone();
-                    if r.revision == 0 {
-                        r.revision = self.revision;
+                    // A range reads the state before this transaction's own writes
+                    // unless it names no revision (then it sees them, as in etcd).
+                    let with_own = Chained {
+                        first: history,
+                        then: &tx.events,
+                    };
+                    match self.range(r, &with_own) {
+                        Ok(res) => OpResult::Range(res),
+                        Err(ReadError::Refused(a)) => return Err(a),
+                        Err(ReadError::History(e)) => {
+                            *io_error = Some(e);
+                            return Err(ApplyError::Compacted);
+                        }
                     }
-                    OpResult::Range(self.range(&r, history).map_err(|e| match e {
-                        ReadError::Refused(a) => a,
-                        ReadError::History(_) => ApplyError::Compacted,
-                    })?)
                 }
                 Op::Put(p) => {
                     let prev = self.put(p, tx);
@@ -321,7 +384,7 @@ impl Mvcc {
                         prev,
                     }
                 }
-                Op::Txn(inner) => OpResult::Txn(self.txn(inner, tx, history)?),
+                Op::Txn(inner) => OpResult::Txn(self.txn(inner, tx, history, io_error)?),
             });
         }
         Ok(TxnResult {
@@ -423,6 +486,25 @@ impl Mvcc {
     }
 }
 
+/// History followed by events not yet persisted.
+struct Chained<'a> {
+    first: &'a dyn History,
+    then: &'a [Event],
+}
+
+impl History for Chained<'_> {
+    fn events_after(&self, rev: i64) -> std::io::Result<Vec<Event>> {
+        let mut out = self.first.events_after(rev)?;
+        out.extend(
+            self.then
+                .iter()
+                .filter(|e| e.kv.mod_revision > rev)
+                .cloned(),
+        );
+        Ok(out)
+    }
+}
+
 /// The events of one revision being built.
 struct WriteTx {
     rev: i64,
@@ -472,7 +554,7 @@ mod tests {
         term: u64,
     ) -> Result<CommandResult, ApplyError> {
         let mut ch = Changes::default();
-        let res = m.apply(r, term, &*h, &mut ch);
+        let res = m.apply(r, term, &*h, &mut ch).unwrap();
         h.0.extend(ch.events.into_iter().map(|(_, e)| e));
         res
     }
@@ -608,6 +690,36 @@ mod tests {
             ApplyError::LeaseNotFound
         );
         assert_eq!(m.revision, rev);
+    }
+
+    #[test]
+    fn a_refused_nested_transaction_leaves_no_trace_in_memory() {
+        let (mut m, mut h) = (Mvcc::default(), NoHistory(vec![]));
+        apply(&mut m, &mut h, &put("a", "1"), 1).unwrap();
+        let before = m.kvs.clone();
+        let txn = Request::new(Command::Txn(TxnReq {
+            success: vec![
+                Op::Delete(DeleteReq {
+                    range: single("a"),
+                    prev_kv: false,
+                }),
+                Op::Txn(TxnReq {
+                    success: vec![Op::Put(PutReq {
+                        key: "a".into(),
+                        ignore_value: true,
+                        ..Default::default()
+                    })],
+                    ..Default::default()
+                }),
+            ],
+            ..Default::default()
+        }));
+        assert_eq!(
+            apply(&mut m, &mut h, &txn, 1).unwrap_err(),
+            ApplyError::KeyNotFound
+        );
+        assert_eq!(m.kvs, before);
+        assert_eq!(m.revision, 1);
     }
 
     #[test]

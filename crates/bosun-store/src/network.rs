@@ -23,6 +23,11 @@ use tonic::{Request, Response, Status};
 use crate::node::Node;
 use crate::types::{Member, TypeConfig};
 
+/// Largest peer message (both directions). One entry always fits: values are capped far
+/// below it; a batch that does not fit is refused with `PayloadTooLarge`, and openraft
+/// retries with fewer entries.
+pub const PEER_MESSAGE_LIMIT: usize = 64 << 20;
+
 /// Opens peer connections; one HTTP/2 connection per peer, shared by its streams.
 #[derive(Clone)]
 pub struct PeerConnector {
@@ -145,6 +150,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        let size = bincode::serialized_size(&rpc).unwrap_or(0) as usize;
+        if size + 4096 > PEER_MESSAGE_LIMIT && rpc.entries.len() > 1 {
+            let hint = (rpc.entries.len() / 2).max(1) as u64;
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
         self.call("append", &rpc, &option).await
     }
 
@@ -237,5 +249,10 @@ impl RaftPeer for PeerService {
         let (id, refresh): (i64, bool) = decode(req.get_ref())?;
         let res = self.node.lease_ttl_local(id, refresh).await;
         Ok(Response::new(encode(&res)?))
+    }
+
+    async fn probe(&self, _req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let applied = self.node.state().last_applied().map_or(0, |l| l.index);
+        Ok(Response::new(encode(&applied)?))
     }
 }

@@ -102,6 +102,17 @@ impl Node {
         peer_tls: Arc<rustls::ClientConfig>,
     ) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&config.dir).map_err(Error::Load)?;
+        {
+            // The data dir holds every Secret of the cluster: owner only.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&config.dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(Error::Load)?;
+        }
+        let fresh = !config.dir.join("db/CURRENT").exists();
+        let connector = PeerConnector::new(peer_tls);
+        if fresh && !config.initial_members.is_empty() {
+            refuse_if_cluster_has_moved_on(&config, &connector).await?;
+        }
         let db = db::open(&config.dir)?;
         let log = LogStore::new(db.clone());
         let sm = StateMachine::open(db, &config.dir).map_err(Error::Load)?;
@@ -120,7 +131,6 @@ impl Node {
         }
         .validate()
         .map_err(|e| Error::Start(e.to_string()))?;
-        let connector = PeerConnector::new(peer_tls);
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
@@ -145,9 +155,7 @@ impl Node {
                 Err(e) => tracing::info!(error = %e, "bootstrap skipped"),
             }
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&config.cluster_name, &mut h);
-        let cluster_id = std::hash::Hasher::finish(&h);
+        let cluster_id = fnv1a(config.cluster_name.as_bytes());
         let node = Arc::new(Node {
             config,
             raft,
@@ -280,7 +288,18 @@ impl Node {
     /// # Errors
     /// As described.
     pub async fn write_local(&self, req: Request) -> Result<Response> {
-        match self.raft.client_write(req).await {
+        let res =
+            match tokio::time::timeout(LEADER_WAIT, self.raft.client_write(req)).await {
+                Ok(r) => r,
+                // Proposed but not known to be committed (e.g. the majority is gone).
+                Err(_) => return Err(Error::Peer {
+                    peer: self.config.member.name.clone(),
+                    reason: format!(
+                        "outcome unknown: not committed within {LEADER_WAIT:?} (is a majority up?)"
+                    ),
+                }),
+            };
+        match res {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Error::NoLeader(
                 format!("not the leader (leader: {:?})", f.leader_id),
@@ -569,7 +588,13 @@ impl Node {
     ///
     /// # Errors
     /// Not the leader, duplicate id or name, Raft refusal.
-    pub async fn add_member(&self, id: u64, member: Member, promote: bool) -> Result<()> {
+    pub async fn add_member(
+        &self,
+        id: u64,
+        member: Member,
+        promote: bool,
+        wait: bool,
+    ) -> Result<()> {
         self.require_leader()?;
         let current = self.raft.metrics().borrow().membership_config.clone();
         for (nid, m) in current.membership().nodes() {
@@ -586,10 +611,17 @@ impl Node {
                 )));
             }
         }
-        self.raft
-            .add_learner(id, member, true)
-            .await
-            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+        let name = member.name.clone();
+        // With `wait`, the learner must catch up before it is promoted, bounded in time.
+        match tokio::time::timeout(Duration::from_secs(60), self.raft.add_learner(id, member, wait)).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| Error::FailedPrecondition(e.to_string()))?,
+            Err(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{name} was added as a learner but has not caught up within 60s: is it running? \
+                     (it stays a learner; remove it with remove-member, or retry add-member once it runs)"
+                )))
+            }
+        }
         if promote {
             self.raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
@@ -665,6 +697,53 @@ impl Node {
             .ok()
             .flatten()
     }
+}
+
+/// A server starting with an empty data dir asks its peers before bootstrapping. If one of
+/// them has applied entries beyond the first election, the cluster has done work this
+/// server may have acknowledged and lost: rejoining silently could lose committed data
+/// (and its vote), so it refuses and says how to recover.
+async fn refuse_if_cluster_has_moved_on(
+    config: &NodeConfig,
+    connector: &PeerConnector,
+) -> Result<()> {
+    for (id, m) in &config.initial_members {
+        if *id == config.id {
+            continue;
+        }
+        let Ok(mut client) = connector.client(&m.peer_addr) else {
+            continue;
+        };
+        let Ok(blob) = encode(&()) else { continue };
+        let applied: Option<u64> =
+            match tokio::time::timeout(Duration::from_secs(2), client.probe(blob)).await {
+                Ok(Ok(resp)) => decode(resp.get_ref()).ok(),
+                _ => None,
+            };
+        if let Some(applied) = applied.filter(|a| *a > 1) {
+            return Err(Error::Start(format!(
+                "data dir {} is empty, but member {} has applied {applied} entries: this server lost its state. \
+                 Recover it as a new member: `bosun cluster remove-member {}`, then start it with join = true \
+                 and `bosun cluster add-member {} --address …`",
+                config.dir.display(),
+                m.name,
+                config.member.name,
+                config.member.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// FNV-1a: a stable hash for ids derived from names (unlike `DefaultHasher`, it never
+/// changes between Rust versions).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 fn is_connect_error(status: &tonic::Status) -> bool {

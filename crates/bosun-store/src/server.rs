@@ -79,8 +79,8 @@ pub async fn run(config: NodeConfig, listen: Listen, shutdown: CancellationToken
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_service(
             RaftPeerServer::new(PeerService::new(node.clone()))
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
+                .max_decoding_message_size(crate::network::PEER_MESSAGE_LIMIT)
+                .max_encoding_message_size(crate::network::PEER_MESSAGE_LIMIT),
         )
         .serve_with_incoming_shutdown(peer_in, stop.cancelled_owned());
     let limit = client_message_limit(max_value);

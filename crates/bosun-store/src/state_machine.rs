@@ -49,6 +49,7 @@ pub struct Shared {
     dir: PathBuf,
     inner: RwLock<Inner>,
     hub: broadcast::Sender<WatchMsg>,
+    snapshot_file: std::sync::Mutex<()>,
 }
 
 /// The state machine handed to openraft.
@@ -164,8 +165,8 @@ fn clear_cf(db: &DB, batch: &mut WriteBatch, name: &str) -> std::io::Result<()> 
 
 impl Shared {
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        // A poisoned lock means a panic mid-apply; the state is still the last consistent
-        // one we wrote (apply mutates memory only after validation), so keep serving.
+        // A poisoned lock means a panic mid-apply. Refused commands roll back their memory
+        // changes, and persistence happens after the in-memory apply, so keep serving.
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
@@ -273,7 +274,7 @@ impl Shared {
     }
 
     /// Builds a snapshot of the current state: (meta, bytes).
-    fn build(&self) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
+    fn build(&self, save: bool) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
         let (body, meta) = {
             let inner = self.read();
             // The state we snapshot must be durable before openraft purges the log behind it.
@@ -311,11 +312,15 @@ impl Shared {
             (body, meta)
         };
         let data = bincode::serialize(&body).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        self.save_snapshot(&meta, &data)?;
+        if save {
+            self.save_snapshot(&meta, &data)?;
+        }
         Ok((meta, data))
     }
 
     fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        // Builds and installs may overlap: one writer of snapshot.bin at a time.
+        let _guard = self.snapshot_file.lock().unwrap_or_else(|p| p.into_inner());
         let file = bincode::serialize(&(meta, data)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let tmp = self.dir.join("snapshot.bin.tmp");
         let path = self.snapshot_path();
@@ -346,7 +351,8 @@ impl Shared {
     /// # Errors
     /// When the snapshot cannot be built or read.
     pub fn snapshot_bytes(&self) -> Result<Vec<u8>, StorageError> {
-        Ok(self.build()?.1)
+        // Not saved: only openraft's own builds and installs replace snapshot.bin.
+        Ok(self.build(false)?.1)
     }
 }
 
@@ -413,6 +419,7 @@ impl StateMachine {
                 db,
                 dir: dir.to_path_buf(),
                 inner: RwLock::new(inner),
+                snapshot_file: std::sync::Mutex::new(()),
                 hub,
             }),
         })
@@ -474,7 +481,7 @@ mod erased {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let (meta, data) = self.shared.build()?;
+        let (meta, data) = self.shared.build(true)?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
@@ -513,10 +520,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 pending: &pending,
                             };
                             let mut local = Changes::default();
-                            let r =
-                                inner
-                                    .mvcc
-                                    .apply(&req, e.log_id.leader_id.term, &hist, &mut local);
+                            let r = inner
+                                .mvcc
+                                .apply(&req, e.log_id.leader_id.term, &hist, &mut local)
+                                .map_err(|e| sm_err(ErrorVerb::Read, format!("history: {e}")))?;
                             changes.leases_granted.extend(local.leases_granted);
                             changes.leases_revoked.extend(local.leases_revoked);
                             if local.compacted_to.is_some() {

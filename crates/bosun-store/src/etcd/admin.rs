@@ -107,7 +107,7 @@ impl Admin for AdminService {
             peer_addr: r.peer_addr,
             client_addr: r.client_addr,
         };
-        self.node.add_member(r.id, member, r.promote).await?;
+        self.node.add_member(r.id, member, r.promote, true).await?;
         Ok(Response::new(MembersResponse {
             members: self.members(),
         }))

@@ -67,16 +67,16 @@ impl Cluster for ClusterService {
                 "peer URL {url:?} is not https://ip:port"
             )));
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&peer, &mut h);
-        let id = std::hash::Hasher::finish(&h) >> 1;
+        let id = crate::node::fnv1a(peer.as_bytes()) >> 1;
         let member = RaftMember {
             name: format!("m-{id:x}"),
             peer_addr: peer.clone(),
             client_addr: String::new(),
         };
-        // Non-blocking here: etcd's MemberAdd returns before the new member runs.
-        self.node.add_member(id, member, !r.is_learner).await?;
+        // Non-blocking, as etcd's MemberAdd: it returns before the new member runs.
+        self.node
+            .add_member(id, member, !r.is_learner, false)
+            .await?;
         let members = self.list();
         let member = members.iter().find(|m| m.id == id).cloned();
         Ok(Response::new(MemberAddResponse {

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +68,8 @@ impl Watch for WatchService {
 
 async fn serve_stream(node: Arc<Node>, mut inbound: Streaming<WatchRequest>, tx: Tx) {
     let stream_cancel = CancellationToken::new();
-    let mut watchers: HashMap<i64, CancellationToken> = HashMap::new();
+    // Per watcher: its cancel token and the revision it has delivered everything up to.
+    let mut watchers: HashMap<i64, (CancellationToken, Arc<AtomicI64>)> = HashMap::new();
     let mut next_id: i64 = 0;
     loop {
         let msg = tokio::select! {
@@ -84,7 +86,7 @@ async fn serve_stream(node: Arc<Node>, mut inbound: Streaming<WatchRequest>, tx:
         };
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => {
-                watchers.retain(|_, t| !t.is_cancelled());
+                watchers.retain(|_, (t, _)| !t.is_cancelled());
                 let id = if c.watch_id != 0 {
                     c.watch_id
                 } else {
@@ -119,11 +121,19 @@ async fn serve_stream(node: Arc<Node>, mut inbound: Streaming<WatchRequest>, tx:
                     continue;
                 }
                 let token = stream_cancel.child_token();
-                watchers.insert(id, token.clone());
-                tokio::spawn(run_watcher(node.clone(), id, c, tx.clone(), token));
+                let delivered = Arc::new(AtomicI64::new(0));
+                watchers.insert(id, (token.clone(), delivered.clone()));
+                tokio::spawn(run_watcher(
+                    node.clone(),
+                    id,
+                    c,
+                    tx.clone(),
+                    token,
+                    delivered,
+                ));
             }
             Some(RequestUnion::CancelRequest(c)) => {
-                if let Some(t) = watchers.remove(&c.watch_id) {
+                if let Some((t, _)) = watchers.remove(&c.watch_id) {
                     t.cancel();
                     let resp = WatchResponse {
                         header: header(&node, node.state().revision()),
@@ -162,6 +172,8 @@ struct Watcher {
     tx: Tx,
     /// The next revision this watcher has not delivered.
     next: i64,
+    /// `next - 1`, shared with the stream for progress requests.
+    delivered: Arc<AtomicI64>,
 }
 
 enum Stop {
@@ -170,6 +182,11 @@ enum Stop {
 }
 
 impl Watcher {
+    fn advance(&mut self, next: i64) {
+        self.next = self.next.max(next);
+        self.delivered.store(self.next - 1, Ordering::Release);
+    }
+
     fn wanted(&self, e: &Event) -> bool {
         e.kv.mod_revision >= self.next
             && self.range.contains(&e.kv.key)
@@ -213,7 +230,7 @@ impl Watcher {
             if !out.is_empty() {
                 self.send_events(out).await?;
             }
-            self.next = next;
+            self.advance(next);
             if done {
                 return Ok(());
             }
@@ -235,7 +252,7 @@ impl Watcher {
                 _ = cancel.cancelled() => return Err(Stop::Gone),
                 _ = tick.tick(), if progress => {
                     if !sent_since_tick {
-                        let resp = WatchResponse { header: header(&self.node, self.node.state().revision()), watch_id: self.id, ..Default::default() };
+                        let resp = WatchResponse { header: header(&self.node, self.next - 1), watch_id: self.id, ..Default::default() };
                         self.tx.send(Ok(resp)).await.map_err(|_| Stop::Gone)?;
                     }
                     sent_since_tick = false;
@@ -243,12 +260,12 @@ impl Watcher {
                 m = sub.recv() => match m {
                     Ok(WatchMsg::Events(evs)) => {
                         let out: Vec<mvcc::Event> = evs.iter().filter(|e| self.wanted(e)).cloned().map(|e| event(e, self.prev_kv)).collect();
-                        if let Some(last) = evs.last() {
-                            self.next = self.next.max(last.kv.mod_revision + 1);
-                        }
                         if !out.is_empty() {
                             sent_since_tick = true;
                             self.send_events(out).await?;
+                        }
+                        if let Some(last) = evs.last() {
+                            self.advance(last.kv.mod_revision + 1);
                         }
                     }
                     Ok(WatchMsg::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
@@ -265,6 +282,7 @@ async fn run_watcher(
     c: WatchCreateRequest,
     tx: Tx,
     cancel: CancellationToken,
+    delivered: Arc<AtomicI64>,
 ) {
     use watch_create_request::FilterType;
     let sub = node.state().subscribe();
@@ -285,7 +303,9 @@ async fn run_watcher(
         } else {
             current + 1
         },
+        delivered,
     };
+    w.delivered.store(w.next - 1, Ordering::Release);
     let created = WatchResponse {
         header: header(&node, current),
         watch_id: id,

@@ -286,7 +286,8 @@ async fn failover(a: FailoverArgs) -> Result<()> {
     let chans = channels(&target, n)?;
     // Writers: each tries every endpoint in turn, and records the time of each success.
     let stop = tokio_util::sync::CancellationToken::new();
-    let acks = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    // (sent, acknowledged) of every successful write.
+    let acks = Arc::new(std::sync::Mutex::new(Vec::<(Instant, Instant)>::new()));
     let mut writers = tokio::task::JoinSet::new();
     for w in 0..a.writers {
         let (chans, stop, acks) = (chans.clone(), stop.clone(), acks.clone());
@@ -301,11 +302,12 @@ async fn failover(a: FailoverArgs) -> Result<()> {
                     value: seq.to_string().into_bytes(),
                     ..Default::default()
                 };
+                let sent = Instant::now();
                 match tokio::time::timeout(Duration::from_secs(2), c.put(put)).await {
                     Ok(Ok(_)) => acks
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(Instant::now()),
+                        .push((sent, Instant::now())),
                     _ => i += 1,
                 }
             }
@@ -335,14 +337,16 @@ async fn failover(a: FailoverArgs) -> Result<()> {
         if !status.success() {
             bail!("kill -9 {pid} ({name}) failed");
         }
-        // Unavailability: from the kill to the first write acknowledged after it.
+        // Unavailability: from the kill to the first acknowledgement of a write sent
+        // after it (a write already in flight at the kill does not count).
         let recovered = loop {
             let first = acks
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .copied()
-                .find(|t| *t > killed_at);
+                .filter(|(sent, _)| *sent > killed_at)
+                .map(|(_, acked)| *acked)
+                .min();
             if let Some(t) = first {
                 break t;
             }

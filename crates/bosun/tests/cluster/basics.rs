@@ -80,3 +80,62 @@ async fn killing_the_whole_cluster_keeps_every_key_and_the_revision() {
         assert_eq!(rev, rev_before, "revision on {n} after restart");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_whose_data_dir_is_gone_refuses_to_rejoin_and_says_how_to_recover() {
+    let c = up(3, &[]);
+    let mut kv = c.kv("s1").unwrap();
+    for i in 0..5 {
+        put(&mut kv, &format!("/d/{i}"), "v").await.unwrap();
+    }
+    let l = leader(&c, &ALL).await;
+    let lost = ALL.iter().copied().find(|n| *n != l).unwrap();
+    c.ctl(&["kill", lost]).unwrap();
+    std::fs::remove_dir_all(c.dir.path().join("data").join(lost)).unwrap();
+    c.ctl(&["start", lost]).unwrap();
+    let log = eventually(Duration::from_secs(20), "the server to refuse", || async {
+        let log = c.log(lost);
+        log.contains("lost its state").then_some(log)
+    })
+    .await
+    .unwrap();
+    assert!(log.contains("remove-member"), "{log}");
+    // The rest of the cluster is unharmed.
+    let others: Vec<&str> = ALL.iter().copied().filter(|n| *n != lost).collect();
+    for n in others {
+        assert_eq!(dump(&c, n, "/d/").await.unwrap().len(), 5);
+    }
+}
+
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raft_metrics_are_served_in_prometheus_text_on_the_admin_port() {
+    let c = up(3, &[]);
+    let mut kv = c.kv("s1").unwrap();
+    put(&mut kv, "/m", "1").await.unwrap();
+    let l = leader(&c, &ALL).await;
+    let body = http_get(&format!("{}:2381", c.ip(&l)), "/metrics").await;
+    assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+    for name in [
+        "bosun_raft_term ",
+        "bosun_raft_is_leader 1",
+        "bosun_raft_leader_changes_total ",
+        "bosun_raft_commit_index ",
+        "bosun_raft_applied_index ",
+        "bosun_proposal_duration_seconds_bucket{le=\"+Inf\"} ",
+    ] {
+        assert!(body.contains(name), "{name} missing from:\n{body}");
+    }
+    let health = http_get(&format!("{}:2381", c.ip("s1")), "/health").await;
+    assert!(health.contains("\"health\":\"true\""), "{health}");
+}
