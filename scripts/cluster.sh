@@ -16,18 +16,10 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
+# shellcheck source=scripts/lib.sh
+source "$here/lib.sh"
 
-die() { echo "cluster.sh: $*" >&2; exit 1; }
 
-bosun_bin() {
-  if [[ -n "${BOSUN_BIN:-}" ]]; then echo "$BOSUN_BIN"; return; fi
-  # The binary the cluster was brought up with (e.g. a release build for benchmarks).
-  if [[ -n "${dir:-}" && -f "$dir/bin" ]]; then cat "$dir/bin"; return; fi
-  local t="${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}"
-  # Always (re)build: a no-op when up to date, and never a stale binary after a change.
-  (cd "$root" && CARGO_TARGET_DIR="$t" cargo build -q -p bosun) >&2 || die "building bosun failed"
-  echo "$t/debug/bosun"
-}
 
 cmd="${1:-}"; shift || true
 name=""
@@ -49,7 +41,6 @@ dir="$(cd "$dir" && pwd)"
 
 ip_of() { echo "$ip_base.$((10 + ${1#s}))"; }
 
-alive() { [[ -f "$dir/$1.pid" ]] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
 
 write_config() { # name id join
   local n="$1" id="$2" join="$3" ip i; ip="$(ip_of "$n")"
@@ -96,18 +87,6 @@ wait_leader() {
   done
 }
 
-stop_one() { # name signal
-  local n="$1" sig="$2" pid deadline
-  [[ -f "$dir/$n.pid" ]] || return 0
-  pid="$(cat "$dir/$n.pid")"
-  kill "-$sig" "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + 10))
-  while kill -0 "$pid" 2>/dev/null; do
-    if (( SECONDS >= deadline )); then kill -9 "$pid" 2>/dev/null || true; fi
-    sleep 0.05
-  done
-  rm -f "$dir/$n.pid"
-}
 
 case "$cmd" in
   up)
@@ -140,8 +119,7 @@ export ETCDCTL_CACERT=$dir/pki/ca.crt
 export ETCDCTL_CERT=$dir/pki/users/admin.crt
 export ETCDCTL_KEY=$dir/pki/users/admin.key
 ENV
-    printf '#!/bin/sh\nexec %q "$@" --dir %q\n' "$here/cluster.sh" "$dir" > "$dir/ctl"
-    chmod +x "$dir/ctl"
+    write_ctl "$here/cluster.sh"
     for i in $(seq 1 "$servers"); do start_one "s$i"; done
     wait_leader 60
     cat "$dir/status.out"

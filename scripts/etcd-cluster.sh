@@ -10,14 +10,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-die() { echo "etcd-cluster.sh: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source "$here/lib.sh"
 
-bosun_bin() {
-  if [[ -n "${BOSUN_BIN:-}" ]]; then echo "$BOSUN_BIN"; return; fi
-  local t="${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}"
-  [[ -x "$t/debug/bosun" ]] || (cd "$root" && CARGO_TARGET_DIR="$t" cargo build -q -p bosun) >&2
-  echo "$t/debug/bosun"
-}
 
 cmd="${1:-}"; shift || true
 name=""
@@ -37,7 +32,6 @@ mkdir -p "$dir"; dir="$(cd "$dir" && pwd)"
 ip_of() { echo "$ip_base.$((10 + ${1#s}))"; }
 cluster="s1=https://$(ip_of s1):2380,s2=https://$(ip_of s2):2380,s3=https://$(ip_of s3):2380"
 
-alive() { [[ -f "$dir/$1.pid" ]] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
 
 start_one() {
   local n="$1" ip state=new; ip="$(ip_of "$n")"
@@ -57,18 +51,6 @@ start_one() {
   echo $! > "$dir/$n.pid"
 }
 
-stop_one() {
-  local n="$1" sig="$2" pid deadline
-  [[ -f "$dir/$n.pid" ]] || return 0
-  pid="$(cat "$dir/$n.pid")"
-  kill "-$sig" "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + 10))
-  while kill -0 "$pid" 2>/dev/null; do
-    (( SECONDS < deadline )) || kill -9 "$pid" 2>/dev/null || true
-    sleep 0.05
-  done
-  rm -f "$dir/$n.pid"
-}
 
 case "$cmd" in
   up)
@@ -82,7 +64,7 @@ export ETCDCTL_CACERT=$dir/pki/ca.crt
 export ETCDCTL_CERT=$dir/pki/users/admin.crt
 export ETCDCTL_KEY=$dir/pki/users/admin.key
 ENV
-    printf '#!/bin/sh\nexec %q "$@" --dir %q\n' "$here/etcd-cluster.sh" "$dir" > "$dir/ctl"; chmod +x "$dir/ctl"
+    write_ctl "$here/etcd-cluster.sh"
     for n in s1 s2 s3; do start_one "$n"; done
     # shellcheck disable=SC1091
     source "$dir/env"

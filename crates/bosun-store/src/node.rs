@@ -278,8 +278,19 @@ impl Node {
                     "no leader accepted the write within {LEADER_WAIT:?}"
                 )));
             }
-            tokio::time::sleep(jitter(backoff)).await;
+            self.pause(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits out one retry back-off, but wakes as soon as Raft reports a change (a new
+    /// leader, a new term): after a failover, retries go out the moment a leader exists.
+    async fn pause(&self, backoff: Duration) {
+        let mut rx = self.raft.metrics();
+        rx.borrow_and_update();
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(backoff)) => {}
+            _ = rx.changed() => {}
         }
     }
 
@@ -288,17 +299,18 @@ impl Node {
     /// # Errors
     /// As described.
     pub async fn write_local(&self, req: Request) -> Result<Response> {
-        let res =
-            match tokio::time::timeout(LEADER_WAIT, self.raft.client_write(req)).await {
-                Ok(r) => r,
-                // Proposed but not known to be committed (e.g. the majority is gone).
-                Err(_) => return Err(Error::Peer {
+        let res = match tokio::time::timeout(LEADER_WAIT, self.raft.client_write(req)).await {
+            Ok(r) => r,
+            // Proposed but not known to be committed (e.g. the majority is gone).
+            Err(_) => {
+                return Err(Error::Peer {
                     peer: self.config.member.name.clone(),
                     reason: format!(
                         "outcome unknown: not committed within {LEADER_WAIT:?} (is a majority up?)"
                     ),
-                }),
-            };
+                })
+            }
+        };
         match res {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Error::NoLeader(
@@ -373,7 +385,7 @@ impl Node {
                     "no leader confirmed the read within {LEADER_WAIT:?}"
                 )));
             }
-            tokio::time::sleep(jitter(backoff)).await;
+            self.pause(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }
@@ -476,7 +488,7 @@ impl Node {
                     "no leader answered for the lease in time".into(),
                 ));
             }
-            tokio::time::sleep(jitter(backoff)).await;
+            self.pause(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }

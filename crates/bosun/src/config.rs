@@ -264,3 +264,32 @@ impl ClientConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples");
+        let s = ServerConfig::load(&root.join("server.toml")).unwrap();
+        assert_eq!(s.members.len(), 3);
+        assert_eq!(s.node().initial_members.len(), 3);
+        let c = ClientConfig::find(Some(&root.join("client.toml"))).unwrap();
+        assert_eq!(c.servers.len(), 3);
+    }
+
+    #[test]
+    fn a_config_that_omits_this_server_from_members_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/server.toml"),
+        )
+        .unwrap()
+        .replacen("id = 1 ", "id = 9 ", 1);
+        std::fs::write(&p, text).unwrap();
+        let err = ServerConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("not in members"), "{err}");
+    }
+}

@@ -8,3 +8,4 @@ mod membership;
 mod security;
 mod snapshot;
 mod util;
+mod watch;

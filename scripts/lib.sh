@@ -1,0 +1,36 @@
+# Shared by cluster.sh and etcd-cluster.sh (sourced; expects $dir and $root to be set).
+
+die() { echo "$(basename "$0"): $*" >&2; exit 1; }
+
+# The bosun binary: $BOSUN_BIN, else the one the cluster was brought up with, else a fresh
+# debug build (a no-op when up to date, never a stale binary).
+bosun_bin() {
+  if [[ -n "${BOSUN_BIN:-}" ]]; then echo "$BOSUN_BIN"; return; fi
+  if [[ -n "${dir:-}" && -f "$dir/bin" ]]; then cat "$dir/bin"; return; fi
+  local t="${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}"
+  (cd "$root" && CARGO_TARGET_DIR="$t" cargo build -q -p bosun) >&2 || die "building bosun failed"
+  echo "$t/debug/bosun"
+}
+
+# Whether the process of member $1 runs.
+alive() { [[ -f "$dir/$1.pid" ]] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
+
+# Stops member $1 with signal $2 (TERM: SIGKILL after 10 s) and removes its pid file.
+stop_one() {
+  local n="$1" sig="$2" pid deadline
+  [[ -f "$dir/$n.pid" ]] || return 0
+  pid="$(cat "$dir/$n.pid")"
+  kill "-$sig" "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null; do
+    (( SECONDS < deadline )) || kill -9 "$pid" 2>/dev/null || true
+    sleep 0.05
+  done
+  rm -f "$dir/$n.pid"
+}
+
+# Writes DIR/ctl: script $1 bound to this cluster directory.
+write_ctl() {
+  printf '#!/bin/sh\nexec %q "$@" --dir %q\n' "$1" "$dir" > "$dir/ctl"
+  chmod +x "$dir/ctl"
+}
