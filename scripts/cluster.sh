@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A local bosun cluster on loopback: the one way tests, chaos, benchmarks and people start one.
 #
-#   scripts/cluster.sh up    --dir DIR [--servers N] [--ip-base 127.0.0] [--snapshot-every N]
+#   scripts/cluster.sh up    --dir DIR [--servers N] [--ip-base 127.0.0] [--snapshot-every N] [--election-ms MIN-MAX]
 #   scripts/cluster.sh stop  NAME --dir DIR     # SIGTERM, then SIGKILL after 10 s
 #   scripts/cluster.sh kill  NAME --dir DIR     # SIGKILL
 #   scripts/cluster.sh start NAME --dir DIR     # (re)start one server
@@ -24,13 +24,14 @@ source "$here/lib.sh"
 cmd="${1:-}"; shift || true
 name=""
 if [[ "$cmd" =~ ^(stop|kill|start|join)$ ]]; then name="${1:-}"; shift || true; [[ -n "$name" ]] || die "$cmd needs a server name"; fi
-dir=""; servers=3; ip_base="127.0.0"; snapshot_every=10000
+dir=""; servers=3; ip_base="127.0.0"; snapshot_every=10000; election=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dir) dir="$2"; shift 2;;
     --servers) servers="$2"; shift 2;;
     --ip-base) ip_base="$2"; shift 2;;
     --snapshot-every) snapshot_every="$2"; shift 2;;
+    --election-ms) election="$2"; shift 2;;   # MIN-MAX, e.g. 200-400
     *) die "unknown argument $1";;
   esac
 done
@@ -59,6 +60,10 @@ write_config() { # name id join
     echo "[raft]"
     echo "snapshot_every = $snapshot_every"
     echo "keep_after_snapshot = $(( snapshot_every < 1000 ? snapshot_every / 2 : 1000 ))"
+    if [[ -n "$election" ]]; then
+      echo "election_min_ms = ${election%-*}"
+      echo "election_max_ms = ${election#*-}"
+    fi
     if [[ "$join" == false ]]; then
       for i in $(seq 1 "$servers"); do
         echo "[[members]]"

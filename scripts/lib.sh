@@ -12,8 +12,16 @@ bosun_bin() {
   echo "$t/debug/bosun"
 }
 
+# Whether process $1 runs. A zombie counts as gone: where PID 1 does not reap orphans
+# (some containers), a killed server stays a zombie, and `kill -0` would still succeed.
+pid_alive() {
+  local st
+  st="$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$st" && "${st:0:1}" != Z ]]
+}
+
 # Whether the process of member $1 runs.
-alive() { [[ -f "$dir/$1.pid" ]] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
+alive() { [[ -f "$dir/$1.pid" ]] && pid_alive "$(cat "$dir/$1.pid")"; }
 
 # Stops member $1 with signal $2 (TERM: SIGKILL after 10 s) and removes its pid file.
 stop_one() {
@@ -22,7 +30,7 @@ stop_one() {
   pid="$(cat "$dir/$n.pid")"
   kill "-$sig" "$pid" 2>/dev/null || true
   deadline=$((SECONDS + 10))
-  while kill -0 "$pid" 2>/dev/null; do
+  while pid_alive "$pid"; do
     (( SECONDS < deadline )) || kill -9 "$pid" 2>/dev/null || true
     sleep 0.05
   done

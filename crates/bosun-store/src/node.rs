@@ -168,6 +168,8 @@ impl Node {
             tasks: TaskTracker::new(),
             last_term: AtomicU64::new(0),
         });
+        node.tasks
+            .spawn(node.clone().hold_candidacy_until_leader_seen());
         node.tasks.spawn(node.clone().lease_expiry_loop());
         node.tasks.spawn(node.clone().watch_metrics());
         Ok(node)
@@ -220,11 +222,23 @@ impl Node {
         m.state == ServerState::Leader && m.current_leader == Some(self.config.id)
     }
 
-    /// The leader's id and member record, if known.
-    pub fn leader(&self) -> Option<(u64, Member)> {
+    /// The leader's id as this server knows it. A restarted ex-leader's persisted vote
+    /// names itself until it hears from the others: only a server in the Leader state
+    /// reports itself.
+    pub fn leader_id(&self) -> Option<u64> {
         let m = self.raft.metrics();
         let m = m.borrow();
-        let id = m.current_leader?;
+        match m.current_leader {
+            Some(id) if id == self.config.id && m.state != ServerState::Leader => None,
+            other => other,
+        }
+    }
+
+    /// The leader's id and member record, if known.
+    pub fn leader(&self) -> Option<(u64, Member)> {
+        let id = self.leader_id()?;
+        let m = self.raft.metrics();
+        let m = m.borrow();
         let member = m.membership_config.membership().get_node(&id).cloned()?;
         Some((id, member))
     }
@@ -520,6 +534,31 @@ impl Node {
         }
         let left = deadline.saturating_duration_since(now);
         Ok(Some(left.as_secs_f64().ceil() as i64))
+    }
+
+    /// A server that just started does not stand for election until it has heard from a
+    /// leader, or until a few election rounds passed without one. Without this (openraft
+    /// 0.9 has no pre-vote) a restarted follower times out before the leader reaches it,
+    /// stands with a higher term and deposes a healthy leader. It still votes meanwhile.
+    async fn hold_candidacy_until_leader_seen(self: Arc<Self>) {
+        let wait =
+            Duration::from_millis(4 * (self.config.election_max_ms + self.config.heartbeat_ms));
+        let mut rx = self.raft.metrics();
+        let seen = async {
+            loop {
+                if rx.borrow_and_update().current_leader.is_some() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = self.cancel.cancelled() => return,
+            _ = tokio::time::timeout(wait, seen) => {}
+        }
+        self.raft.runtime_config().elect(true);
     }
 
     /// On the leader, revokes leases whose deadline passed. Deadlines start afresh (full

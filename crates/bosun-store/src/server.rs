@@ -115,8 +115,8 @@ async fn gauges(node: &Arc<Node>) -> Gauges {
     let m = m.borrow().clone();
     Gauges {
         term: m.current_term,
-        is_leader: m.current_leader == Some(node.config().id),
-        has_leader: m.current_leader.is_some(),
+        is_leader: node.is_leader(),
+        has_leader: node.leader_id().is_some(),
         last_log: m.last_log_index.unwrap_or(0),
         commit,
         applied: m.last_applied.map_or(0, |l| l.index),

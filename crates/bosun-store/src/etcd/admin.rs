@@ -53,11 +53,12 @@ impl Admin for AdminService {
         authorize(&req)?;
         let n = &self.node;
         let commit = n.committed_index().await.unwrap_or(0);
+        let leader_id = n.leader_id();
         let (leader, term, last_log, applied, state, snap, purged) = {
             let m = n.raft().metrics();
             let m = m.borrow();
             (
-                m.current_leader,
+                leader_id,
                 m.current_term,
                 m.last_log_index.unwrap_or(0),
                 m.last_applied.map_or(0, |l| l.index),

@@ -47,6 +47,8 @@ impl Maintenance for MaintenanceService {
         authorize(&req)?;
         let n = &self.node;
         let (leader, term, last_log, applied, learner) = {
+            // Before borrowing the metrics: leader_id() borrows them too.
+            let leader_id = n.leader_id().unwrap_or(0);
             let m = n.raft().metrics();
             let m = m.borrow();
             let learner = !m
@@ -55,7 +57,7 @@ impl Maintenance for MaintenanceService {
                 .voter_ids()
                 .any(|v| v == n.config().id);
             (
-                m.current_leader.unwrap_or(0),
+                leader_id,
                 m.current_term,
                 m.last_log_index.unwrap_or(0),
                 m.last_applied.map_or(0, |l| l.index),

@@ -266,6 +266,17 @@ async fn find_leader(chans: &[Channel]) -> Option<(u64, String)> {
     None
 }
 
+/// Whether a process exists and is not a zombie (Linux /proc).
+fn process_alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name: "pid (comm) S …".
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 async fn failover(a: FailoverArgs) -> Result<()> {
     let env = read_env(&a.dir)?;
     let get = |k: &str| {
@@ -337,14 +348,24 @@ async fn failover(a: FailoverArgs) -> Result<()> {
         if !status.success() {
             bail!("kill -9 {pid} ({name}) failed");
         }
-        // Unavailability: from the kill to the first acknowledgement of a write sent
-        // after it (a write already in flight at the kill does not count).
+        // SIGKILL is not instant: until the process is gone it may still commit writes.
+        let dead_at = loop {
+            if !process_alive(&pid) {
+                break Instant::now();
+            }
+            if killed_at.elapsed() > Duration::from_secs(10) {
+                bail!("{name} (pid {pid}) still alive 10s after SIGKILL");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        // Unavailability: from the kill signal to the first acknowledgement of a write
+        // sent after the process was gone.
         let recovered = loop {
             let first = acks
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .filter(|(sent, _)| *sent > killed_at)
+                .filter(|(sent, _)| *sent > dead_at)
                 .map(|(_, acked)| *acked)
                 .min();
             if let Some(t) = first {
