@@ -260,6 +260,9 @@ pub struct TxnResult {
 pub enum Command {
     /// A transaction (plain puts and deletes are one-op transactions).
     Txn(TxnReq),
+    /// Independent requests of different clients folded into one log entry by the
+    /// proposing server: applied in order, each with its own fence, result and revision.
+    Batch(Vec<Request>),
     /// Drop history before this revision.
     Compact(i64),
     /// Create a lease; the id is chosen by the proposer.
@@ -322,6 +325,9 @@ pub enum ApplyError {
     /// `ignore_value`/`ignore_lease` on a missing key.
     #[error("etcdserver: key not found")]
     KeyNotFound,
+    /// A batch inside a batch (never proposed by bosun).
+    #[error("a batch may not contain a batch")]
+    NestedBatch,
     /// The fenced command was proposed in another term than it was decided under.
     #[error("fenced: decided in term {decided} but proposed in term {proposed}")]
     Fenced {
@@ -346,6 +352,8 @@ pub struct Response {
 pub enum CommandResult {
     /// Of a transaction.
     Txn(TxnResult),
+    /// Of a batch: per request, the revision after it and its outcome.
+    Batch(Vec<(i64, Result<CommandResult, ApplyError>)>),
     /// Of a compaction.
     Compacted,
     /// Of a lease grant.

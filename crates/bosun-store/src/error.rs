@@ -59,6 +59,28 @@ pub enum Error {
     ShuttingDown,
 }
 
+impl Error {
+    /// The same error for another waiter of a failed batch (errors carry no live sources
+    /// here, so a copy by message is faithful).
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Apply(a) => Error::Apply(a.clone()),
+            Error::NoLeader(s) => Error::NoLeader(s.clone()),
+            Error::Peer { peer, reason } => Error::Peer {
+                peer: peer.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
+            Error::NotFound(s) => Error::NotFound(s.clone()),
+            Error::FailedPrecondition(s) => Error::FailedPrecondition(s.clone()),
+            Error::Unimplemented(s) => Error::Unimplemented(s.clone()),
+            Error::PermissionDenied(s) => Error::PermissionDenied(s.clone()),
+            Error::ShuttingDown => Error::ShuttingDown,
+            other => Error::Raft(other.to_string()),
+        }
+    }
+}
+
 /// Result with the store error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -82,9 +104,9 @@ impl From<Error> for tonic::Status {
             Error::Apply(ApplyError::Compacted) | Error::Apply(ApplyError::FutureRevision) => {
                 Status::out_of_range(msg)
             }
-            Error::Apply(ApplyError::KeyNotFound) | Error::InvalidArgument(_) => {
-                Status::invalid_argument(msg)
-            }
+            Error::Apply(ApplyError::KeyNotFound)
+            | Error::Apply(ApplyError::NestedBatch)
+            | Error::InvalidArgument(_) => Status::invalid_argument(msg),
             Error::Apply(ApplyError::Fenced { .. }) | Error::FailedPrecondition(_) => {
                 Status::failed_precondition(msg)
             }

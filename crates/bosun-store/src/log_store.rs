@@ -2,23 +2,59 @@
 //!
 //! Appends are written with `sync = true` before openraft is told the IO completed, so an
 //! acknowledged entry survives a power cut. (openraft's own RocksDB example skips this.)
+//! A dedicated writer thread does the writing, folding queued appends into one fsync.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use rocksdb::{WriteBatch, WriteOptions, DB};
+use tokio::sync::oneshot;
 
 use crate::db::{be, CF_LOG, CF_RAFT};
 use crate::types::typ::{Entry, LogId, StorageError, Vote};
 use crate::types::TypeConfig;
 
-/// The log store. Cheap to clone: readers share the database.
+/// Entries handed to the writer but not yet durable, readable meanwhile.
+type Pending = Arc<Mutex<BTreeMap<u64, Entry>>>;
+
+/// One unit of work for the log writer thread.
+enum Job {
+    /// Entries to append; openraft is told when they are durable.
+    Append {
+        entries: Vec<(u64, Vec<u8>)>,
+        ids: Vec<LogId>,
+        done: LogFlushed<TypeConfig>,
+    },
+    /// Any other change, in order with the appends; `reply` when durable.
+    Change {
+        change: Change,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+}
+
+enum Change {
+    PutMeta(&'static str, Vec<u8>),
+    Truncate(u64),
+    Purge { upto: u64, purged: Vec<u8> },
+}
+
+/// Most jobs folded into one synced write.
+const MAX_GROUP: usize = 512;
+
+/// The log store. Cheap to clone: readers share the database and the writer.
+///
+/// All changes go through one writer thread, in order. It folds whatever is queued into
+/// one `WriteBatch` with one fsync (group commit) and only then completes openraft's
+/// callbacks, so the Raft core keeps working (and batching) while the disk syncs.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    pending: Pending,
+    writer: std::sync::mpsc::SyncSender<Job>,
 }
 
 fn io_err(
@@ -53,10 +89,84 @@ fn synced() -> WriteOptions {
     w
 }
 
+/// The writer thread: group commit of queued jobs, in order.
+fn write_loop(db: Arc<DB>, pending: Pending, rx: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let res = (|| -> Result<(), String> {
+            let log = db.cf_handle(CF_LOG).ok_or("column family log missing")?;
+            let raft = db.cf_handle(CF_RAFT).ok_or("column family raft missing")?;
+            let mut batch = WriteBatch::default();
+            for job in &jobs {
+                match job {
+                    Job::Append { entries, .. } => {
+                        for (idx, bytes) in entries {
+                            batch.put_cf(log, be(*idx), bytes);
+                        }
+                    }
+                    Job::Change { change, .. } => match change {
+                        Change::PutMeta(key, v) => batch.put_cf(raft, key, v),
+                        Change::Truncate(from) => {
+                            batch.delete_range_cf(log, be(*from), be(u64::MAX))
+                        }
+                        Change::Purge { upto, purged } => {
+                            batch.put_cf(raft, "purged", purged);
+                            batch.delete_range_cf(log, be(0), be(upto + 1));
+                        }
+                    },
+                }
+            }
+            db.write_opt(batch, &synced()).map_err(|e| e.to_string())
+        })();
+        for job in jobs {
+            match job {
+                Job::Append { ids, done, .. } => {
+                    if res.is_ok() {
+                        let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+                        for id in ids {
+                            // Only if not replaced meanwhile (truncated and appended again).
+                            if p.get(&id.index).is_some_and(|e| e.log_id == id) {
+                                p.remove(&id.index);
+                            }
+                        }
+                    }
+                    done.log_io_completed(res.clone().map_err(std::io::Error::other));
+                }
+                Job::Change { reply, .. } => {
+                    if let Some(r) = reply {
+                        let _ = r.send(res.clone());
+                    }
+                }
+            }
+        }
+        if let Err(e) = res {
+            tracing::error!(error = %e, "raft log write failed");
+        }
+    }
+}
+
 impl LogStore {
-    /// A log store on `db`.
+    /// A log store on `db`, with its writer thread (which ends when the last clone drops).
     pub fn new(db: Arc<DB>) -> Self {
-        LogStore { db }
+        let pending: Pending = Arc::default();
+        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        let (d, p) = (db.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || write_loop(d, p, rx))
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the log writer thread"));
+        LogStore {
+            db,
+            pending,
+            writer: tx,
+        }
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StorageError> {
@@ -78,24 +188,66 @@ impl LogStore {
         }
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), StorageError> {
-        let cf = self.cf(CF_RAFT)?;
+    fn submit(&self, job: Job) -> Result<(), StorageError> {
+        let gone = || write_err(std::io::Error::other("log writer thread is gone"));
+        match self.writer.try_send(job) {
+            Ok(()) => Ok(()),
+            // A full queue (the disk is behind): wait for room without stalling the runtime.
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                blocking(|| self.writer.send(job)).map_err(|_| gone())
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(gone()),
+        }
+    }
+
+    /// Queues a change and waits until it is durable.
+    async fn change(&self, change: Change) -> Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Change {
+            change,
+            reply: Some(tx),
+        })?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(write_err(std::io::Error::other(e))),
+            Err(_) => Err(write_err(std::io::Error::other(
+                "log writer thread is gone",
+            ))),
+        }
+    }
+
+    async fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &'static str,
+        v: &T,
+    ) -> Result<(), StorageError> {
         let b = bincode::serialize(v).map_err(write_err)?;
-        blocking(|| self.db.put_cf_opt(cf, key, b, &synced())).map_err(write_err)
+        self.change(Change::PutMeta(key, b)).await
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
+        // Pending first: anything leaving it is on disk by then.
+        let pending_last = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_key_value()
+            .map(|(_, e)| e.log_id);
         let cf = self.cf(CF_LOG)?;
         let mut it = self.db.raw_iterator_cf(cf);
         it.seek_to_last();
         it.status().map_err(read_err)?;
-        match it.value() {
-            None => Ok(None),
+        let disk_last = match it.value() {
+            None => None,
             Some(v) => {
                 let e: Entry = bincode::deserialize(v).map_err(read_err)?;
-                Ok(Some(e.log_id))
+                Some(e.log_id)
             }
-        }
+        };
+        Ok(match (pending_last, disk_last) {
+            (Some(p), Some(d)) => Some(if p.index >= d.index { p } else { d }),
+            (p, d) => p.or(d),
+        })
     }
 }
 
@@ -147,7 +299,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.put_meta("vote", vote).map_err(|e| {
+        self.put_meta("vote", vote).await.map_err(|e| {
             io_err(
                 ErrorSubject::Vote,
                 ErrorVerb::Write,
@@ -161,10 +313,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not synced on its own: it is an optimisation (replay on restart), not a promise.
-        let cf = self.cf(CF_RAFT)?;
+        // Queued without waiting: it is an optimisation (replay on restart), not a promise.
         let b = bincode::serialize(&committed).map_err(write_err)?;
-        self.db.put_cf(cf, "committed", b).map_err(write_err)
+        self.submit(Job::Change {
+            change: Change::PutMeta("committed", b),
+            reply: None,
+        })
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -180,42 +334,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let cf = self.cf(CF_LOG)?;
-        let mut batch = WriteBatch::default();
-        for e in entries {
-            batch.put_cf(
-                cf,
-                be(e.log_id.index),
-                bincode::serialize(&e).map_err(write_err)?,
-            );
-        }
-        let res = blocking(|| self.db.write_opt(batch, &synced()));
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
+        let mut encoded = Vec::new();
+        let mut ids = Vec::new();
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for e in entries {
+                encoded.push((e.log_id.index, bincode::serialize(&e).map_err(write_err)?));
+                ids.push(e.log_id);
+                p.insert(e.log_id.index, e);
             }
         }
+        self.submit(Job::Append {
+            entries: encoded,
+            ids,
+            done: callback,
+        })
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let cf = self.cf(CF_LOG)?;
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf, be(log_id.index), be(u64::MAX));
-        blocking(|| self.db.write_opt(batch, &synced())).map_err(write_err)
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .split_off(&log_id.index);
+        self.change(Change::Truncate(log_id.index)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Record the purge point first: if we crash in between, the log merely keeps a few
-        // entries too many.
-        self.put_meta("purged", &log_id)?;
-        let cf = self.cf(CF_LOG)?;
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf, be(0), be(log_id.index + 1));
-        self.db.write(batch).map_err(write_err)
+        let purged = bincode::serialize(&log_id).map_err(write_err)?;
+        self.change(Change::Purge {
+            upto: log_id.index,
+            purged,
+        })
+        .await
     }
 }

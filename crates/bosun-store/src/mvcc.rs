@@ -31,6 +31,18 @@ pub struct Changes {
     pub compacted_to: Option<i64>,
 }
 
+impl Changes {
+    /// Appends `other`'s changes after ours.
+    pub fn absorb(&mut self, other: Changes) {
+        self.events.extend(other.events);
+        self.leases_granted.extend(other.leases_granted);
+        self.leases_revoked.extend(other.leases_revoked);
+        if other.compacted_to.is_some() {
+            self.compacted_to = other.compacted_to;
+        }
+    }
+}
+
 /// Source of past events, for reads at an old revision.
 pub trait History {
     /// Events with a revision above `rev`, oldest first.
@@ -210,6 +222,30 @@ impl Mvcc {
             }
         }
         match &req.command {
+            Command::Batch(reqs) => {
+                let mut out = Vec::with_capacity(reqs.len());
+                for sub in reqs {
+                    if matches!(sub.command, Command::Batch(_)) {
+                        out.push((self.revision, Err(ApplyError::NestedBatch)));
+                        continue;
+                    }
+                    // Earlier requests of the batch are history for later ones.
+                    let mut local = Changes::default();
+                    let r = {
+                        let hist = ChainedPairs {
+                            first: history,
+                            then: &changes.events,
+                        };
+                        self.apply_inner(sub, entry_term, &hist, &mut local, io_error)
+                    };
+                    if io_error.is_some() {
+                        return Err(ApplyError::Compacted);
+                    }
+                    changes.absorb(local);
+                    out.push((self.revision, r));
+                }
+                Ok(CommandResult::Batch(out))
+            }
             Command::Txn(txn) => {
                 let mut tx = WriteTx::new(self.revision + 1);
                 match self.txn(txn, &mut tx, history, io_error) {
@@ -505,6 +541,25 @@ impl History for Chained<'_> {
     }
 }
 
+/// History followed by events of earlier requests of the same batch.
+struct ChainedPairs<'a> {
+    first: &'a dyn History,
+    then: &'a [(u32, Event)],
+}
+
+impl History for ChainedPairs<'_> {
+    fn events_after(&self, rev: i64) -> std::io::Result<Vec<Event>> {
+        let mut out = self.first.events_after(rev)?;
+        out.extend(
+            self.then
+                .iter()
+                .filter(|(_, e)| e.kv.mod_revision > rev)
+                .map(|(_, e)| e.clone()),
+        );
+        Ok(out)
+    }
+}
+
 /// The events of one revision being built.
 struct WriteTx {
     rev: i64,
@@ -720,6 +775,24 @@ mod tests {
         );
         assert_eq!(m.kvs, before);
         assert_eq!(m.revision, 1);
+    }
+
+    #[test]
+    fn a_batch_applies_each_request_with_its_own_outcome_and_revision() {
+        let (mut m, mut h) = (Mvcc::default(), NoHistory(vec![]));
+        let mut fenced = put("b", "2");
+        fenced.fence_term = Some(9);
+        let batch = Request::new(Command::Batch(vec![put("a", "1"), fenced, put("c", "3")]));
+        let CommandResult::Batch(out) = apply(&mut m, &mut h, &batch, 1).unwrap() else {
+            panic!("not a batch result")
+        };
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].0, 1);
+        assert!(matches!(out[1].1, Err(ApplyError::Fenced { .. })));
+        assert_eq!(out[1].0, 1);
+        assert_eq!(out[2].0, 2);
+        assert_eq!(m.revision, 2);
+        assert!(!m.kvs.contains_key(b"b".as_slice()));
     }
 
     #[test]

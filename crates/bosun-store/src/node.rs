@@ -25,6 +25,16 @@ use crate::{db, Error, LogStore, Result};
 
 /// How long a write or a read barrier waits for a leader before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// Proposals waiting for a batch at most; callers wait for room beyond it.
+const PROPOSAL_QUEUE: usize = 4096;
+/// Requests folded into one log entry at most.
+const MAX_BATCH: usize = 256;
+/// Encoded bytes of one batch at most (a larger request goes alone).
+const MAX_BATCH_BYTES: u64 = 4 << 20;
+/// Batches proposed concurrently: while they are in flight, new requests queue up and
+/// form the next, larger batch.
+const BATCHES_IN_FLIGHT: usize = 2;
+
 /// Smallest lease TTL granted, in seconds (as etcd, a lease must outlive an election).
 pub const MIN_LEASE_TTL: i64 = 2;
 
@@ -64,6 +74,13 @@ pub enum RemoteFailure {
     Failed(String),
 }
 
+/// A client's write waiting to be batched.
+struct Proposal {
+    req: Request,
+    size: u64,
+    reply: tokio::sync::oneshot::Sender<Result<(i64, CommandResult)>>,
+}
+
 /// Leader-side lease deadlines, valid for one leader term.
 #[derive(Default)]
 struct LeaseClock {
@@ -84,6 +101,8 @@ pub struct Node {
     tasks: TaskTracker,
     /// Keeps raft metrics cheap to read without awaiting.
     last_term: AtomicU64,
+    /// Into the proposal batcher.
+    proposals: tokio::sync::mpsc::Sender<Proposal>,
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -156,6 +175,7 @@ impl Node {
             }
         }
         let cluster_id = fnv1a(config.cluster_name.as_bytes());
+        let (proposals, proposal_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
         let node = Arc::new(Node {
             config,
             raft,
@@ -167,7 +187,9 @@ impl Node {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             last_term: AtomicU64::new(0),
+            proposals,
         });
+        node.tasks.spawn(node.clone().batcher(proposal_rx));
         node.tasks
             .spawn(node.clone().hold_candidacy_until_leader_seen());
         node.tasks.spawn(node.clone().lease_expiry_loop());
@@ -244,7 +266,8 @@ impl Node {
     }
 
     /// Proposes `req` and returns once it is applied, from whichever server: followers
-    /// forward to the leader. Retries (bounded, with back-off) only when the write was
+    /// forward to the leader. Concurrent writes are folded into one log entry (see
+    /// [`Node::batcher`]). Retries (bounded, with back-off) only when the write was
     /// certainly not proposed: no leader yet, or the callee was not the leader.
     ///
     /// # Errors
@@ -253,10 +276,84 @@ impl Node {
     /// machine refused it.
     pub async fn write(&self, req: Request) -> Result<(i64, CommandResult)> {
         let started = Instant::now();
-        let res = self.write_inner(req).await;
+        let size = bincode::serialized_size(&req).unwrap_or(0);
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.proposals
+            .send(Proposal { req, size, reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        let res = rx.await.map_err(|_| Error::ShuttingDown)?;
         self.metrics
             .observe_proposal(started.elapsed(), res.is_ok());
-        let resp = res?;
+        res
+    }
+
+    /// Folds queued writes into batches. openraft 0.9 stores, replicates and applies each
+    /// proposal on its own; one entry for many requests turns N appends, N fsyncs, N
+    /// replication messages (and N forwards from a follower) into one.
+    async fn batcher(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<Proposal>) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+        loop {
+            let first = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                p = rx.recv() => match p { Some(p) => p, None => return },
+            };
+            let permit = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            // Everything that queued while we waited for a slot joins this batch.
+            let mut bytes = first.size;
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        bytes += p.size;
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let node = self.clone();
+            self.tasks.spawn(async move {
+                let _permit = permit;
+                node.propose_batch(batch).await;
+            });
+        }
+    }
+
+    async fn propose_batch(&self, mut batch: Vec<Proposal>) {
+        if batch.len() == 1 {
+            if let Some(p) = batch.pop() {
+                let _ = p.reply.send(self.write_now(p.req).await);
+            }
+            return;
+        }
+        let (reqs, replies): (Vec<Request>, Vec<_>) =
+            batch.into_iter().map(|p| (p.req, p.reply)).unzip();
+        match self.write_now(Request::new(Command::Batch(reqs))).await {
+            Ok((_, CommandResult::Batch(results))) if results.len() == replies.len() => {
+                for (reply, (rev, r)) in replies.into_iter().zip(results) {
+                    let _ = reply.send(r.map(|c| (rev, c)).map_err(Error::Apply));
+                }
+            }
+            Ok((_, other)) => {
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Raft(format!(
+                        "unexpected batch result {other:?}"
+                    ))));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.duplicate()));
+                }
+            }
+        }
+    }
+
+    async fn write_now(&self, req: Request) -> Result<(i64, CommandResult)> {
+        let resp = self.write_inner(req).await?;
         match resp.result {
             Some(Ok(r)) => Ok((resp.revision, r)),
             Some(Err(e)) => Err(Error::Apply(e)),
@@ -541,8 +638,12 @@ impl Node {
     /// 0.9 has no pre-vote) a restarted follower times out before the leader reaches it,
     /// stands with a higher term and deposes a healthy leader. It still votes meanwhile.
     async fn hold_candidacy_until_leader_seen(self: Arc<Self>) {
-        let wait =
-            Duration::from_millis(4 * (self.config.election_max_ms + self.config.heartbeat_ms));
+        // A random part, so that servers started together do not all stand at the same
+        // instant (their election timers expired long ago) and split the vote.
+        let spread = rand::thread_rng().gen_range(0..=self.config.election_max_ms * 2);
+        let wait = Duration::from_millis(
+            4 * (self.config.election_max_ms + self.config.heartbeat_ms) + spread,
+        );
         let mut rx = self.raft.metrics();
         let seen = async {
             loop {
@@ -758,26 +859,33 @@ async fn refuse_if_cluster_has_moved_on(
     config: &NodeConfig,
     connector: &PeerConnector,
 ) -> Result<()> {
-    for (id, m) in &config.initial_members {
-        if *id == config.id {
-            continue;
-        }
-        let Ok(mut client) = connector.client(&m.peer_addr) else {
-            continue;
-        };
-        let Ok(blob) = encode(&()) else { continue };
-        let applied: Option<u64> =
-            match tokio::time::timeout(Duration::from_secs(2), client.probe(blob)).await {
-                Ok(Ok(resp)) => decode(resp.get_ref()).ok(),
-                _ => None,
-            };
-        if let Some(applied) = applied.filter(|a| *a > 1) {
+    // All peers at once, briefly: on a first start they are starting too and do not serve
+    // yet, and a long wait here would start this server's Raft seconds after theirs.
+    let probes = config
+        .initial_members
+        .iter()
+        .filter(|(id, _)| **id != config.id)
+        .map(|(_, m)| async move {
+            let mut client = connector.client(&m.peer_addr).ok()?;
+            let blob = encode(&()).ok()?;
+            let resp = tokio::time::timeout(Duration::from_millis(500), client.probe(blob))
+                .await
+                .ok()?
+                .ok()?;
+            let applied: u64 = decode(resp.get_ref()).ok()?;
+            Some((m.name.clone(), applied))
+        });
+    for (name, applied) in futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        if applied > 1 {
             return Err(Error::Start(format!(
-                "data dir {} is empty, but member {} has applied {applied} entries: this server lost its state. \
+                "data dir {} is empty, but member {name} has applied {applied} entries: this server lost its state. \
                  Recover it as a new member: `bosun cluster remove-member {}`, then start it with join = true \
                  and `bosun cluster add-member {} --address …`",
                 config.dir.display(),
-                m.name,
                 config.member.name,
                 config.member.name
             )));

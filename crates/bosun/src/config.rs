@@ -51,14 +51,15 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         // openraft 0.9 lets a follower stand for election only after the leader's lease
-        // (= election_max_ms) plus a random election timeout: 200-240 ms here, so a dead
-        // leader is replaced in well under 300 ms. Heartbeats come every 20 ms, ten per
-        // lease, so a loaded server on two cores does not cause spurious elections
-        // (docs/benchmarks.md measures both).
+        // (= election_max_ms) plus a random election timeout: 180-280 ms here, so a dead
+        // leader is replaced in about a quarter of a second. The random part is 100 ms
+        // wide so that two candidates rarely split the vote; heartbeats come every 20 ms,
+        // nine per shortest wait (docs/benchmarks.md measures failover and elections
+        // under load).
         RaftTuning {
             heartbeat_ms: 20,
-            election_min_ms: 80,
-            election_max_ms: 120,
+            election_min_ms: 40,
+            election_max_ms: 140,
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
         }
