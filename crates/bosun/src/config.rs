@@ -51,15 +51,14 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         // openraft 0.9 lets a follower stand for election only after the leader's lease
-        // (= election_max_ms) plus a random election timeout: 180-280 ms here, so a dead
-        // leader is replaced in about a quarter of a second. The random part is 100 ms
-        // wide so that two candidates rarely split the vote; heartbeats come every 20 ms,
-        // nine per shortest wait (docs/benchmarks.md measures failover and elections
-        // under load).
+        // (= election_max_ms) plus a random election timeout: 260-400 ms here. 40-140 ms
+        // (180-280 ms) failed over faster but caused elections under full write load on a
+        // two-core machine (docs/benchmarks.md); a control plane wants stability first.
+        // The random part is 140 ms wide so that two candidates rarely split the vote.
         RaftTuning {
             heartbeat_ms: 20,
-            election_min_ms: 40,
-            election_max_ms: 140,
+            election_min_ms: 60,
+            election_max_ms: 200,
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
         }

@@ -236,34 +236,46 @@ fn read_env(dir: &Path) -> Result<std::collections::HashMap<String, String>> {
         .collect())
 }
 
-async fn find_leader(chans: &[Channel]) -> Option<(u64, String)> {
+/// The leader's id and name, once the cluster is settled: every member answers, all agree
+/// on the leader, and every member has applied to within a few entries of the others (a
+/// member restarted by the previous round has caught up). Killing a leader while a
+/// restarted member still lags measures a double failure, not a failover.
+async fn settled_leader(chans: &[Channel]) -> Option<(u64, String)> {
+    let mut leaders = std::collections::BTreeSet::new();
+    let mut applied = Vec::new();
     for ch in chans {
         let mut m = MaintenanceClient::new(ch.clone());
-        let st = tokio::time::timeout(Duration::from_millis(500), m.status(StatusRequest {})).await;
-        let Ok(Ok(st)) = st else { continue };
-        let leader = st.into_inner().leader;
-        if leader == 0 {
-            continue;
+        let st = tokio::time::timeout(Duration::from_millis(500), m.status(StatusRequest {}))
+            .await
+            .ok()?
+            .ok()?
+            .into_inner();
+        if st.leader == 0 {
+            return None;
         }
-        let mut c = ClusterClient::new(ch.clone());
-        let Ok(Ok(list)) = tokio::time::timeout(
-            Duration::from_millis(500),
-            c.member_list(MemberListRequest::default()),
-        )
-        .await
-        else {
-            continue;
-        };
-        if let Some(m) = list
-            .into_inner()
-            .members
-            .into_iter()
-            .find(|m| m.id == leader)
-        {
-            return Some((leader, m.name));
-        }
+        leaders.insert(st.leader);
+        applied.push(st.raft_applied_index);
     }
-    None
+    let (lo, hi) = (applied.iter().min()?, applied.iter().max()?);
+    if leaders.len() != 1 || hi - lo > 50 {
+        return None;
+    }
+    let leader = *leaders.iter().next()?;
+    let mut c = ClusterClient::new(chans[0].clone());
+    let list = tokio::time::timeout(
+        Duration::from_millis(500),
+        c.member_list(MemberListRequest::default()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let name = list
+        .into_inner()
+        .members
+        .into_iter()
+        .find(|m| m.id == leader)?
+        .name;
+    Some((leader, name))
 }
 
 /// Whether a process exists and is not a zombie (Linux /proc).
@@ -326,14 +338,14 @@ async fn failover(a: FailoverArgs) -> Result<()> {
     }
     let mut gaps = Vec::new();
     for k in 0..a.kills {
-        // A stable cluster with a leader, and writes flowing.
+        // A settled cluster: a leader, every member caught up, writes flowing.
         let deadline = Instant::now() + Duration::from_secs(30);
         let (leader_id, name) = loop {
-            if let Some(l) = find_leader(&chans).await {
+            if let Some(l) = settled_leader(&chans).await {
                 break l;
             }
             if Instant::now() > deadline {
-                bail!("no leader within 30s before kill {k}");
+                bail!("the cluster did not settle (a leader, every member caught up) within 30s before kill {k}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
@@ -377,6 +389,11 @@ async fn failover(a: FailoverArgs) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         let gap = recovered - killed_at;
+        tracing::debug!(
+            process_gone_ms = (dead_at - killed_at).as_secs_f64() * 1e3,
+            first_ack_after_gone_ms = (recovered - dead_at).as_secs_f64() * 1e3,
+            "failover timing"
+        );
         gaps.push(gap);
         if !a.json {
             println!(
