@@ -54,7 +54,26 @@ const MAX_GROUP: usize = 512;
 pub struct LogStore {
     db: Arc<DB>,
     pending: Pending,
-    writer: std::sync::mpsc::SyncSender<Job>,
+    writer: Arc<Writer>,
+}
+
+/// The writer thread's handle. Dropping the last one closes the queue and joins the
+/// thread, so the thread never outlives the store (a detached thread still holding
+/// RocksDB while the process exits aborts it).
+struct Writer {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the log writer thread panicked");
+            }
+        }
+    }
 }
 
 fn io_err(
@@ -157,15 +176,18 @@ impl LogStore {
         let pending: Pending = Arc::default();
         let (tx, rx) = std::sync::mpsc::sync_channel(4096);
         let (d, p) = (db.clone(), pending.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || write_loop(d, p, rx))
-            .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the log writer thread"));
+            .map_err(|e| tracing::error!(error = %e, "cannot start the log writer thread"))
+            .ok();
         LogStore {
             db,
             pending,
-            writer: tx,
+            writer: Arc::new(Writer {
+                tx: Some(tx),
+                thread,
+            }),
         }
     }
 
@@ -190,11 +212,14 @@ impl LogStore {
 
     fn submit(&self, job: Job) -> Result<(), StorageError> {
         let gone = || write_err(std::io::Error::other("log writer thread is gone"));
-        match self.writer.try_send(job) {
+        let Some(tx) = self.writer.tx.as_ref() else {
+            return Err(gone());
+        };
+        match tx.try_send(job) {
             Ok(()) => Ok(()),
             // A full queue (the disk is behind): wait for room without stalling the runtime.
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                blocking(|| self.writer.send(job)).map_err(|_| gone())
+                blocking(|| tx.send(job)).map_err(|_| gone())
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(gone()),
         }
