@@ -260,9 +260,6 @@ pub struct TxnResult {
 pub enum Command {
     /// A transaction (plain puts and deletes are one-op transactions).
     Txn(TxnReq),
-    /// Independent requests of different clients folded into one log entry by the
-    /// proposing server: applied in order, each with its own fence, result and revision.
-    Batch(Vec<Request>),
     /// Drop history before this revision.
     Compact(i64),
     /// Create a lease; the id is chosen by the proposer.
@@ -277,6 +274,10 @@ pub enum Command {
         /// Lease id.
         id: i64,
     },
+    // New variants go last: bincode encodes the variant index, and the log is durable.
+    /// Independent requests of different clients folded into one log entry by the
+    /// proposing server: applied in order, each with its own fence, result and revision.
+    Batch(Vec<Request>),
 }
 
 /// A log entry's payload: a command, optionally fenced by the leader term it was decided
@@ -325,9 +326,6 @@ pub enum ApplyError {
     /// `ignore_value`/`ignore_lease` on a missing key.
     #[error("etcdserver: key not found")]
     KeyNotFound,
-    /// A batch inside a batch (never proposed by bosun).
-    #[error("a batch may not contain a batch")]
-    NestedBatch,
     /// The fenced command was proposed in another term than it was decided under.
     #[error("fenced: decided in term {decided} but proposed in term {proposed}")]
     Fenced {
@@ -336,6 +334,10 @@ pub enum ApplyError {
         /// The term of the log entry.
         proposed: u64,
     },
+    // New variants go last: bincode encodes the variant index.
+    /// A batch inside a batch (never proposed by bosun).
+    #[error("a batch may not contain a batch")]
+    NestedBatch,
 }
 
 /// What applying an entry returned.
@@ -352,8 +354,6 @@ pub struct Response {
 pub enum CommandResult {
     /// Of a transaction.
     Txn(TxnResult),
-    /// Of a batch: per request, the revision after it and its outcome.
-    Batch(Vec<(i64, Result<CommandResult, ApplyError>)>),
     /// Of a compaction.
     Compacted,
     /// Of a lease grant.
@@ -365,4 +365,7 @@ pub enum CommandResult {
     },
     /// Of a lease revoke.
     LeaseRevoked,
+    // New variants go last: bincode encodes the variant index.
+    /// Of a batch: per request, the revision after it and its outcome.
+    Batch(Vec<(i64, Result<CommandResult, ApplyError>)>),
 }

@@ -287,8 +287,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(s) => s + 1,
             Bound::Unbounded => 0,
         };
+        // Pending first, then disk: an entry leaves `pending` only once it is on disk, so
+        // an entry appended (even if not yet durable) is always found.
+        let pending: Vec<Entry> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(start..)
+            .take_while(|(i, _)| range.contains(*i))
+            .map(|(_, e)| e.clone())
+            .collect();
         let cf = self.cf(CF_LOG)?;
-        let mut out = Vec::new();
+        let mut out: BTreeMap<u64, Entry> = BTreeMap::new();
         let mut it = self.db.raw_iterator_cf(cf);
         it.seek(be(start));
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -299,11 +309,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&idx) {
                 break;
             }
-            out.push(bincode::deserialize(v).map_err(read_err)?);
+            out.insert(idx, bincode::deserialize(v).map_err(read_err)?);
             it.next();
         }
         it.status().map_err(read_err)?;
-        Ok(out)
+        for e in pending {
+            out.insert(e.log_id.index, e);
+        }
+        Ok(out.into_values().collect())
     }
 }
 

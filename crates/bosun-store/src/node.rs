@@ -30,7 +30,7 @@ const PROPOSAL_QUEUE: usize = 4096;
 /// Requests folded into one log entry at most.
 const MAX_BATCH: usize = 256;
 /// Encoded bytes of one batch at most (a larger request goes alone).
-const MAX_BATCH_BYTES: u64 = 4 << 20;
+const MAX_BATCH_BYTES: u64 = 1 << 20;
 /// Batches proposed concurrently: while they are in flight, new requests queue up and
 /// form the next, larger batch.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -145,7 +145,9 @@ impl Node {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.keep_after_snapshot,
             purge_batch_size: 256,
-            max_payload_entries: 512,
+            // Entries are batches of up to ~1 MiB: 64 of them bound one AppendEntries (and
+            // what a lagging follower's replication reads into memory) to about 64 MiB.
+            max_payload_entries: 64,
             ..Default::default()
         }
         .validate()
@@ -384,6 +386,9 @@ impl Node {
                 }
                 Err(e) => return Err(e),
             }
+            if self.cancel.is_cancelled() {
+                return Err(Error::ShuttingDown);
+            }
             if Instant::now() + backoff > deadline {
                 return Err(Error::NoLeader(format!(
                     "no leader accepted the write within {LEADER_WAIT:?}"
@@ -402,6 +407,7 @@ impl Node {
         tokio::select! {
             _ = tokio::time::sleep(jitter(backoff)) => {}
             _ = rx.changed() => {}
+            _ = self.cancel.cancelled() => {}
         }
     }
 
@@ -909,10 +915,19 @@ fn is_connect_error(status: &tonic::Status) -> bool {
     if status.code() != tonic::Code::Unavailable {
         return false;
     }
+    // Only a refused connection proves the request never left: a reset or closed
+    // connection may have delivered it, and retrying would apply it twice.
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = src {
-        let s = e.to_string().to_ascii_lowercase();
-        if s.contains("connect") || s.contains("connection refused") {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        if e.to_string()
+            .to_ascii_lowercase()
+            .contains("connection refused")
+        {
             return true;
         }
         src = e.source();

@@ -451,11 +451,19 @@ fn persist(
         }
         batch.put_cf(hist, hist_key(ev.kv.mod_revision, *sub), ser(ev)?);
     }
-    for (id, ttl) in &changes.leases_granted {
-        batch.put_cf(lease, be(*id as u64), ser(ttl)?);
-    }
-    for id in &changes.leases_revoked {
-        batch.delete_cf(lease, be(*id as u64));
+    // Leases by their final state: a revoke and a re-grant of one id in the same apply
+    // must leave what memory holds.
+    let touched: std::collections::BTreeSet<i64> = changes
+        .leases_granted
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(changes.leases_revoked.iter().copied())
+        .collect();
+    for id in touched {
+        match inner.mvcc.leases.get(&id) {
+            Some(l) => batch.put_cf(lease, be(id as u64), ser(&l.ttl)?),
+            None => batch.delete_cf(lease, be(id as u64)),
+        }
     }
     if let Some(c) = changes.compacted_to {
         batch.delete_range_cf(hist, hist_key(0, 0), hist_key(c, 0));

@@ -147,8 +147,16 @@ async fn serve_stream(node: Arc<Node>, mut inbound: Streaming<WatchRequest>, tx:
                 }
             }
             Some(RequestUnion::ProgressRequest(_)) => {
+                // Report only a revision every watcher of this stream has delivered: a
+                // client may take it as "my view is complete up to here".
+                watchers.retain(|_, (t, _)| !t.is_cancelled());
+                let rev = watchers
+                    .values()
+                    .map(|(_, d)| d.load(Ordering::Acquire))
+                    .min()
+                    .unwrap_or_else(|| node.state().revision());
                 let resp = WatchResponse {
-                    header: header(&node, node.state().revision()),
+                    header: header(&node, rev),
                     watch_id: -1,
                     ..Default::default()
                 };
