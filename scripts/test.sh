@@ -15,4 +15,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 # Cluster tests each start several servers: two at a time on a two-core machine.
-cargo test --workspace -- --test-threads="${BOSUN_TEST_THREADS:-2}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace -- --test-threads="${BOSUN_TEST_THREADS:-2}" 2>&1 | tee "$log"
+# One closing line with the totals over every test binary (cargo ends on the last crate's).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f; if (p == 0) exit 1 }' "$log"
