@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A local bosun cluster on loopback: the one way tests, chaos, benchmarks and people start one.
 #
-#   scripts/cluster.sh up    --dir DIR [--servers N] [--ip-base 127.0.0] [--snapshot-every N] [--election-ms MIN-MAX]
+#   scripts/cluster.sh up    --dir DIR [--servers N] [--ip-base 127.0.0] [--snapshot-every N] [--election-ms MIN-MAX] [--compact RETAIN:INTERVAL_MS]
 #   scripts/cluster.sh stop  NAME --dir DIR     # SIGTERM, then SIGKILL after 10 s
 #   scripts/cluster.sh kill  NAME --dir DIR     # SIGKILL
 #   scripts/cluster.sh start NAME --dir DIR     # (re)start one server
@@ -24,7 +24,7 @@ source "$here/lib.sh"
 cmd="${1:-}"; shift || true
 name=""
 if [[ "$cmd" =~ ^(stop|kill|start|join)$ ]]; then name="${1:-}"; shift || true; [[ -n "$name" ]] || die "$cmd needs a server name"; fi
-dir=""; servers=3; ip_base="127.0.0"; snapshot_every=10000; election=""
+dir=""; servers=3; ip_base="127.0.0"; snapshot_every=10000; election=""; compact=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dir) dir="$2"; shift 2;;
@@ -32,6 +32,7 @@ while [[ $# -gt 0 ]]; do
     --ip-base) ip_base="$2"; shift 2;;
     --snapshot-every) snapshot_every="$2"; shift 2;;
     --election-ms) election="$2"; shift 2;;   # MIN-MAX, e.g. 200-400
+    --compact) compact="$2"; shift 2;;        # RETAIN:INTERVAL_MS, e.g. 10000:30000
     *) die "unknown argument $1";;
   esac
 done
@@ -53,6 +54,10 @@ write_config() { # name id join
     echo "client_addr = \"$ip:2379\""
     echo "admin_addr = \"$ip:2381\""
     echo "join = $join"
+    if [[ -n "$compact" ]]; then
+      echo "compaction_retain_revisions = ${compact%:*}"
+      echo "compaction_interval_ms = ${compact#*:}"
+    fi
     echo "[tls]"
     echo "ca = \"$dir/pki/ca.crt\""
     echo "cert = \"$dir/pki/servers/$n.crt\""

@@ -63,6 +63,10 @@ pub struct NodeConfig {
     pub keep_after_snapshot: u64,
     /// Largest value accepted by a put.
     pub max_value_bytes: usize,
+    /// The leader compacts history older than this many revisions (0: never).
+    pub compaction_retain: i64,
+    /// How often the leader considers compacting.
+    pub compaction_interval_ms: u64,
 }
 
 /// A failure of a forwarded call, as the leader reports it.
@@ -195,6 +199,7 @@ impl Node {
         node.tasks
             .spawn(node.clone().hold_candidacy_until_leader_seen());
         node.tasks.spawn(node.clone().lease_expiry_loop());
+        node.tasks.spawn(node.clone().compaction_loop());
         node.tasks.spawn(node.clone().watch_metrics());
         Ok(node)
     }
@@ -666,6 +671,39 @@ impl Node {
             _ = tokio::time::timeout(wait, seen) => {}
         }
         self.raft.runtime_config().elect(true);
+    }
+
+    /// On the leader, compacts history older than `compaction_retain` revisions, as
+    /// kube-apiserver does for etcd: without it the event history, and every snapshot
+    /// with it, grows without bound. Fenced by the term that decided it.
+    async fn compaction_loop(self: Arc<Self>) {
+        if self.config.compaction_retain <= 0 {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            self.config.compaction_interval_ms.max(10),
+        ));
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !self.is_leader() {
+                continue;
+            }
+            let target = self.sm.revision() - self.config.compaction_retain;
+            if target <= self.sm.compact_revision() {
+                continue;
+            }
+            let term = self.raft.metrics().borrow().current_term;
+            match self
+                .write_local(Request::fenced(term, Command::Compact(target)))
+                .await
+            {
+                Ok(_) => tracing::info!(revision = target, "history compacted"),
+                Err(e) => tracing::debug!(error = %e, "compaction not applied"),
+            }
+        }
     }
 
     /// On the leader, revokes leases whose deadline passed. Deadlines start afresh (full

@@ -32,9 +32,20 @@ pub struct Cluster {
     script: PathBuf,
 }
 
-/// The repository root (two levels above this crate).
+/// The repository root, found at run time: the nearest directory above the test's package
+/// (cargo sets `CARGO_MANIFEST_DIR` when it runs tests, and runs them there) that holds
+/// `scripts/cluster.sh`. Not `env!`: with a build cache shared between checkouts, a path
+/// baked in at compile time can name another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("."));
+    start
+        .ancestors()
+        .find(|d| d.join("scripts/cluster.sh").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or(start)
 }
 
 impl Cluster {

@@ -102,6 +102,12 @@ pub struct ServerConfig {
     /// Largest value accepted, bytes (etcd's default 1.5 MiB).
     #[serde(default = "default_max_value")]
     pub max_value_bytes: usize,
+    /// The leader compacts history older than this many revisions (0: never).
+    #[serde(default = "default_retain")]
+    pub compaction_retain_revisions: i64,
+    /// How often the leader considers compacting, ms.
+    #[serde(default = "default_compaction_interval")]
+    pub compaction_interval_ms: u64,
     /// Join an existing cluster instead of bootstrapping with `members`.
     #[serde(default)]
     pub join: bool,
@@ -117,6 +123,14 @@ pub struct ServerConfig {
 
 fn default_cluster() -> String {
     "bosun".into()
+}
+
+fn default_retain() -> i64 {
+    10_000
+}
+
+fn default_compaction_interval() -> u64 {
+    30_000
 }
 
 fn default_max_value() -> usize {
@@ -193,6 +207,8 @@ impl ServerConfig {
             snapshot_every: self.raft.snapshot_every,
             keep_after_snapshot: self.raft.keep_after_snapshot,
             max_value_bytes: self.max_value_bytes,
+            compaction_retain: self.compaction_retain_revisions,
+            compaction_interval_ms: self.compaction_interval_ms,
         }
     }
 
@@ -274,9 +290,22 @@ impl ClientConfig {
 mod tests {
     use super::*;
 
+    /// config/examples of this checkout, found at run time: with a build cache shared
+    /// between checkouts, a path baked in by `env!` can name another checkout.
+    fn examples_dir() -> PathBuf {
+        let start = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        start
+            .ancestors()
+            .map(|d| d.join("config/examples"))
+            .find(|d| d.is_dir())
+            .unwrap_or(start)
+    }
+
     #[test]
     fn the_example_configs_parse() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples");
+        let root = examples_dir();
         let s = ServerConfig::load(&root.join("server.toml")).unwrap();
         assert_eq!(s.members.len(), 3);
         assert_eq!(s.node().initial_members.len(), 3);
@@ -288,11 +317,9 @@ mod tests {
     fn a_config_that_omits_this_server_from_members_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.toml");
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/examples/server.toml"),
-        )
-        .unwrap()
-        .replacen("id = 1 ", "id = 9 ", 1);
+        let text = std::fs::read_to_string(examples_dir().join("server.toml"))
+            .unwrap()
+            .replacen("id = 1 ", "id = 9 ", 1);
         std::fs::write(&p, text).unwrap();
         let err = ServerConfig::load(&p).unwrap_err().to_string();
         assert!(err.contains("not in members"), "{err}");

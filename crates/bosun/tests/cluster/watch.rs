@@ -145,3 +145,40 @@ async fn watches_replay_follow_report_progress_cancel_and_report_compaction() {
     assert!(r.canceled, "{r:?}");
     assert_eq!(r.compact_revision, rev);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_compacts_old_history_on_its_own() {
+    let c = up(3, &["--compact", "10:100"]);
+    let mut kv = c.kv("s1").unwrap();
+    for i in 0..40 {
+        put(&mut kv, "/c/k", &i.to_string()).await.unwrap();
+    }
+    for n in ALL {
+        let mut kv = c.kv(n).unwrap();
+        eventually(Duration::from_secs(20), "old revisions compacted", || {
+            let mut kv = kv.clone();
+            async move {
+                let r = kv
+                    .range(bosun_api::etcd::RangeRequest {
+                        key: "/c/k".into(),
+                        revision: 2,
+                        serializable: true,
+                        ..Default::default()
+                    })
+                    .await;
+                matches!(r, Err(s) if s.message().contains("compacted")).then_some(())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{n}: {e}"));
+        // Recent history stays readable.
+        let r = kv
+            .range(bosun_api::etcd::RangeRequest {
+                key: "/c/k".into(),
+                revision: 38,
+                ..Default::default()
+            })
+            .await;
+        assert!(r.is_ok(), "{n}: {r:?}");
+    }
+}
