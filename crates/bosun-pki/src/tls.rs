@@ -124,6 +124,17 @@ pub fn client_config(m: &TlsMaterial) -> Result<Arc<ClientConfig>> {
 pub struct TlsConn {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerInfo,
+    /// Told who the peer was when the connection ends (see [`TlsIncoming::closed`]).
+    on_close: Option<mpsc::Sender<Identity>>,
+}
+
+impl Drop for TlsConn {
+    fn drop(&mut self) {
+        if let (Some(tx), Some(id)) = (self.on_close.take(), self.info.identity.take()) {
+            // Best effort: a full queue only loses a hint.
+            let _ = tx.try_send(id);
+        }
+    }
 }
 
 impl Connected for TlsConn {
@@ -177,6 +188,7 @@ impl AsyncWrite for TlsConn {
 pub struct TlsIncoming {
     rx: mpsc::Receiver<io::Result<TlsConn>>,
     local: SocketAddr,
+    closed: Option<mpsc::Receiver<Identity>>,
 }
 
 impl TlsIncoming {
@@ -194,14 +206,29 @@ impl TlsIncoming {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
+        // Only the peer port reports closed connections (failure detection).
+        let (closed_tx, closed) = if servers_only {
+            let (t, r) = mpsc::channel(64);
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
         tokio::spawn(accept_loop(
             listener,
             TlsAcceptor::from(config),
             servers_only,
             port_name,
             tx,
+            closed_tx,
         ));
-        Ok(TlsIncoming { rx, local })
+        Ok(TlsIncoming { rx, local, closed })
+    }
+
+    /// On a `servers_only` listener: the identities of peers whose connection ended, as
+    /// a hint for failure detection (a killed process resets its connections at once).
+    /// Taken once.
+    pub fn closed(&mut self) -> Option<mpsc::Receiver<Identity>> {
+        self.closed.take()
     }
 
     /// The bound address (useful with port 0).
@@ -216,6 +243,7 @@ async fn accept_loop(
     servers_only: bool,
     port_name: &'static str,
     tx: mpsc::Sender<io::Result<TlsConn>>,
+    closed: Option<mpsc::Sender<Identity>>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
@@ -238,6 +266,7 @@ async fn accept_loop(
         };
         let acceptor = acceptor.clone();
         let tx = tx.clone();
+        let closed = closed.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -270,7 +299,12 @@ async fn accept_loop(
                 remote: Some(remote),
                 identity,
             };
-            let _ = tx.send(Ok(TlsConn { inner: tls, info })).await;
+            let conn = TlsConn {
+                inner: tls,
+                info,
+                on_close: closed,
+            };
+            let _ = tx.send(Ok(conn)).await;
         });
     }
 }

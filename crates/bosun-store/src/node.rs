@@ -706,6 +706,52 @@ impl Node {
         }
     }
 
+    /// Fast failure detection. When the leader's connection to our peer port ends, probe
+    /// its peer port: a refused connection means its process is gone (a killed process
+    /// resets its sockets at once), so stand for election now instead of waiting out the
+    /// leader lease plus an election timeout. A live leader, or one behind a partition,
+    /// never refuses a connection, so this cannot depose a healthy leader; elections still
+    /// need a majority as always.
+    pub async fn watch_leader_connections(
+        self: Arc<Self>,
+        mut closed: tokio::sync::mpsc::Receiver<bosun_pki::Identity>,
+    ) {
+        loop {
+            let id = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                c = closed.recv() => match c { Some(c) => c, None => return },
+            };
+            let Some(name) = id.user.strip_prefix("system:server:") else {
+                continue;
+            };
+            let Some((leader_id, leader)) = self.leader() else {
+                continue;
+            };
+            if leader.name != name || leader_id == self.config.id {
+                continue;
+            }
+            // A dying process closes its connections a moment before its listener: probe
+            // a few times, 10 ms apart, while the leader stays the same.
+            let mut refused = false;
+            for _ in 0..8 {
+                refused = matches!(
+                    tokio::time::timeout(Duration::from_millis(100), tokio::net::TcpStream::connect(&leader.peer_addr)).await,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+                );
+                if refused || self.leader_id() != Some(leader_id) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if refused && self.leader_id() == Some(leader_id) {
+                tracing::info!(leader = %leader.name, "leader's process is gone (connection refused): standing for election");
+                if let Err(e) = self.raft.trigger().elect().await {
+                    tracing::warn!(error = %e, "could not trigger an election");
+                }
+            }
+        }
+    }
+
     /// On the leader, revokes leases whose deadline passed. Deadlines start afresh (full
     /// TTL) whenever leadership changes hands, as in etcd, so a failover never expires a
     /// lease early. Revokes are fenced by the term they were decided in.

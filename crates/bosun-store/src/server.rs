@@ -56,7 +56,7 @@ pub async fn run(config: NodeConfig, listen: Listen, shutdown: CancellationToken
     let bind_err = |what: &str, addr: SocketAddr, e: std::io::Error| {
         Error::Start(format!("binding {what} port {addr}: {e}"))
     };
-    let peer_in = TlsIncoming::bind(listen.peer, server_tls.clone(), true, "peer")
+    let mut peer_in = TlsIncoming::bind(listen.peer, server_tls.clone(), true, "peer")
         .await
         .map_err(|e| bind_err("peer", listen.peer, e))?;
     let client_in = TlsIncoming::bind(listen.client, server_tls, false, "client")
@@ -72,6 +72,9 @@ pub async fn run(config: NodeConfig, listen: Listen, shutdown: CancellationToken
     };
     let max_value = config.max_value_bytes;
     let node = Node::start(config, client_tls).await?;
+    if let Some(closed) = peer_in.closed() {
+        tokio::spawn(node.clone().watch_leader_connections(closed));
+    }
     tracing::info!(peer = %listen.peer, client = %listen.client, admin = ?listen.admin, "serving");
 
     let stop = shutdown.clone();
