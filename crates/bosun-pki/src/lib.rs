@@ -15,7 +15,10 @@ pub mod tls;
 
 pub use ca::{Layout, Pki};
 pub use identity::{Identity, PeerInfo, SERVERS_GROUP};
-pub use tls::{channel, client_config, server_config, TlsIncoming, TlsMaterial};
+pub use tls::{
+    channel, client_config, client_config_with, server_config, server_config_with,
+    ReloadingIdentity, TlsIncoming, TlsMaterial,
+};
 
 /// Errors of the PKI and TLS setup.
 #[derive(Debug, thiserror::Error)]

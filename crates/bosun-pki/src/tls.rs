@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -91,18 +92,112 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Our certificate and key, reloaded from disk when the files change, so a renewed
+/// certificate takes effect without a restart. Serves as rustls's certificate resolver on
+/// both sides (server and client) of every connection.
+#[derive(Debug)]
+pub struct ReloadingIdentity {
+    material: TlsMaterial,
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+    stamp: std::sync::Mutex<Option<(std::time::SystemTime, std::time::SystemTime)>>,
+}
+
+fn mtimes(m: &TlsMaterial) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let c = std::fs::metadata(&m.cert).and_then(|x| x.modified()).ok()?;
+    let k = std::fs::metadata(&m.key).and_then(|x| x.modified()).ok()?;
+    Some((c, k))
+}
+
+fn certified_key(m: &TlsMaterial) -> Result<CertifiedKey> {
+    CertifiedKey::from_der(load_certs(&m.cert)?, load_key(&m.key)?, &provider()).map_err(Error::Tls)
+}
+
+impl ReloadingIdentity {
+    /// Loads the certificate and key.
+    ///
+    /// # Errors
+    /// When they cannot be read, or the key does not match the certificate.
+    pub fn load(m: &TlsMaterial) -> Result<Arc<Self>> {
+        let stamp = mtimes(m);
+        let key = certified_key(m)?;
+        Ok(Arc::new(ReloadingIdentity {
+            material: m.clone(),
+            current: std::sync::RwLock::new(Arc::new(key)),
+            stamp: std::sync::Mutex::new(stamp),
+        }))
+    }
+
+    /// Reloads when either file changed since the last load. `Ok(true)` when a new
+    /// certificate is now served.
+    ///
+    /// # Errors
+    /// When the changed files cannot be used (the current certificate stays in use; a
+    /// half-written pair is retried on the next call).
+    pub fn reload_if_changed(&self) -> Result<bool> {
+        let now = mtimes(&self.material);
+        {
+            let stamp = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+            if now.is_none() || *stamp == now {
+                return Ok(false);
+            }
+        }
+        let key = certified_key(&self.material)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        Ok(true)
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingIdentity {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReloadingIdentity {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// A server config that requires a client certificate signed by the cluster CA.
 ///
 /// # Errors
 /// When a file is unreadable or rustls refuses the material.
 pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>> {
+    server_config_with(m, ReloadingIdentity::load(m)?)
+}
+
+/// As [`server_config`], presenting `identity` (shared with a client config, reloadable).
+///
+/// # Errors
+/// When the CA is unreadable or rustls refuses it.
+pub fn server_config_with(
+    m: &TlsMaterial,
+    identity: Arc<ReloadingIdentity>,
+) -> Result<Arc<ServerConfig>> {
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&m.ca)?), provider())
         .build()
         .map_err(|e| Error::Verifier(e.to_string()))?;
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(&m.cert)?, load_key(&m.key)?)?;
+        .with_cert_resolver(identity);
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -112,10 +207,21 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<ServerConfig>> {
 /// # Errors
 /// When a file is unreadable or rustls refuses the material.
 pub fn client_config(m: &TlsMaterial) -> Result<Arc<ClientConfig>> {
+    client_config_with(m, ReloadingIdentity::load(m)?)
+}
+
+/// As [`client_config`], presenting `identity` (shared with a server config, reloadable).
+///
+/// # Errors
+/// When the CA is unreadable or rustls refuses it.
+pub fn client_config_with(
+    m: &TlsMaterial,
+    identity: Arc<ReloadingIdentity>,
+) -> Result<Arc<ClientConfig>> {
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(&m.ca)?)
-        .with_client_auth_cert(load_certs(&m.cert)?, load_key(&m.key)?)?;
+        .with_client_cert_resolver(identity);
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
 }

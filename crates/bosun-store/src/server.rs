@@ -51,8 +51,12 @@ pub struct Listen {
 /// When TLS material is unusable, a port cannot be bound, or the store cannot start.
 pub async fn run(config: NodeConfig, listen: Listen, shutdown: CancellationToken) -> Result<()> {
     let tls_err = |e: bosun_pki::Error| Error::Start(format!("tls: {e}"));
-    let server_tls = bosun_pki::server_config(&listen.tls).map_err(tls_err)?;
-    let client_tls = bosun_pki::client_config(&listen.tls).map_err(tls_err)?;
+    // One identity for both sides of every connection, reloaded when its files change.
+    let identity = bosun_pki::ReloadingIdentity::load(&listen.tls).map_err(tls_err)?;
+    let server_tls =
+        bosun_pki::server_config_with(&listen.tls, identity.clone()).map_err(tls_err)?;
+    let client_tls =
+        bosun_pki::client_config_with(&listen.tls, identity.clone()).map_err(tls_err)?;
     let bind_err = |what: &str, addr: SocketAddr, e: std::io::Error| {
         Error::Start(format!("binding {what} port {addr}: {e}"))
     };
@@ -101,14 +105,40 @@ pub async fn run(config: NodeConfig, listen: Listen, shutdown: CancellationToken
         .add_service(AdminServer::new(AdminService::new(node.clone())))
         .serve_with_incoming_shutdown(client_in, stop.cancelled_owned());
     let admin_task = admin.map(|l| tokio::spawn(serve_admin(l, node.clone(), shutdown.clone())));
+    let reload_task = tokio::spawn(reload_certificates(identity, shutdown.clone()));
     let res = tokio::try_join!(peer, client);
     shutdown.cancel();
     if let Some(t) = admin_task {
         let _ = t.await;
     }
+    let _ = reload_task.await;
     node.shutdown().await;
     res.map(|_| ())
         .map_err(|e| Error::Start(format!("grpc server: {e}")))
+}
+
+/// How often certificate files are checked for changes.
+const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Serves a renewed certificate without a restart: new connections present it.
+async fn reload_certificates(
+    identity: std::sync::Arc<bosun_pki::ReloadingIdentity>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(CERT_RELOAD_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match identity.reload_if_changed() {
+            Ok(true) => tracing::info!("certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate files changed but cannot be used; keeping the current one")
+            }
+        }
+    }
 }
 
 /// Gauges for `/metrics`.

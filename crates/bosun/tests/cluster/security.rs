@@ -137,3 +137,46 @@ async fn only_admins_use_the_store_and_only_servers_reach_the_peer_port() {
     .await
     .unwrap();
 }
+
+/// The certificate `sN` presents to a new connection (DER).
+async fn served_certificate(c: &Cluster, name: &str) -> Option<Vec<u8>> {
+    let cfg = bosun_pki::client_config(&c.admin_tls()).ok()?;
+    let tcp = TcpStream::connect(c.endpoint(name)).await.ok()?;
+    let server = rustls::pki_types::ServerName::try_from(c.ip(name)).ok()?;
+    let tls = TlsConnector::from(cfg).connect(server, tcp).await.ok()?;
+    tls.get_ref()
+        .1
+        .peer_certificates()?
+        .first()
+        .map(|d| d.as_ref().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_server_certificate_is_served_without_a_restart() {
+    let c = up(3, &[]);
+    let before = served_certificate(&c, "s1")
+        .await
+        .expect("a certificate before renewal");
+    let pki = Pki::load(c.pki()).unwrap();
+    let spec = bosun_pki::ca::ServerSpec::parse(&format!("s1={}", c.ip("s1"))).unwrap();
+    let (crt, _) = pki.issue_server(&spec).unwrap();
+    let renewed = bosun_pki::tls::load_certs(&crt).unwrap()[0]
+        .as_ref()
+        .to_vec();
+    assert_ne!(before, renewed);
+    eventually(
+        Duration::from_secs(15),
+        "the renewed certificate served",
+        || async { (served_certificate(&c, "s1").await? == renewed).then_some(()) },
+    )
+    .await
+    .unwrap();
+    // Same process, and the cluster works through s1 (peers accept its new certificate).
+    assert!(c.log("s1").contains("certificate reloaded"));
+    let mut kv = c.kv("s1").unwrap();
+    put(&mut kv, "/renewed", "1").await.unwrap();
+    assert_eq!(
+        get(&mut kv, "/renewed", false).await.unwrap().as_deref(),
+        Some("1")
+    );
+}
