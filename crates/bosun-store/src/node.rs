@@ -78,6 +78,38 @@ pub enum RemoteFailure {
     Failed(String),
 }
 
+/// Retries of a call that needs a leader: jittered back-off from 10 ms doubling to
+/// 200 ms, woken early by any Raft change, for at most [`LEADER_WAIT`] and never past
+/// shutdown.
+struct LeaderRetry {
+    deadline: Instant,
+    backoff: Duration,
+}
+
+impl LeaderRetry {
+    fn new() -> Self {
+        LeaderRetry {
+            deadline: Instant::now() + LEADER_WAIT,
+            backoff: Duration::from_millis(10),
+        }
+    }
+
+    /// Time left before giving up.
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Waits before the next attempt; `false` when time is up or the node shuts down.
+    async fn wait(&mut self, node: &Node) -> bool {
+        if node.cancel.is_cancelled() || Instant::now() + self.backoff > self.deadline {
+            return false;
+        }
+        node.pause(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_millis(200));
+        true
+    }
+}
+
 /// A client's write waiting to be batched.
 struct Proposal {
     req: Request,
@@ -369,8 +401,7 @@ impl Node {
     }
 
     async fn write_inner(&self, req: Request) -> Result<Response> {
-        let deadline = Instant::now() + LEADER_WAIT;
-        let mut backoff = Duration::from_millis(10);
+        let mut retry = LeaderRetry::new();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -394,13 +425,11 @@ impl Node {
             if self.cancel.is_cancelled() {
                 return Err(Error::ShuttingDown);
             }
-            if Instant::now() + backoff > deadline {
+            if !retry.wait(self).await {
                 return Err(Error::NoLeader(format!(
                     "no leader accepted the write within {LEADER_WAIT:?}"
                 )));
             }
-            self.pause(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }
 
@@ -477,8 +506,7 @@ impl Node {
     /// # Errors
     /// [`Error::NoLeader`] when no leader confirmed in time.
     pub async fn read_barrier(&self) -> Result<()> {
-        let deadline = Instant::now() + LEADER_WAIT;
-        let mut backoff = Duration::from_millis(10);
+        let mut retry = LeaderRetry::new();
         loop {
             if self.is_leader() {
                 match self.raft.ensure_linearizable().await {
@@ -488,10 +516,9 @@ impl Node {
             } else if let Some((_, leader)) = self.leader() {
                 match self.remote_read_index(&leader).await {
                     Ok(index) => {
-                        let left = deadline.saturating_duration_since(Instant::now());
                         return self
                             .raft
-                            .wait(Some(left))
+                            .wait(Some(retry.remaining()))
                             .applied_index_at_least(Some(index), "read barrier")
                             .await
                             .map(|_| ())
@@ -502,13 +529,11 @@ impl Node {
                     Err(e) => tracing::debug!(error = %e, "read index from leader failed"),
                 }
             }
-            if Instant::now() + backoff > deadline {
+            if !retry.wait(self).await {
                 return Err(Error::NoLeader(format!(
                     "no leader confirmed the read within {LEADER_WAIT:?}"
                 )));
             }
-            self.pause(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }
 
@@ -576,8 +601,7 @@ impl Node {
     /// # Errors
     /// No leader.
     pub async fn lease_ttl(&self, id: i64, refresh: bool) -> Result<Option<i64>> {
-        let deadline = Instant::now() + LEADER_WAIT;
-        let mut backoff = Duration::from_millis(10);
+        let mut retry = LeaderRetry::new();
         loop {
             if self.is_leader() {
                 match self.lease_ttl_local(id, refresh).await {
@@ -605,13 +629,11 @@ impl Node {
                     }
                 }
             }
-            if Instant::now() + backoff > deadline {
+            if !retry.wait(self).await {
                 return Err(Error::NoLeader(
                     "no leader answered for the lease in time".into(),
                 ));
             }
-            self.pause(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
     }
 
@@ -673,6 +695,20 @@ impl Node {
         self.raft.runtime_config().elect(true);
     }
 
+    /// Waits for the next tick at which this server leads, and returns the term it leads
+    /// in; `None` at shutdown. The shared clock of leader-only periodic work.
+    async fn tick_as_leader(&self, tick: &mut tokio::time::Interval) -> Option<u64> {
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return None,
+                _ = tick.tick() => {}
+            }
+            if self.is_leader() {
+                return Some(self.raft.metrics().borrow().current_term);
+            }
+        }
+    }
+
     /// On the leader, compacts history older than `compaction_retain` revisions, as
     /// kube-apiserver does for etcd: without it the event history, and every snapshot
     /// with it, grows without bound. Fenced by the term that decided it.
@@ -683,19 +719,11 @@ impl Node {
         let mut tick = tokio::time::interval(Duration::from_millis(
             self.config.compaction_interval_ms.max(10),
         ));
-        loop {
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if !self.is_leader() {
-                continue;
-            }
+        while let Some(term) = self.tick_as_leader(&mut tick).await {
             let target = self.sm.revision() - self.config.compaction_retain;
             if target <= self.sm.compact_revision() {
                 continue;
             }
-            let term = self.raft.metrics().borrow().current_term;
             match self
                 .write_local(Request::fenced(term, Command::Compact(target)))
                 .await
@@ -757,15 +785,7 @@ impl Node {
     /// lease early. Revokes are fenced by the term they were decided in.
     async fn lease_expiry_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if !self.is_leader() {
-                continue;
-            }
-            let term = self.raft.metrics().borrow().current_term;
+        while let Some(term) = self.tick_as_leader(&mut tick).await {
             let leases = self.sm.leases();
             let now = Instant::now();
             let expired: Vec<i64> = {

@@ -99,6 +99,21 @@ async fn oversized_malformed_and_dangling_requests_are_refused_without_effect() 
     put(&mut kv, "/b/ok", "1").await.unwrap();
 }
 
+/// Runs `bosun server -c cfg`, which must exit with an error; returns what it said.
+fn server_refuses(cfg: &std::path::Path) -> String {
+    let out = Command::new(bin())
+        .args(["server", "-c"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the server started with {}",
+        cfg.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_corrupted_data_dir_or_config_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -122,13 +137,7 @@ fn a_corrupted_data_dir_or_config_is_refused_with_a_clear_error() {
         ),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["server", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = server_refuses(&cfg);
     assert!(
         err.contains("opening database") && err.contains("refusing"),
         "{err}"
@@ -142,28 +151,10 @@ fn a_corrupted_data_dir_or_config_is_refused_with_a_clear_error() {
     std::fs::remove_dir_all(data.join("db")).unwrap();
     std::fs::create_dir_all(data.join("db")).unwrap();
     std::fs::write(data.join("db/CURRENT"), b"MANIFEST-999999\n").unwrap();
-    let out = Command::new(bin())
-        .args(["server", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("opening database"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = server_refuses(&cfg);
+    assert!(err.contains("opening database"), "{err}");
 
     std::fs::write(&cfg, "name = 1\n").unwrap();
-    let out = Command::new(bin())
-        .args(["server", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("s1.toml"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = server_refuses(&cfg);
+    assert!(err.contains("s1.toml"), "{err}");
 }

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use bosun_api::etcd::RangeRequest;
-
 use crate::util::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -33,17 +31,7 @@ async fn killing_the_whole_cluster_keeps_every_key_and_the_revision() {
             .unwrap();
     }
     let before = dump(&c, "s1", "/r/").await.unwrap();
-    let rev_before = kv
-        .range(RangeRequest {
-            key: "/r/000".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .revision;
+    let rev_before = revision(&mut kv).await;
     for n in ALL {
         c.ctl(&["kill", n]).unwrap();
     }
@@ -66,17 +54,7 @@ async fn killing_the_whole_cluster_keeps_every_key_and_the_revision() {
         .unwrap();
         assert_eq!(after, before, "data on {n} after restart");
         let mut kv = c.kv(n).unwrap();
-        let rev = kv
-            .range(RangeRequest {
-                key: "/r/000".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .header
-            .unwrap()
-            .revision;
+        let rev = revision(&mut kv).await;
         assert_eq!(rev, rev_before, "revision on {n} after restart");
     }
 }

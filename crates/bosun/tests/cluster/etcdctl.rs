@@ -104,7 +104,8 @@ async fn etcdctl_works_against_bosun() {
                 Ok(0) | Err(_) => break,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
-            if String::from_utf8_lossy(&buf).contains("DELETE") {
+            // Stop on the whole last event: a read may end between its lines.
+            if String::from_utf8_lossy(&buf).contains("DELETE\n/e/b\n") {
                 break;
             }
         }

@@ -86,3 +86,16 @@ pub async fn leader(c: &Cluster, names: &[&str]) -> String {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// The store revision as `kv`'s server reports it (linearizable).
+pub async fn revision(kv: &mut KvClient<Channel>) -> i64 {
+    let r = kv
+        .range(RangeRequest {
+            key: "/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.header.map_or(0, |h| h.revision)
+}
