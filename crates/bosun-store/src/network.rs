@@ -99,6 +99,7 @@ impl PeerConnection {
         which: &'static str,
         req: &Req,
         option: &RPCOption,
+        split_hint: Option<u64>,
     ) -> Result<Resp, RPCError<u64, Member, RaftError<u64, E>>>
     where
         Req: Serialize,
@@ -115,6 +116,12 @@ impl PeerConnection {
                 s.message().to_string(),
             )))
         })?;
+        // Over the peer message limit: ask openraft to send fewer entries (when it can).
+        if let Some(hint) = split_hint.filter(|_| blob.data.len() + 4096 > PEER_MESSAGE_LIMIT) {
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
         let ttl = option.hard_ttl().max(Duration::from_millis(50));
         let fut = async {
             match which {
@@ -150,14 +157,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        let size = bincode::serialized_size(&rpc).unwrap_or(0) as usize;
-        if size + 4096 > PEER_MESSAGE_LIMIT && rpc.entries.len() > 1 {
-            let hint = (rpc.entries.len() / 2).max(1) as u64;
-            return Err(RPCError::PayloadTooLarge(
-                openraft::error::PayloadTooLarge::new_entries_hint(hint),
-            ));
-        }
-        self.call("append", &rpc, &option).await
+        // One entry always fits (values are capped well below the limit); more can split.
+        let split = (rpc.entries.len() > 1).then_some((rpc.entries.len() / 2) as u64);
+        self.call("append", &rpc, &option, split).await
     }
 
     async fn install_snapshot(
@@ -168,7 +170,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<u64>,
         RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call("snapshot", &rpc, &option).await
+        self.call("snapshot", &rpc, &option, None).await
     }
 
     async fn vote(
@@ -176,7 +178,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        self.call("vote", &rpc, &option).await
+        self.call("vote", &rpc, &option, None).await
     }
 
     /// Retries to an unreachable peer: 20, 40, 80, then every 100 ms. openraft's default
