@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/rpc.proto",
                 "proto/peer.proto",
                 "proto/admin.proto",
+                "proto/resources.proto",
             ],
             &["proto"],
         )?;

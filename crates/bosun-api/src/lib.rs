@@ -4,7 +4,15 @@
 //!   bosun server on its client port so that etcdctl and etcd client libraries work.
 //! - [`peer`]: Raft traffic and leader forwarding between servers (peer port, servers only).
 //! - [`admin`]: cluster membership and status for the `bosun cluster` verbs.
+//! - [`resources`]: the `bosun.api.v1.Resources` gRPC service (Kubernetes objects as JSON)
+//!   and the table of kinds bosun serves ([`kinds`]): resource names, keys in the store.
+//! - [`admission`]: defaulting and validation of the Kubernetes types, as Kubernetes does it.
+//! - [`selector`]: label and field selectors.
 #![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod kinds;
+pub mod selector;
 
 /// The etcd v3 key-value record and watch event (`mvccpb`).
 pub mod mvccpb {
@@ -32,3 +40,9 @@ pub mod admin {
 
 pub use etcdserverpb as etcd;
 pub use mvccpb as mvcc;
+
+/// bosun's resource protocol (Kubernetes objects, JSON-encoded, over gRPC).
+pub mod resources {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("bosun.api.v1");
+}

@@ -46,6 +46,11 @@ impl Layout {
     pub fn ca_key(&self) -> PathBuf {
         self.dir.join("ca.key")
     }
+    /// The keys that encrypt Secrets at rest (AES-256-GCM, `<id> <base64>` per line, the
+    /// first one encrypts).
+    pub fn secrets_key(&self) -> PathBuf {
+        self.dir.join("secrets.key")
+    }
     /// Certificate and key of a server.
     pub fn server(&self, name: &str) -> (PathBuf, PathBuf) {
         self.pair("servers", name)

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod etcd;

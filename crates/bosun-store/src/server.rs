@@ -45,11 +45,28 @@ pub struct Listen {
     pub tls: TlsMaterial,
 }
 
+/// Services that run on top of the store (the API server), added by the binary so that the
+/// store knows nothing of them: given the started node and the shutdown token, they return
+/// their gRPC routes (served on the client port) and their background tasks (awaited at
+/// shutdown, before the node stops).
+pub type Extension = Box<
+    dyn FnOnce(
+            Arc<Node>,
+            CancellationToken,
+        ) -> (tonic::service::Routes, Vec<tokio::task::JoinHandle<()>>)
+        + Send,
+>;
+
 /// Runs a server until `shutdown` is cancelled.
 ///
 /// # Errors
 /// When TLS material is unusable, a port cannot be bound, or the store cannot start.
-pub async fn run(config: NodeConfig, listen: Listen, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    listen: Listen,
+    extension: Option<Extension>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let tls_err = |e: bosun_pki::Error| Error::Start(format!("tls: {e}"));
     // One identity for both sides of every connection, reloaded when its files change.
     let identity = bosun_pki::ReloadingIdentity::load(&listen.tls).map_err(tls_err)?;
@@ -92,8 +109,20 @@ pub async fn run(config: NodeConfig, listen: Listen, shutdown: CancellationToken
         .serve_with_incoming_shutdown(peer_in, stop.cancelled_owned());
     let limit = client_message_limit(max_value);
     let stop = shutdown.clone();
-    let client = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+    let (routes, ext_tasks) = match extension {
+        Some(ext) => {
+            let (routes, tasks) = ext(node.clone(), shutdown.clone());
+            (Some(routes), tasks)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut builder =
+        tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(10)));
+    let router = match routes {
+        Some(r) => builder.add_routes(r),
+        None => builder.add_routes(tonic::service::Routes::default()),
+    };
+    let client = router
         .add_service(KvServer::new(KvService::new(node.clone())).max_decoding_message_size(limit))
         .add_service(WatchServer::new(WatchService::new(node.clone())))
         .add_service(LeaseServer::new(LeaseService::new(node.clone())))
@@ -112,6 +141,9 @@ pub async fn run(config: NodeConfig, listen: Listen, shutdown: CancellationToken
         let _ = t.await;
     }
     let _ = reload_task.await;
+    for t in ext_tasks {
+        let _ = t.await;
+    }
     node.shutdown().await;
     res.map(|_| ())
         .map_err(|e| Error::Start(format!("grpc server: {e}")))

@@ -119,6 +119,35 @@ pub struct ServerConfig {
     /// Initial members (bootstrap).
     #[serde(default)]
     pub members: Vec<MemberEntry>,
+    /// API server settings.
+    #[serde(default)]
+    pub api: ApiSettings,
+}
+
+/// API server settings (`[api]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// JSON-lines audit log of every mutating request (default: `<data_dir>/audit.log`).
+    pub audit_log: Option<PathBuf>,
+    /// Service IPs are allocated from this range.
+    pub service_cidr: String,
+    /// Encrypt Secrets at rest (on by default; Kubernetes leaves it off).
+    pub encrypt_secrets: bool,
+    /// The key file (default: `secrets.key` beside the CA certificate, written by
+    /// `bosun pki init`).
+    pub secrets_key: Option<PathBuf>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            audit_log: None,
+            service_cidr: "10.96.0.0/16".into(),
+            encrypt_secrets: true,
+            secrets_key: None,
+        }
+    }
 }
 
 fn default_cluster() -> String {
@@ -210,6 +239,55 @@ impl ServerConfig {
             compaction_retain: self.compaction_retain_revisions,
             compaction_interval_ms: self.compaction_interval_ms,
         }
+    }
+
+    /// The API server's config: opens the audit log and loads the Secrets keys.
+    ///
+    /// # Errors
+    /// When the audit log cannot be opened, the service range is malformed, or Secrets
+    /// are to be encrypted and the key file is missing or malformed.
+    pub fn api(&self) -> Result<bosun_apiserver::Config> {
+        let audit_path = self
+            .api
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit.log"));
+        let audit = bosun_apiserver::Audit::open(Some(&audit_path))
+            .with_context(|| format!("opening the audit log {}", audit_path.display()))?;
+        let service_cidr = bosun_apiserver::allocator::ServiceCidr::parse(&self.api.service_cidr)
+            .map_err(|e| anyhow::anyhow!("api.service_cidr: {e}"))?;
+        let secrets = if self.api.encrypt_secrets {
+            let path = self.api.secrets_key.clone().unwrap_or_else(|| {
+                self.tls
+                    .ca
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("secrets.key")
+            });
+            let keys = bosun_apiserver::SecretKeys::load(&path).with_context(|| {
+                format!(
+                    "Secrets are encrypted at rest, and the key file {} cannot be used \
+                     (`bosun pki init` writes it; or set api.encrypt_secrets = false)",
+                    path.display()
+                )
+            })?;
+            if !keys.enabled() {
+                bail!(
+                    "the secrets key file {} holds no key: add one, or set api.encrypt_secrets = false",
+                    path.display()
+                );
+            }
+            keys
+        } else {
+            tracing::warn!("api.encrypt_secrets = false: Secrets are stored unencrypted");
+            bosun_apiserver::SecretKeys::default()
+        };
+        Ok(bosun_apiserver::Config {
+            audit,
+            service_cidr,
+            secrets,
+            max_object_bytes: self.max_value_bytes,
+        })
     }
 
     /// Listen addresses and TLS.

@@ -5,6 +5,7 @@
 mod cmd;
 mod config;
 mod connect;
+mod print;
 
 use std::path::PathBuf;
 
@@ -37,6 +38,22 @@ enum Command {
     /// Measure the store (speaks the etcd API: works against etcd too).
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
+    /// Create or update objects from Kubernetes manifests (files, directories, stdin).
+    Apply(cmd::objects::ApplyArgs),
+    /// List objects, or show some, as a table, YAML or JSON; -w streams changes.
+    Get(cmd::objects::GetArgs),
+    /// Show objects in detail, with their recent events.
+    Describe(cmd::objects::DescribeArgs),
+    /// Delete objects by name, selector or manifest.
+    Delete(cmd::objects::DeleteArgs),
+    /// Inspect authorization.
+    #[command(subcommand)]
+    Auth(cmd::objects::Auth),
+    /// Print a shell completion script (bash, zsh, fish, …).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -72,10 +89,34 @@ fn main() -> std::process::ExitCode {
             Command::Pki(p) => cmd::pki::run(p),
             Command::Cluster(c) => cmd::cluster::run(c, cli.config.as_deref(), cli.verbose).await,
             Command::Bench(b) => cmd::bench::run(b).await,
+            Command::Apply(a) => cmd::objects::apply(a, cli.config.as_deref(), cli.verbose).await,
+            Command::Get(g) => cmd::objects::get(g, cli.config.as_deref(), cli.verbose).await,
+            Command::Describe(d) => {
+                cmd::objects::describe(d, cli.config.as_deref(), cli.verbose).await
+            }
+            Command::Delete(d) => cmd::objects::delete(d, cli.config.as_deref(), cli.verbose).await,
+            Command::Auth(a) => match cmd::objects::auth(a, cli.config.as_deref()).await {
+                Ok(true) => Ok(()),
+                Ok(false) => return Ok(false),
+                Err(e) => Err(e),
+            },
+            Command::Completion { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "bosun",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
         }
+        .map(|()| true)
     });
     match res {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        // A "no" answer (auth can-i): exit code 1, nothing more to say.
+        Ok(false) => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -1,8 +1,7 @@
 //! etcd `Watch` service: one task per stream reading requests, one task per watcher.
 //!
-//! A watcher subscribes to the state machine's fan-out first and then replays history from
-//! its start revision, so nothing falls between the two; when it falls behind the fan-out
-//! (or a snapshot replaced the state), it catches up from the history on disk.
+//! Each watcher reads its changes from a [`Cursor`] (history first, then live) and applies
+//! etcd's filters and progress notifications on top.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -15,7 +14,7 @@ use bosun_api::etcd::watch_server::Watch;
 use bosun_api::etcd::*;
 use bosun_api::mvcc;
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -23,14 +22,11 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::event;
 use super::{authorize, header};
 use crate::command::{Event, EventKind, KeyRange};
-use crate::mvcc::ReadError;
+use crate::cursor::{Cursor, CursorError};
 use crate::node::Node;
-use crate::state_machine::WatchMsg;
 
 /// Events per response at most.
 const MAX_EVENTS_PER_RESPONSE: usize = 500;
-/// History page read from disk at a time while catching up.
-const HISTORY_PAGE: usize = 2000;
 /// Interval of progress notifications for watchers that asked for them.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Watchers per stream at most.
@@ -215,43 +211,12 @@ impl Watcher {
         Ok(())
     }
 
-    async fn catch_up(&mut self) -> Result<(), Stop> {
-        loop {
-            let (events, next, done) =
-                match self
-                    .node
-                    .state()
-                    .history(self.next, &self.range, HISTORY_PAGE)
-                {
-                    Ok(r) => r,
-                    Err(ReadError::Refused(_)) => return Err(Stop::Compacted),
-                    Err(ReadError::History(e)) => {
-                        tracing::warn!(error = %e, "watch history read failed");
-                        return Err(Stop::Compacted);
-                    }
-                };
-            let out: Vec<mvcc::Event> = events
-                .into_iter()
-                .filter(|e| self.wanted(e))
-                .map(|e| event(e, self.prev_kv))
-                .collect();
-            if !out.is_empty() {
-                self.send_events(out).await?;
-            }
-            self.advance(next);
-            if done {
-                return Ok(());
-            }
-        }
-    }
-
     async fn live(
         &mut self,
-        mut sub: broadcast::Receiver<WatchMsg>,
+        mut cursor: Cursor,
         cancel: CancellationToken,
         progress: bool,
     ) -> Result<(), Stop> {
-        self.catch_up().await?;
         let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
         tick.tick().await;
         let mut sent_since_tick = false;
@@ -265,20 +230,23 @@ impl Watcher {
                     }
                     sent_since_tick = false;
                 }
-                m = sub.recv() => match m {
-                    Ok(WatchMsg::Events(evs)) => {
-                        let out: Vec<mvcc::Event> = evs.iter().filter(|e| self.wanted(e)).cloned().map(|e| event(e, self.prev_kv)).collect();
-                        if !out.is_empty() {
-                            sent_since_tick = true;
-                            self.send_events(out).await?;
+                b = cursor.next() => {
+                    let batch = match b {
+                        Ok(b) => b,
+                        Err(CursorError::Compacted { .. }) => return Err(Stop::Compacted),
+                        Err(CursorError::History(e)) => {
+                            tracing::warn!(error = %e, "watch history read failed");
+                            return Err(Stop::Compacted);
                         }
-                        if let Some(last) = evs.last() {
-                            self.advance(last.kv.mod_revision + 1);
-                        }
+                        Err(_) => return Err(Stop::Gone),
+                    };
+                    let out: Vec<mvcc::Event> = batch.events.into_iter().filter(|e| self.wanted(e)).map(|e| event(e, self.prev_kv)).collect();
+                    if !out.is_empty() {
+                        sent_since_tick = true;
+                        self.send_events(out).await?;
                     }
-                    Ok(WatchMsg::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
-                    Err(broadcast::error::RecvError::Closed) => return Err(Stop::Gone),
-                },
+                    self.advance(batch.next);
+                }
             }
         }
     }
@@ -293,24 +261,25 @@ async fn run_watcher(
     delivered: Arc<AtomicI64>,
 ) {
     use watch_create_request::FilterType;
-    let sub = node.state().subscribe();
-    let current = node.state().revision();
+    let range = KeyRange {
+        key: c.key.clone(),
+        end: c.range_end.clone(),
+    };
+    let cursor = Cursor::new(node.state().clone(), range.clone(), c.start_revision);
+    let current = if c.start_revision > 0 {
+        node.state().revision()
+    } else {
+        cursor.next_revision() - 1
+    };
     let mut w = Watcher {
         node: node.clone(),
         id,
-        range: KeyRange {
-            key: c.key,
-            end: c.range_end,
-        },
+        range,
         no_put: c.filters.contains(&(FilterType::Noput as i32)),
         no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
         prev_kv: c.prev_kv,
         tx: tx.clone(),
-        next: if c.start_revision > 0 {
-            c.start_revision
-        } else {
-            current + 1
-        },
+        next: cursor.next_revision(),
         delivered,
     };
     w.delivered.store(w.next - 1, Ordering::Release);
@@ -323,7 +292,7 @@ async fn run_watcher(
     if tx.send(Ok(created)).await.is_err() {
         return;
     }
-    if let Err(Stop::Compacted) = w.live(sub, cancel.clone(), c.progress_notify).await {
+    if let Err(Stop::Compacted) = w.live(cursor, cancel.clone(), c.progress_notify).await {
         let resp = WatchResponse {
             header: header(&node, node.state().revision()),
             watch_id: id,

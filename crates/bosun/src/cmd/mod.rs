@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod objects;
 pub mod pki;
 pub mod server;

@@ -64,6 +64,13 @@ pub fn run(p: Pki) -> Result<()> {
             }
             let (c, _) = ca.issue_user("admin", Some("system:masters"))?;
             println!("issued admin certificate {}", c.display());
+            let key = ca.layout().secrets_key();
+            if key.exists() {
+                println!("kept the existing Secrets encryption key {}", key.display());
+            } else {
+                write_private(&key, &bosun_apiserver::SecretKeys::generate_line("key1"))?;
+                println!("wrote the Secrets encryption key {}", key.display());
+            }
             Ok(())
         }
         Pki::Issue {
@@ -92,4 +99,18 @@ pub fn run(p: Pki) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes a file readable by its owner only (0600), refusing to replace an existing one.
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -37,7 +37,10 @@ pub async fn run(args: Args) -> Result<()> {
         stop.cancel();
     });
     tracing::info!(name = %cfg.name, id = cfg.id, dir = %cfg.data_dir.display(), "starting server");
-    bosun_store::server::run(cfg.node(), cfg.listen(), shutdown)
+    let api = cfg.api()?;
+    let extension: bosun_store::server::Extension =
+        Box::new(move |node, stop| bosun_apiserver::start(node, api, stop));
+    bosun_store::server::run(cfg.node(), cfg.listen(), Some(extension), shutdown)
         .await
         .with_context(|| format!("server {}", cfg.name))
 }

@@ -1,0 +1,531 @@
+//! Admission: the typed pass every object goes through before it is written (strict
+//! decoding into the k8s-openapi type, defaulting, validation), and the fields the server
+//! owns (uid, creationTimestamp, generation, generateName, status on create).
+
+use std::marker::PhantomData;
+
+use bosun_api::admission::{Admit, FieldError, FieldErrorKind};
+use bosun_api::kinds::KindInfo;
+use k8s_openapi::api::{apps, batch, coordination, core, rbac};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// The typed pass of one kind.
+trait Typed: Send + Sync {
+    /// Decodes strictly, defaults, validates (against `old` for updates) and encodes back.
+    fn admit(&self, obj: Value, old: Option<&Value>)
+        -> std::result::Result<Value, Vec<FieldError>>;
+}
+
+struct As<T>(PhantomData<fn() -> T>);
+
+impl<T: Admit + Serialize + DeserializeOwned> Typed for As<T> {
+    fn admit(
+        &self,
+        obj: Value,
+        old: Option<&Value>,
+    ) -> std::result::Result<Value, Vec<FieldError>> {
+        let input = obj.clone();
+        let mut typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
+            vec![FieldError {
+                field: e.path().to_string(),
+                kind: FieldErrorKind::Invalid(String::new()),
+                detail: e.inner().to_string(),
+            }]
+        })?;
+        let round = serde_json::to_value(&typed).map_err(|e| {
+            vec![FieldError {
+                field: String::new(),
+                kind: FieldErrorKind::Invalid(String::new()),
+                detail: e.to_string(),
+            }]
+        })?;
+        let mut errors = Vec::new();
+        unknown_fields(&input, &round, "", &mut errors);
+        typed.default_fields();
+        errors.extend(typed.validate());
+        if let Some(old) = old {
+            // The stored object passed admission when written; if it no longer decodes,
+            // there is nothing to compare immutable fields against.
+            if let Ok(old) = serde_json::from_value::<T>(old.clone()) {
+                errors.extend(typed.validate_update(&old));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        serde_json::to_value(&typed).map_err(|e| {
+            vec![FieldError {
+                field: String::new(),
+                kind: FieldErrorKind::Invalid(String::new()),
+                detail: e.to_string(),
+            }]
+        })
+    }
+}
+
+/// Fields of the input that the typed round trip dropped: Kubernetes' strict field
+/// validation (kubectl's default) refuses them, so a typo never silently vanishes.
+fn unknown_fields(input: &Value, round: &Value, path: &str, out: &mut Vec<FieldError>) {
+    match (input, round) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(w) => unknown_fields(v, w, &p, out),
+                    None if v.is_null() => {}
+                    None => out.push(FieldError {
+                        field: p,
+                        kind: FieldErrorKind::Forbidden,
+                        detail: "unknown field".into(),
+                    }),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                unknown_fields(v, w, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn typed(kind: &KindInfo) -> Option<&'static dyn Typed> {
+    macro_rules! of {
+        ($t:ty) => {{
+            const T: As<$t> = As(PhantomData);
+            Some(&T as &'static dyn Typed)
+        }};
+    }
+    match kind.kind {
+        "Namespace" => of!(core::v1::Namespace),
+        "Node" => of!(core::v1::Node),
+        "Pod" => of!(core::v1::Pod),
+        "Service" => of!(core::v1::Service),
+        "Endpoints" => of!(core::v1::Endpoints),
+        "ConfigMap" => of!(core::v1::ConfigMap),
+        "Secret" => of!(core::v1::Secret),
+        "Event" => of!(core::v1::Event),
+        "ReplicaSet" => of!(apps::v1::ReplicaSet),
+        "Deployment" => of!(apps::v1::Deployment),
+        "DaemonSet" => of!(apps::v1::DaemonSet),
+        "Job" => of!(batch::v1::Job),
+        "Lease" => of!(coordination::v1::Lease),
+        "Role" => of!(rbac::v1::Role),
+        "ClusterRole" => of!(rbac::v1::ClusterRole),
+        "RoleBinding" => of!(rbac::v1::RoleBinding),
+        "ClusterRoleBinding" => of!(rbac::v1::ClusterRoleBinding),
+        _ => None,
+    }
+}
+
+/// Runs the typed pass; every problem is reported at once, naming its field.
+///
+/// # Errors
+/// [`Error::Invalid`] listing every offending field.
+pub fn admit(kind: &KindInfo, obj: Value, old: Option<&Value>) -> Result<Value> {
+    let name = name_of(&obj).to_string();
+    let Some(t) = typed(kind) else {
+        return Err(Error::Unsupported(format!("kind {}", kind.kind)));
+    };
+    t.admit(obj, old).map_err(|errors| Error::Invalid {
+        kind: kind.kind.to_string(),
+        name,
+        errors,
+    })
+}
+
+/// `metadata.name`, or "".
+pub fn name_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// `metadata.namespace`, or "".
+pub fn namespace_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// `metadata.uid`, or "".
+pub fn uid_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// `metadata.resourceVersion`, or "".
+pub fn resource_version_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The mutable `metadata` map, created when missing.
+///
+/// # Errors
+/// When the object or its metadata is not a JSON object.
+pub fn meta_mut(obj: &mut Value) -> Result<&mut Map<String, Value>> {
+    let map = obj
+        .as_object_mut()
+        .ok_or_else(|| Error::BadRequest("the object must be a JSON object".into()))?;
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    meta.as_object_mut()
+        .ok_or_else(|| Error::BadRequest("metadata must be an object".into()))
+}
+
+/// Checks `apiVersion` and `kind` against the resource addressed (filling them when
+/// absent) and the namespace against the request's.
+///
+/// # Errors
+/// [`Error::BadRequest`] on a mismatch.
+pub fn check_type(kind: &KindInfo, obj: &mut Value, namespace: &str) -> Result<()> {
+    let api_version = kind.api_version();
+    {
+        let map = obj
+            .as_object_mut()
+            .ok_or_else(|| Error::BadRequest("the object must be a JSON object".into()))?;
+        for (field, want) in [("apiVersion", api_version.as_str()), ("kind", kind.kind)] {
+            match map.get(field) {
+                None | Some(Value::Null) => {
+                    map.insert(field.into(), Value::String(want.into()));
+                }
+                Some(Value::String(s)) if s == want => {}
+                Some(other) => {
+                    return Err(Error::BadRequest(format!(
+                        "{field} {other} does not match the resource {} ({api_version} {})",
+                        kind.resource, kind.kind
+                    )))
+                }
+            }
+        }
+    }
+    let meta = meta_mut(obj)?;
+    if kind.namespaced {
+        match meta.get("namespace").and_then(Value::as_str) {
+            None | Some("") => {
+                if namespace.is_empty() {
+                    return Err(Error::BadRequest(format!(
+                        "{} are namespaced: a namespace is required",
+                        kind.resource
+                    )));
+                }
+                meta.insert("namespace".into(), Value::String(namespace.into()));
+            }
+            Some(ns) if namespace.is_empty() || ns == namespace => {}
+            Some(ns) => {
+                return Err(Error::BadRequest(format!(
+                    "the namespace of the object ({ns}) does not match the namespace of the request ({namespace})"
+                )))
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    Ok(())
+}
+
+/// A random RFC 4122 version 4 UUID.
+pub fn new_uid() -> String {
+    let mut b: [u8; 16] = rand::thread_rng().gen();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The current time as Kubernetes writes it (RFC 3339, seconds).
+pub fn now() -> String {
+    let ts = jiff::Timestamp::now();
+    let secs = ts.as_second();
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ts.to_string())
+}
+
+/// `generateName` + 5 random characters, as Kubernetes does it.
+fn generated_name(base: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::thread_rng();
+    let base: String = base.chars().take(58).collect();
+    let suffix: String = (0..5)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{base}{suffix}")
+}
+
+/// Fills what the server owns on create: name from generateName, uid, creationTimestamp,
+/// generation, the initial status; drops what a client may not set.
+///
+/// # Errors
+/// When neither name nor generateName is given.
+pub fn prepare_create(kind: &KindInfo, obj: &mut Value) -> Result<()> {
+    let has_spec = obj.get("spec").is_some();
+    let meta = meta_mut(obj)?;
+    let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
+    if name.is_empty() {
+        match meta.get("generateName").and_then(Value::as_str) {
+            Some(base) if !base.is_empty() => {
+                let n = generated_name(base);
+                meta.insert("name".into(), Value::String(n));
+            }
+            _ => {
+                return Err(Error::Invalid {
+                    kind: kind.kind.to_string(),
+                    name: String::new(),
+                    errors: vec![FieldError {
+                        field: "metadata.name".into(),
+                        kind: FieldErrorKind::Required,
+                        detail: "name or generateName is required".into(),
+                    }],
+                })
+            }
+        }
+    }
+    meta.insert("uid".into(), Value::String(new_uid()));
+    meta.insert("creationTimestamp".into(), Value::String(now()));
+    for owned in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+    ] {
+        meta.remove(owned);
+    }
+    if has_spec {
+        meta.insert("generation".into(), Value::from(1));
+    } else {
+        meta.remove("generation");
+    }
+    if kind.has_status {
+        if let Some(map) = obj.as_object_mut() {
+            match kind.kind {
+                // Agents register Nodes with their status.
+                "Node" => {}
+                "Namespace" => {
+                    map.insert("status".into(), serde_json::json!({"phase": "Active"}));
+                }
+                "Pod" => {
+                    map.insert("status".into(), serde_json::json!({"phase": "Pending"}));
+                }
+                _ => {
+                    map.remove("status");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Carries the server-owned fields of `old` into `new` on update, keeps the part the
+/// request may not change (status on the main resource; everything but status on the
+/// status subresource). Generation is bumped after admission ([`bump_generation`]).
+///
+/// # Errors
+/// When the update renames the object or changes its uid.
+pub fn prepare_update(
+    kind: &KindInfo,
+    old: &Value,
+    mut new: Value,
+    status_only: bool,
+) -> Result<Value> {
+    if status_only {
+        let mut out = old.clone();
+        if let (Some(map), Some(status)) = (out.as_object_mut(), new.get("status")) {
+            map.insert("status".into(), status.clone());
+        }
+        if let (Some(meta), rv) = (
+            out.get_mut("metadata").and_then(Value::as_object_mut),
+            resource_version_of(&new),
+        ) {
+            meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+        }
+        return Ok(out);
+    }
+    if name_of(&new) != name_of(old) {
+        return Err(Error::BadRequest(format!(
+            "metadata.name: the name of an object cannot change ({:?} to {:?})",
+            name_of(old),
+            name_of(&new)
+        )));
+    }
+    let new_uid = uid_of(&new);
+    if !new_uid.is_empty() && new_uid != uid_of(old) {
+        return Err(Error::Conflict {
+            resource: kind.resource.to_string(),
+            name: name_of(old).to_string(),
+            reason: format!(
+                "Precondition failed: UID in object meta: {new_uid}, UID in storage: {}",
+                uid_of(old)
+            ),
+        });
+    }
+    let old_meta = old.get("metadata").cloned().unwrap_or_default();
+    if kind.has_status {
+        if let Some(map) = new.as_object_mut() {
+            match old.get("status") {
+                Some(s) => map.insert("status".into(), s.clone()),
+                None => map.remove("status"),
+            };
+        }
+    }
+    let meta = meta_mut(&mut new)?;
+    for owned in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match old_meta.get(owned) {
+            Some(v) => meta.insert(owned.into(), v.clone()),
+            None => meta.remove(owned),
+        };
+    }
+    Ok(new)
+}
+
+/// Bumps `metadata.generation` when the spec of the admitted (defaulted) object differs
+/// from the stored one: a change that defaulting undoes is no change.
+pub fn bump_generation(old: &Value, new: &mut Value) {
+    if new.get("spec") == old.get("spec") {
+        return;
+    }
+    let g = old
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if let Ok(meta) = meta_mut(new) {
+        meta.insert("generation".into(), Value::from(g + 1));
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7386) to `target`.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            if let Some(t) = target.as_object_mut() {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// The merge patch that `kubectl apply` sends: from the last applied manifest to the new
+/// one, fields removed from the manifest become deletions; fields the manifest sets win
+/// over the live object; fields only the live object has (set by others) stay.
+pub fn apply_patch(last: &Value, desired: &Value, live: &Value) -> Value {
+    match (last, desired) {
+        (_, Value::Object(d)) => {
+            let mut out = Map::new();
+            let empty = Map::new();
+            let l = last.as_object().unwrap_or(&empty);
+            let live_map = live.as_object().unwrap_or(&empty);
+            for k in l.keys() {
+                if !d.contains_key(k) {
+                    out.insert(k.clone(), Value::Null);
+                }
+            }
+            for (k, v) in d {
+                let live_v = live_map.get(k).unwrap_or(&Value::Null);
+                let last_v = l.get(k).unwrap_or(&Value::Null);
+                if v.is_object() && live_v.is_object() {
+                    let sub = apply_patch(last_v, v, live_v);
+                    if sub.as_object().is_some_and(|m| !m.is_empty()) {
+                        out.insert(k.clone(), sub);
+                    }
+                } else if v != live_v {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+            Value::Object(out)
+        }
+        (_, other) => other.clone(),
+    }
+}
+
+/// The annotation `kubectl apply` keeps the last applied manifest in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_field_removed_from_the_manifest_is_removed_from_the_object() {
+        let last = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "data": {"x": "1"}});
+        let desired = json!({"metadata": {"labels": {"a": "1"}}, "data": {"x": "1"}});
+        let live = json!({"metadata": {"labels": {"a": "1", "b": "2", "c": "by-someone-else"}}, "data": {"x": "1"}});
+        let patch = apply_patch(&last, &desired, &live);
+        assert_eq!(patch, json!({"metadata": {"labels": {"b": null}}}));
+        let mut out = live.clone();
+        merge_patch(&mut out, &patch);
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"a": "1", "c": "by-someone-else"})
+        );
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
+        let mut t = json!({"a": [1, 2]});
+        merge_patch(&mut t, &json!({"a": [3]}));
+        assert_eq!(t, json!({"a": [3]}));
+    }
+
+    #[test]
+    fn uids_are_version_4() {
+        let u = new_uid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, new_uid());
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let mut out = Vec::new();
+        unknown_fields(
+            &json!({"spec": {"replicas": 1, "replica": 2, "template": {"x": null}}}),
+            &json!({"spec": {"replicas": 1, "template": {}}}),
+            "",
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].field, "spec.replica");
+    }
+}

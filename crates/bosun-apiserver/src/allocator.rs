@@ -1,0 +1,293 @@
+//! ClusterIP and NodePort allocation. Each allocated value is a key in the store
+//! (`/registry/allocations/...`) written in the same transaction as the Service, guarded by
+//! "this key does not exist": two concurrent creates can never get the same value, and a
+//! delete releases its values in the same transaction that removes the Service.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use rand::Rng;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Key prefix of allocated service IPs.
+pub const IP_PREFIX: &str = "/registry/allocations/serviceips/";
+/// Key prefix of allocated node ports.
+pub const PORT_PREFIX: &str = "/registry/allocations/nodeports/";
+/// The node port range (as Kubernetes' default).
+pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// An IPv4 range to allocate service IPs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceCidr {
+    base: u32,
+    prefix: u8,
+}
+
+impl ServiceCidr {
+    /// Parses `10.96.0.0/16`. Between /8 and /28.
+    ///
+    /// # Errors
+    /// When malformed.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let (ip, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("service CIDR {s:?}: expected address/prefix"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("service CIDR {s:?}: {ip:?} is not an IPv4 address"))?;
+        let prefix: u8 = len
+            .parse()
+            .map_err(|_| format!("service CIDR {s:?}: bad prefix length"))?;
+        if !(8..=28).contains(&prefix) {
+            return Err(format!("service CIDR {s:?}: prefix length must be 8 to 28"));
+        }
+        let mask = u32::MAX << (32 - prefix);
+        Ok(ServiceCidr {
+            base: u32::from(ip) & mask,
+            prefix,
+        })
+    }
+
+    fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+
+    /// Whether `ip` is an allocatable address of the range (not network or broadcast).
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let v = u32::from(ip);
+        v > self.base && v < self.base + self.size() - 1
+    }
+
+    /// A random allocatable address (the first one, `.1`, is kept for the cluster's own
+    /// API Service as Kubernetes does).
+    pub fn random(&self) -> Ipv4Addr {
+        let off = rand::thread_rng().gen_range(2..self.size() - 1);
+        Ipv4Addr::from(self.base + off)
+    }
+}
+
+impl Default for ServiceCidr {
+    fn default() -> Self {
+        ServiceCidr {
+            base: u32::from(Ipv4Addr::new(10, 96, 0, 0)),
+            prefix: 16,
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceCidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
+}
+
+/// The allocation keys a Service holds.
+pub fn held(svc: &Value) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str) {
+        if ip.parse::<Ipv4Addr>().is_ok() {
+            keys.insert(format!("{IP_PREFIX}{ip}"));
+        }
+    }
+    for p in ports(svc) {
+        if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
+            if np > 0 {
+                keys.insert(format!("{PORT_PREFIX}{np}"));
+            }
+        }
+    }
+    keys
+}
+
+fn ports(svc: &Value) -> Vec<&Value> {
+    svc.pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+/// What [`fill`] decided: values it picked (may be retried with others on a clash) and
+/// values the user asked for (a clash is the user's error).
+#[derive(Debug, Default)]
+pub struct Picked {
+    /// Keys of values picked at random.
+    pub automatic: BTreeSet<String>,
+}
+
+/// Fills `spec.clusterIP` and the node ports a Service needs, keeping values `old` (the
+/// stored Service, on update) already holds. `taken` says whether a key is allocated now.
+///
+/// # Errors
+/// When a requested value is outside its range, or no free value is found.
+pub fn fill(
+    svc: &mut Value,
+    old: Option<&Value>,
+    cidr: &ServiceCidr,
+    taken: &dyn Fn(&str) -> bool,
+) -> Result<Picked> {
+    let mut picked = Picked::default();
+    let kind = svc
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(picked);
+    };
+    if kind != "ExternalName" {
+        let current = spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kept = old
+            .and_then(|o| o.pointer("/spec/clusterIP"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if current.is_empty() && !kept.is_empty() {
+            spec.insert("clusterIP".into(), Value::String(kept.clone()));
+        } else if current.is_empty() {
+            let ip = pick(|| cidr.random().to_string(), IP_PREFIX, taken)
+                .ok_or_else(|| Error::Exhausted(format!("no free service IP left in {cidr}")))?;
+            picked.automatic.insert(format!("{IP_PREFIX}{ip}"));
+            spec.insert("clusterIP".into(), Value::String(ip.clone()));
+            spec.insert("clusterIPs".into(), Value::Array(vec![Value::String(ip)]));
+        } else if current != "None" {
+            let ip: Ipv4Addr = current.parse().map_err(|_| {
+                Error::BadRequest(format!(
+                    "spec.clusterIP: {current:?} is not an IPv4 address"
+                ))
+            })?;
+            if current != kept && !cidr.contains(ip) {
+                return Err(Error::BadRequest(format!(
+                    "spec.clusterIP: Invalid value: {current:?}: provided IP is not in the valid range. The range of valid IPs is {cidr}"
+                )));
+            }
+        }
+    }
+    // (port, protocol, nodePort) of the stored Service: an update that leaves a port's
+    // nodePort out keeps the one it had, as Kubernetes does.
+    let old_ports: Vec<(i64, String, i64)> = old
+        .map(|o| {
+            ports(o)
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p.get("port").and_then(Value::as_i64)?,
+                        protocol(p),
+                        p.get("nodePort").and_then(Value::as_i64)?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let want = matches!(kind.as_str(), "NodePort" | "LoadBalancer");
+    let Some(list) = spec.get_mut("ports").and_then(Value::as_array_mut) else {
+        return Ok(picked);
+    };
+    for (i, p) in list.iter_mut().enumerate() {
+        let Some(p) = p.as_object_mut() else { continue };
+        let np = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+        if !want {
+            if np != 0 {
+                return Err(Error::BadRequest(format!(
+                    "spec.ports[{i}].nodePort: Forbidden: may not be used when `type` is '{kind}'"
+                )));
+            }
+            continue;
+        }
+        let kept = old_ports.iter().find(|(port, proto, _)| {
+            Some(*port) == p.get("port").and_then(Value::as_i64)
+                && *proto == protocol(&Value::Object(p.clone()))
+        });
+        if np == 0 {
+            if let Some((_, _, n)) = kept {
+                p.insert("nodePort".into(), Value::from(*n));
+                continue;
+            }
+            let port = pick(
+                || rand::thread_rng().gen_range(NODE_PORTS).to_string(),
+                PORT_PREFIX,
+                taken,
+            )
+            .ok_or_else(|| Error::Exhausted("no free node port left in 30000-32767".into()))?;
+            picked.automatic.insert(format!("{PORT_PREFIX}{port}"));
+            let n: i64 = port.parse().unwrap_or_default();
+            p.insert("nodePort".into(), Value::from(n));
+        } else if !old_ports.iter().any(|(_, _, n)| *n == np)
+            && !(i64::from(*NODE_PORTS.start())..=i64::from(*NODE_PORTS.end())).contains(&np)
+        {
+            return Err(Error::BadRequest(format!(
+                "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"
+            )));
+        }
+    }
+    Ok(picked)
+}
+
+fn protocol(p: &Value) -> String {
+    p.get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("TCP")
+        .to_string()
+}
+
+/// Tries random values until one is free (bounded: a nearly full range reports exhaustion).
+fn pick(gen: impl Fn() -> String, prefix: &str, taken: &dyn Fn(&str) -> bool) -> Option<String> {
+    (0..64)
+        .map(|_| gen())
+        .find(|v| !taken(&format!("{prefix}{v}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cluster_ips_come_from_the_range_and_skip_the_reserved_ones() {
+        let cidr = ServiceCidr::parse("10.96.0.0/28").unwrap_or_default();
+        for _ in 0..200 {
+            let ip = cidr.random();
+            assert!(cidr.contains(ip));
+            assert_ne!(ip, Ipv4Addr::new(10, 96, 0, 1));
+        }
+        assert!(!cidr.contains(Ipv4Addr::new(10, 96, 0, 15)));
+        assert!(ServiceCidr::parse("10.96.0.0").is_err());
+        assert!(ServiceCidr::parse("10.96.0.0/30").is_err());
+    }
+
+    #[test]
+    fn a_node_port_service_gets_an_ip_and_ports_that_are_free() {
+        let mut svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 443, "nodePort": 30443}]}});
+        let picked = fill(&mut svc, None, &ServiceCidr::default(), &|k| {
+            k.ends_with("/30000")
+        })
+        .unwrap_or_default();
+        let keys = held(&svc);
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert_eq!(picked.automatic.len(), 2);
+        assert!(keys.contains("/registry/allocations/nodeports/30443"));
+    }
+
+    #[test]
+    fn node_ports_are_refused_on_a_cluster_ip_service() {
+        let mut svc =
+            json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30080}]}});
+        let err = fill(&mut svc, None, &ServiceCidr::default(), &|_| false);
+        assert!(matches!(err, Err(Error::BadRequest(m)) if m.contains("spec.ports[0].nodePort")));
+    }
+
+    #[test]
+    fn an_update_keeps_the_allocated_ip() {
+        let old = json!({"spec": {"clusterIP": "10.96.3.4", "ports": [{"port": 80}]}});
+        let mut new = json!({"spec": {"ports": [{"port": 80}]}});
+        let picked =
+            fill(&mut new, Some(&old), &ServiceCidr::default(), &|_| true).unwrap_or_default();
+        assert!(picked.automatic.is_empty());
+        assert_eq!(new["spec"]["clusterIP"], "10.96.3.4");
+    }
+}

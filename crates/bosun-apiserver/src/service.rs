@@ -1,0 +1,1274 @@
+//! The `bosun.api.v1.Resources` gRPC service: create, get, list, update, patch, delete,
+//! apply, watch, review and discovery of Kubernetes objects.
+//!
+//! Every request is authenticated from its client certificate and authorized (superuser,
+//! node authorizer, RBAC) before anything is read or written; mutating requests are
+//! audited. Reads are linearizable (a read barrier, then the local state machine); writes
+//! are compare-and-swap transactions that the store forwards to the leader.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_api::kinds::{self, KindInfo};
+use bosun_api::resources::resources_server::{Resources, ResourcesServer};
+use bosun_api::resources::*;
+use bosun_api::selector::{FieldSelector, LabelSelector};
+use bosun_store::command::{Compare, Op};
+use bosun_store::Node;
+use futures::Stream;
+use serde_json::Value;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+
+use crate::admission::{self, name_of, namespace_of, resource_version_of, uid_of, LAST_APPLIED};
+use crate::allocator::{self, ServiceCidr};
+use crate::audit::{Audit, Entry};
+use crate::authz::{caller, Authorizer};
+use crate::error::{Error, Result};
+use crate::rbac::{Attributes, UserInfo};
+use crate::store::{self, SecretKeys, Store, Stored};
+
+/// Optimistic retries of an update that did not name a resource version (the object
+/// changed between our read and our write: read again and redo).
+const UPDATE_RETRIES: usize = 8;
+
+/// How the API server is set up.
+#[derive(Debug)]
+pub struct Config {
+    /// The audit log (see [`Audit::open`]).
+    pub audit: Audit,
+    /// Service IPs are allocated from here.
+    pub service_cidr: ServiceCidr,
+    /// Keys that encrypt Secrets at rest (empty: plain).
+    pub secrets: SecretKeys,
+    /// Largest object accepted, in bytes (the store's value limit).
+    pub max_object_bytes: usize,
+}
+
+/// The shared state of the service.
+pub struct Inner {
+    store: Store,
+    authz: Arc<Authorizer>,
+    audit: Audit,
+    cidr: ServiceCidr,
+    max_object_bytes: usize,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The gRPC service (cheap to clone).
+#[derive(Clone)]
+pub struct ResourceService {
+    inner: Arc<Inner>,
+}
+
+/// Starts the API server on `node`: returns its gRPC routes and its background tasks
+/// (RBAC cache invalidation, bootstrap of default objects), which end at `shutdown`.
+pub fn start(
+    node: Arc<Node>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> (tonic::service::Routes, Vec<tokio::task::JoinHandle<()>>) {
+    let store = Store::new(node, config.secrets.clone());
+    let authz = Arc::new(Authorizer::new(store.clone()));
+    let inner = Arc::new(Inner {
+        store,
+        authz: authz.clone(),
+        audit: config.audit,
+        cidr: config.service_cidr,
+        max_object_bytes: config.max_object_bytes,
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+    });
+    let mut handles = vec![tokio::spawn(authz.track_changes(shutdown.clone()))];
+    handles.push(tokio::spawn(crate::bootstrap::run(
+        inner.clone(),
+        shutdown.clone(),
+    )));
+    let closer = inner.clone();
+    handles.push(tokio::spawn(async move {
+        closer.shutdown.cancelled().await;
+        closer.tasks.close();
+        closer.tasks.wait().await;
+    }));
+    let limit = config.max_object_bytes + (512 << 10);
+    let svc = ResourcesServer::new(ResourceService { inner })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(64 << 20);
+    (tonic::service::Routes::new(svc), handles)
+}
+
+/// The kind addressed by a plural resource name.
+fn kind_of(resource: &str) -> Result<&'static KindInfo> {
+    kinds::by_resource(resource)
+        .or_else(|| kinds::resolve(resource))
+        .ok_or_else(|| {
+            Error::BadRequest(format!(
+                "the server doesn't have a resource type {resource:?}"
+            ))
+        })
+}
+
+fn parse_object(bytes: &[u8], limit: usize) -> Result<Value> {
+    if bytes.len() > limit {
+        return Err(Error::BadRequest(format!(
+            "the object is too large: {} bytes, the limit is {limit}",
+            bytes.len()
+        )));
+    }
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::BadRequest(format!("the object is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(Error::BadRequest("the object must be a JSON object".into()));
+    }
+    Ok(v)
+}
+
+fn to_bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn attrs(kind: &KindInfo, verb: &str, sub: &str, namespace: &str, name: &str) -> Attributes {
+    Attributes {
+        verb: verb.to_string(),
+        api_group: kind.group.to_string(),
+        resource: kind.resource.to_string(),
+        subresource: sub.to_string(),
+        // A Namespace is addressed as its own namespace, as Kubernetes does, so a
+        // RoleBinding in it can grant reading it.
+        namespace: if kind.namespaced {
+            namespace.to_string()
+        } else if kind.resource == "namespaces" {
+            name.to_string()
+        } else {
+            String::new()
+        },
+        name: name.to_string(),
+    }
+}
+
+fn rv_of(obj: &Value) -> Result<Option<i64>> {
+    let rv = resource_version_of(obj);
+    if rv.is_empty() {
+        return Ok(None);
+    }
+    rv.parse::<i64>().map(Some).map_err(|_| {
+        Error::BadRequest(format!(
+            "metadata.resourceVersion {rv:?} is not a resource version"
+        ))
+    })
+}
+
+/// What an update computes from the stored object.
+enum Next {
+    /// Write this object.
+    Write(Value),
+    /// Delete the object (its last finalizer was removed while it was being deleted).
+    Delete,
+}
+
+impl Inner {
+    fn node_of_pod(&self, kind: &KindInfo, ns: &str, name: &str) -> Option<String> {
+        if kind.resource != "pods" || name.is_empty() {
+            return None;
+        }
+        let stored = self.store.get(&kind.key(ns, name)).ok()??;
+        stored
+            .object
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    fn authorize(
+        &self,
+        user: &UserInfo,
+        kind: &KindInfo,
+        verb: &str,
+        sub: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<()> {
+        let pod_node = if crate::rbac::node_name(user).is_some() {
+            self.node_of_pod(kind, ns, name)
+        } else {
+            None
+        };
+        self.authz
+            .check(user, &attrs(kind, verb, sub, ns, name), pod_node.as_deref())
+    }
+
+    fn namespace_key(kind: &KindInfo, ns: &str) -> Option<String> {
+        if kind.namespaced {
+            kinds::by_resource("namespaces").map(|k| k.key("", ns))
+        } else {
+            None
+        }
+    }
+
+    /// Creates `obj` (already typed-checked by the caller or not): the full create path.
+    pub(crate) async fn create(
+        &self,
+        kind: &KindInfo,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value> {
+        admission::prepare_create(kind, &mut obj)?;
+        if kind.kind == "Job" {
+            job_selector(&mut obj);
+        }
+        let obj = admission::admit(kind, obj, None)?;
+        let ns = namespace_of(&obj).to_string();
+        let name = name_of(&obj).to_string();
+        let key = kind.key(&ns, &name);
+        let ns_key = Self::namespace_key(kind, &ns);
+        for _ in 0..UPDATE_RETRIES {
+            let mut candidate = obj.clone();
+            let picked = if kind.resource == "services" {
+                let store = &self.store;
+                allocator::fill(&mut candidate, None, &self.cidr, &|k| {
+                    matches!(store.get(k), Ok(Some(_)))
+                })?
+            } else {
+                allocator::Picked::default()
+            };
+            if dry_run {
+                return Ok(candidate);
+            }
+            let allocs: BTreeSet<String> = if kind.resource == "services" {
+                allocator::held(&candidate)
+            } else {
+                BTreeSet::new()
+            };
+            let mut compare = vec![store::absent(&key)];
+            let mut failure = vec![store::read(&key)];
+            if let Some(k) = &ns_key {
+                compare.push(store::present(k));
+                failure.push(store::read(k));
+            }
+            let owner = format!("{ns}/{name}");
+            let mut success = vec![store::put_raw(&key, self.store.encode(&key, &candidate)?)];
+            for a in &allocs {
+                compare.push(store::absent(a));
+                failure.push(store::read(a));
+                success.push(store::put_raw(a, owner.as_bytes().to_vec()));
+            }
+            let (rev, res) = self.store.txn(compare, success, failure).await?;
+            if res.succeeded {
+                store::set_resource_version(&mut candidate, rev);
+                return Ok(candidate);
+            }
+            let found = store::reads(&res);
+            if found.first().is_some_and(Option::is_some) {
+                return Err(Error::AlreadyExists {
+                    resource: kind.resource.into(),
+                    name,
+                });
+            }
+            if ns_key.is_some() && found.get(1).is_some_and(Option::is_none) {
+                return Err(Error::NotFound {
+                    resource: "namespaces".into(),
+                    name: ns,
+                });
+            }
+            // An allocation clashed: a value the user chose is their error; a value we
+            // picked is retried with another.
+            let skip = if ns_key.is_some() { 2 } else { 1 };
+            for (a, hit) in allocs.iter().zip(found.iter().skip(skip)) {
+                if hit.is_some() && !picked.automatic.contains(a) {
+                    return Err(Error::BadRequest(format!(
+                        "{}: provided value is already allocated",
+                        a.trim_start_matches("/registry/allocations/")
+                    )));
+                }
+            }
+        }
+        Err(Error::Exhausted(
+            "could not allocate service values after several attempts".into(),
+        ))
+    }
+
+    /// Reads, transforms and writes one object with compare-and-swap, retrying (bounded)
+    /// when it changed in between and the caller did not pin a resource version.
+    async fn guaranteed_update(
+        &self,
+        kind: &KindInfo,
+        ns: &str,
+        name: &str,
+        pinned: Option<i64>,
+        dry_run: bool,
+        mutate: &(dyn Fn(&Value) -> Result<Next> + Send + Sync),
+    ) -> Result<(Value, bool)> {
+        // Returns the object and whether anything was written (or deleted).
+        let key = kind.key(ns, name);
+        self.store.barrier().await?;
+        for _ in 0..UPDATE_RETRIES {
+            let Some(Stored {
+                object: old,
+                mod_revision,
+            }) = self.store.get(&key)?
+            else {
+                return Err(Error::NotFound {
+                    resource: kind.resource.into(),
+                    name: name.into(),
+                });
+            };
+            if let Some(rv) = pinned {
+                if rv != mod_revision {
+                    return Err(conflict(kind, name));
+                }
+            }
+            let mut new = match mutate(&old)? {
+                Next::Delete => {
+                    if dry_run {
+                        return Ok((old, true));
+                    }
+                    match self.delete_now(kind, &key, &old, mod_revision).await? {
+                        Some(v) => return Ok((v, true)),
+                        None if pinned.is_some() => return Err(conflict(kind, name)),
+                        None => continue,
+                    }
+                }
+                Next::Write(v) => v,
+            };
+            let old_allocs = allocator::held(&old);
+            let mut picked = allocator::Picked::default();
+            if kind.resource == "services" {
+                let store = &self.store;
+                picked = allocator::fill(&mut new, Some(&old), &self.cidr, &|k| {
+                    matches!(store.get(k), Ok(Some(_)))
+                })?;
+            }
+            let mut new = admission::admit(kind, new, Some(&old))?;
+            admission::bump_generation(&old, &mut new);
+            store::set_resource_version(&mut new, mod_revision);
+            if same_object(&new, &old) {
+                return Ok((new, false));
+            }
+            if dry_run {
+                return Ok((new, true));
+            }
+            let new_allocs = if kind.resource == "services" {
+                allocator::held(&new)
+            } else {
+                BTreeSet::new()
+            };
+            let mut compare: Vec<Compare> = vec![store::unchanged_since(&key, mod_revision)];
+            let mut success: Vec<Op> = vec![store::put_raw(&key, self.store.encode(&key, &new)?)];
+            let owner = format!("{ns}/{name}");
+            for a in new_allocs.difference(&old_allocs) {
+                compare.push(store::absent(a));
+                success.push(store::put_raw(a, owner.as_bytes().to_vec()));
+            }
+            for a in old_allocs.difference(&new_allocs) {
+                success.push(store::delete(a));
+            }
+            let (rev, res) = self
+                .store
+                .txn(compare, success, vec![store::read(&key)])
+                .await?;
+            if res.succeeded {
+                store::set_resource_version(&mut new, rev);
+                return Ok((new, true));
+            }
+            let still_there = store::reads(&res).first().is_some_and(Option::is_some);
+            if !still_there {
+                return Err(Error::NotFound {
+                    resource: kind.resource.into(),
+                    name: name.into(),
+                });
+            }
+            let changed = store::reads(&res)
+                .first()
+                .and_then(|k| k.as_ref().map(|k| k.mod_revision != mod_revision))
+                .unwrap_or(true);
+            if changed && pinned.is_some() {
+                return Err(conflict(kind, name));
+            }
+            if !changed && picked.automatic.is_empty() {
+                return Err(Error::BadRequest(
+                    "a requested node port or service IP is already allocated".into(),
+                ));
+            }
+            self.store.barrier().await?;
+        }
+        Err(conflict(kind, name))
+    }
+
+    /// Deletes the stored object at `rev` (and releases what it holds). `None` when it
+    /// changed in between.
+    async fn delete_now(
+        &self,
+        kind: &KindInfo,
+        key: &str,
+        old: &Value,
+        rev: i64,
+    ) -> Result<Option<Value>> {
+        let mut success = vec![store::delete(key)];
+        if kind.resource == "services" {
+            for a in allocator::held(old) {
+                success.push(store::delete(&a));
+            }
+        }
+        let (_, res) = self
+            .store
+            .txn(vec![store::unchanged_since(key, rev)], success, vec![])
+            .await?;
+        Ok(res.succeeded.then(|| old.clone()))
+    }
+
+    async fn update(
+        &self,
+        kind: &KindInfo,
+        ns: &str,
+        sub: &str,
+        obj: Value,
+        dry_run: bool,
+    ) -> Result<Value> {
+        let name = name_of(&obj).to_string();
+        let pinned = rv_of(&obj)?;
+        let status_only = sub == "status";
+        if !sub.is_empty() && !status_only {
+            return Err(Error::Unsupported(format!("subresource {sub:?}")));
+        }
+        if status_only && !kind.has_status {
+            return Err(Error::BadRequest(format!(
+                "{} have no status subresource",
+                kind.resource
+            )));
+        }
+        let mutate = move |old: &Value| -> Result<Next> {
+            let new = admission::prepare_update(kind, old, obj.clone(), status_only)?;
+            Ok(finalize_or_write(old, new))
+        };
+        self.guaranteed_update(kind, ns, &name, pinned, dry_run, &mutate)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    async fn patch(
+        &self,
+        kind: &KindInfo,
+        target: &Target,
+        patch: Value,
+        dry_run: bool,
+    ) -> Result<Value> {
+        let pinned = rv_of(&patch)?;
+        let status_only = target.subresource == "status";
+        let mutate = move |old: &Value| -> Result<Next> {
+            let mut new = old.clone();
+            admission::merge_patch(&mut new, &patch);
+            let new = admission::prepare_update(kind, old, new, status_only)?;
+            Ok(finalize_or_write(old, new))
+        };
+        self.guaranteed_update(
+            kind,
+            &target.namespace,
+            &target.name,
+            pinned,
+            dry_run,
+            &mutate,
+        )
+        .await
+        .map(|(v, _)| v)
+    }
+
+    async fn apply(
+        &self,
+        user: &UserInfo,
+        kind: &KindInfo,
+        desired: Value,
+        dry_run: bool,
+    ) -> Result<(Value, &'static str)> {
+        let ns = namespace_of(&desired).to_string();
+        let name = name_of(&desired).to_string();
+        if name.is_empty() {
+            return Err(Error::BadRequest(
+                "apply needs metadata.name (generateName cannot be applied)".into(),
+            ));
+        }
+        let mut manifest = desired.clone();
+        if let Ok(meta) = admission::meta_mut(&mut manifest) {
+            if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                a.remove(LAST_APPLIED);
+            }
+            meta.remove("resourceVersion");
+        }
+        let manifest_text = serde_json::to_string(&manifest).unwrap_or_default();
+        let annotate = |obj: &mut Value| {
+            if let Ok(meta) = admission::meta_mut(obj) {
+                let ann = meta
+                    .entry("annotations")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Some(a) = ann.as_object_mut() {
+                    a.insert(LAST_APPLIED.into(), Value::String(manifest_text.clone()));
+                }
+            }
+        };
+        self.store.barrier().await?;
+        let key = kind.key(&ns, &name);
+        if self.store.get(&key)?.is_none() {
+            self.authorize(user, kind, "create", "", &ns, &name)?;
+            let mut obj = manifest.clone();
+            annotate(&mut obj);
+            match self.create(kind, obj, dry_run).await {
+                Ok(v) => return Ok((v, "created")),
+                // Created by someone else meanwhile: fall through to the update path.
+                Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.authorize(user, kind, "patch", "", &ns, &name)?;
+        let mutate = |old: &Value| -> Result<Next> {
+            let last: Value = old
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(LAST_APPLIED))
+                .and_then(Value::as_str)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or(Value::Null);
+            let patch = admission::apply_patch(&last, &manifest, old);
+            let mut new = old.clone();
+            admission::merge_patch(&mut new, &patch);
+            annotate(&mut new);
+            let new = admission::prepare_update(kind, old, new, false)?;
+            Ok(Next::Write(new))
+        };
+        let (obj, wrote) = self
+            .guaranteed_update(kind, &ns, &name, None, dry_run, &mutate)
+            .await?;
+        Ok((obj, if wrote { "configured" } else { "unchanged" }))
+    }
+
+    async fn delete(&self, kind: &KindInfo, req: &DeleteRequest) -> Result<Value> {
+        let target = req.target.clone().unwrap_or_default();
+        match req.propagation_policy.as_str() {
+            "" | "Background" => {}
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "propagationPolicy {other:?}: bosun deletes with \"Background\" propagation only (dependents are removed by the garbage collector)"
+                )))
+            }
+        }
+        if kind.resource == "namespaces" {
+            return self.delete_namespace(&target.name, req.dry_run).await;
+        }
+        let pinned_uid = req.precondition_uid.clone();
+        let pinned_rv = if req.precondition_resource_version.is_empty() {
+            None
+        } else {
+            Some(
+                req.precondition_resource_version
+                    .parse::<i64>()
+                    .map_err(|_| {
+                        Error::BadRequest(
+                            "preconditions.resourceVersion is not a resource version".into(),
+                        )
+                    })?,
+            )
+        };
+        let grace = req.grace_period_seconds;
+        let is_pod = kind.resource == "pods";
+        let mutate = move |old: &Value| -> Result<Next> {
+            if !pinned_uid.is_empty() && uid_of(old) != pinned_uid {
+                return Err(Error::Conflict {
+                    resource: kind.resource.into(),
+                    name: name_of(old).into(),
+                    reason: format!(
+                        "Precondition failed: UID in precondition: {pinned_uid}, UID in object meta: {}",
+                        uid_of(old)
+                    ),
+                });
+            }
+            let has_finalizers = old
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+            let bound = old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            let grace = if is_pod {
+                grace.unwrap_or_else(|| {
+                    old.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(30)
+                })
+            } else {
+                0
+            };
+            // A pod on a node is stopped by its agent first; the agent then deletes it
+            // with grace period 0. Unbound pods go at once, as in Kubernetes.
+            let graceful = is_pod && bound && grace > 0;
+            if !has_finalizers && !graceful {
+                return Ok(Next::Delete);
+            }
+            let mut new = old.clone();
+            let meta = admission::meta_mut(&mut new)?;
+            let current = meta
+                .get("deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            if meta.get("deletionTimestamp").is_none() || current.is_some_and(|c| grace < c) {
+                let at = jiff::Timestamp::now()
+                    .checked_add(jiff::SignedDuration::from_secs(grace))
+                    .unwrap_or_else(|_| jiff::Timestamp::now());
+                let at = jiff::Timestamp::from_second(at.as_second()).unwrap_or(at);
+                meta.insert("deletionTimestamp".into(), Value::String(at.to_string()));
+                meta.insert("deletionGracePeriodSeconds".into(), Value::from(grace));
+            }
+            Ok(Next::Write(new))
+        };
+        let key_ns = if kind.namespaced {
+            target.namespace.as_str()
+        } else {
+            ""
+        };
+        self.guaranteed_update_raw(kind, key_ns, &target.name, pinned_rv, req.dry_run, &mutate)
+            .await
+    }
+
+    /// Like `guaranteed_update`, without admission (deletion marks only touch metadata).
+    async fn guaranteed_update_raw(
+        &self,
+        kind: &KindInfo,
+        ns: &str,
+        name: &str,
+        pinned: Option<i64>,
+        dry_run: bool,
+        mutate: &(dyn Fn(&Value) -> Result<Next> + Send + Sync),
+    ) -> Result<Value> {
+        let key = kind.key(ns, name);
+        self.store.barrier().await?;
+        for _ in 0..UPDATE_RETRIES {
+            let Some(Stored {
+                object: old,
+                mod_revision,
+            }) = self.store.get(&key)?
+            else {
+                return Err(Error::NotFound {
+                    resource: kind.resource.into(),
+                    name: name.into(),
+                });
+            };
+            if pinned.is_some_and(|rv| rv != mod_revision) {
+                return Err(conflict(kind, name));
+            }
+            match mutate(&old)? {
+                Next::Delete => {
+                    if dry_run {
+                        return Ok(old);
+                    }
+                    if let Some(v) = self.delete_now(kind, &key, &old, mod_revision).await? {
+                        return Ok(v);
+                    }
+                }
+                Next::Write(new) => {
+                    if dry_run || same_object(&new, &old) {
+                        return Ok(new);
+                    }
+                    let (rev, res) = self
+                        .store
+                        .txn(
+                            vec![store::unchanged_since(&key, mod_revision)],
+                            vec![store::put_raw(&key, self.store.encode(&key, &new)?)],
+                            vec![],
+                        )
+                        .await?;
+                    if res.succeeded {
+                        let mut new = new;
+                        store::set_resource_version(&mut new, rev);
+                        return Ok(new);
+                    }
+                }
+            }
+            if pinned.is_some() {
+                return Err(conflict(kind, name));
+            }
+        }
+        Err(conflict(kind, name))
+    }
+
+    /// Deletes a namespace and everything in it, in one transaction (bosun has no
+    /// namespace controller yet: nothing is left behind, and pods are not given a grace
+    /// period).
+    async fn delete_namespace(&self, name: &str, dry_run: bool) -> Result<Value> {
+        let Some(ns_kind) = kinds::by_resource("namespaces") else {
+            return Err(Error::BadRequest("namespaces are not served".into()));
+        };
+        let key = ns_kind.key("", name);
+        self.store.barrier().await?;
+        let Some(stored) = self.store.get(&key)? else {
+            return Err(Error::NotFound {
+                resource: "namespaces".into(),
+                name: name.into(),
+            });
+        };
+        if dry_run {
+            return Ok(stored.object);
+        }
+        let mut success = vec![store::delete(&key)];
+        for k in kinds::KINDS.iter().filter(|k| k.namespaced) {
+            success.push(store::delete_prefix(&k.prefix(name)));
+        }
+        if let Some(svc) = kinds::by_resource("services") {
+            let (kvs, _, _) = self.store.scan(&svc.prefix(name), None, 0, 0)?;
+            for kv in &kvs {
+                if let Ok(s) = self.store.decode(kv) {
+                    for a in allocator::held(&s.object) {
+                        success.push(store::delete(&a));
+                    }
+                }
+            }
+        }
+        // Guarded by the namespace and by the service prefix not changing since the scan.
+        let (_, res) = self
+            .store
+            .txn(
+                vec![store::unchanged_since(&key, stored.mod_revision)],
+                success,
+                vec![],
+            )
+            .await?;
+        if !res.succeeded {
+            return Err(conflict(ns_kind, name));
+        }
+        Ok(stored.object)
+    }
+
+    async fn list(&self, kind: &KindInfo, req: &ListRequest) -> Result<ListReply> {
+        let labels: LabelSelector = req
+            .label_selector
+            .parse()
+            .map_err(|e| Error::BadRequest(format!("{e}")))?;
+        let fields: FieldSelector = req
+            .field_selector
+            .parse()
+            .map_err(|e| Error::BadRequest(format!("{e}")))?;
+        let prefix = kind.prefix(if kind.namespaced { &req.namespace } else { "" });
+        let (mut after, mut rev) = (None, 0);
+        if !req.continue_token.is_empty() {
+            let (r, k) = decode_continue(&req.continue_token)?;
+            if !k.starts_with(&prefix) {
+                return Err(Error::BadRequest(
+                    "the continue token belongs to another list".into(),
+                ));
+            }
+            rev = r;
+            after = Some(k);
+        } else {
+            self.store.barrier().await?;
+        }
+        let limit = usize::try_from(req.limit.max(0)).unwrap_or(0);
+        let page = if limit == 0 {
+            0
+        } else {
+            (limit as i64).max(500)
+        };
+        let mut items = Vec::new();
+        let mut last_key: Option<String> = None;
+        let mut more = false;
+        loop {
+            let (kvs, has_more, at) = self.store.scan(&prefix, after.as_deref(), rev, page)?;
+            rev = at;
+            let n = kvs.len();
+            for (i, kv) in kvs.iter().enumerate() {
+                let stored = self.store.decode(kv)?;
+                let obj = stored.object;
+                let obj_labels = labels_of(&obj);
+                if labels.matches(&obj_labels) && fields.matches(&obj) {
+                    items.push(to_bytes(&obj));
+                }
+                let k = String::from_utf8_lossy(&kv.key).to_string();
+                if limit > 0 && items.len() == limit {
+                    more = i + 1 < n || has_more;
+                    last_key = Some(k);
+                    break;
+                }
+                after = Some(k);
+            }
+            if last_key.is_some() || !has_more || n == 0 {
+                break;
+            }
+        }
+        let continue_token = match (more, last_key) {
+            (true, Some(k)) => encode_continue(rev, &k),
+            _ => String::new(),
+        };
+        Ok(ListReply {
+            items,
+            resource_version: rev.to_string(),
+            continue_token,
+        })
+    }
+}
+
+fn conflict(kind: &KindInfo, name: &str) -> Error {
+    Error::Conflict {
+        resource: kind.resource.into(),
+        name: name.into(),
+        reason: "the object has been modified; please apply your changes to the latest version and try again".into(),
+    }
+}
+
+/// Whether two versions of an object are the same, resource version aside.
+fn same_object(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+/// Removing the last finalizer of an object that is being deleted deletes it.
+fn finalize_or_write(old: &Value, new: Value) -> Next {
+    let deleting = old.pointer("/metadata/deletionTimestamp").is_some();
+    let finalizers_left = new
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let pod_on_node = old.pointer("/spec/nodeName").is_some()
+        && old.get("kind").and_then(Value::as_str) == Some("Pod");
+    if deleting && !finalizers_left && !pod_on_node {
+        Next::Delete
+    } else {
+        Next::Write(new)
+    }
+}
+
+/// A Job without a selector gets one on its own uid, as Kubernetes generates it.
+fn job_selector(obj: &mut Value) {
+    if obj.pointer("/spec/selector").is_some() {
+        return;
+    }
+    let uid = uid_of(obj).to_string();
+    let label = "batch.kubernetes.io/controller-uid";
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert(
+            "selector".into(),
+            serde_json::json!({"matchLabels": {label: uid}}),
+        );
+        let labels = spec
+            .entry("template")
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .map(|t| t.entry("metadata").or_insert_with(|| serde_json::json!({})));
+        if let Some(Value::Object(m)) = labels {
+            let l = m.entry("labels").or_insert_with(|| serde_json::json!({}));
+            if let Some(l) = l.as_object_mut() {
+                l.insert(label.into(), Value::String(uid.clone()));
+                l.insert("controller-uid".into(), Value::String(uid));
+            }
+        }
+    }
+}
+
+/// Labels of an object.
+pub fn labels_of(obj: &Value) -> std::collections::BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn encode_continue(rev: i64, key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rev}\n{key}"))
+}
+
+fn decode_continue(token: &str) -> Result<(i64, String)> {
+    use base64::Engine;
+    let bad = || Error::BadRequest("the continue token is malformed".into());
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (rev, key) = text.split_once('\n').ok_or_else(bad)?;
+    Ok((rev.parse().map_err(|_| bad())?, key.to_string()))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = std::result::Result<WatchEvent, Status>> + Send>>;
+
+impl ResourceService {
+    fn record(
+        &self,
+        user: &UserInfo,
+        verb: &str,
+        kind: &KindInfo,
+        (sub, ns, name): (&str, &str, &str),
+        res: &std::result::Result<(), &Error>,
+    ) {
+        let (code, message) = match res {
+            Ok(()) => ("OK".to_string(), String::new()),
+            Err(e) => {
+                let status = Status::from(clone_err(e));
+                (format!("{:?}", status.code()), e.to_string())
+            }
+        };
+        self.inner.audit.record(&Entry {
+            time: admission::now(),
+            user: user.name.clone(),
+            groups: user.groups.clone(),
+            verb: verb.to_string(),
+            resource: kind.resource.to_string(),
+            subresource: sub.to_string(),
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            code,
+            message,
+        });
+    }
+}
+
+/// A copy of an error for the audit record's status code (sources are not kept).
+fn clone_err(e: &Error) -> Error {
+    match e {
+        Error::BadRequest(m) => Error::BadRequest(m.clone()),
+        Error::Invalid { kind, name, errors } => Error::Invalid {
+            kind: kind.clone(),
+            name: name.clone(),
+            errors: errors.clone(),
+        },
+        Error::NotFound { resource, name } => Error::NotFound {
+            resource: resource.clone(),
+            name: name.clone(),
+        },
+        Error::AlreadyExists { resource, name } => Error::AlreadyExists {
+            resource: resource.clone(),
+            name: name.clone(),
+        },
+        Error::Conflict {
+            resource,
+            name,
+            reason,
+        } => Error::Conflict {
+            resource: resource.clone(),
+            name: name.clone(),
+            reason: reason.clone(),
+        },
+        Error::Forbidden(m) => Error::Forbidden(m.clone()),
+        Error::Unauthenticated => Error::Unauthenticated,
+        Error::Expired {
+            requested,
+            compacted,
+        } => Error::Expired {
+            requested: *requested,
+            compacted: *compacted,
+        },
+        Error::Unsupported(m) => Error::Unsupported(m.clone()),
+        Error::Exhausted(m) => Error::Exhausted(m.clone()),
+        other => Error::Store(bosun_store::Error::Raft(other.to_string())),
+    }
+}
+
+#[tonic::async_trait]
+impl Resources for ResourceService {
+    type WatchStream = WatchStream;
+
+    async fn create(
+        &self,
+        req: Request<WriteRequest>,
+    ) -> std::result::Result<Response<ObjectReply>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        let kind = kind_of(&r.resource)?;
+        let mut obj = parse_object(&r.object, self.inner.max_object_bytes)?;
+        let res = async {
+            admission::check_type(kind, &mut obj, &r.namespace)?;
+            let (ns, name) = (namespace_of(&obj).to_string(), name_of(&obj).to_string());
+            self.inner
+                .authorize(&user, kind, "create", "", &ns, &name)?;
+            self.inner.create(kind, obj.clone(), r.dry_run).await
+        }
+        .await;
+        self.record(
+            &user,
+            "create",
+            kind,
+            ("", &r.namespace, name_of(&obj)),
+            &res.as_ref().map(|_| ()),
+        );
+        Ok(Response::new(ObjectReply {
+            object: to_bytes(&res?),
+        }))
+    }
+
+    async fn get(
+        &self,
+        req: Request<GetRequest>,
+    ) -> std::result::Result<Response<ObjectReply>, Status> {
+        let user = caller(&req)?;
+        let t = req.into_inner().target.unwrap_or_default();
+        let kind = kind_of(&t.resource)?;
+        self.inner
+            .authorize(&user, kind, "get", &t.subresource, &t.namespace, &t.name)?;
+        self.inner.store.barrier().await?;
+        let ns = if kind.namespaced {
+            t.namespace.as_str()
+        } else {
+            ""
+        };
+        match self.inner.store.get(&kind.key(ns, &t.name))? {
+            Some(s) => Ok(Response::new(ObjectReply {
+                object: to_bytes(&s.object),
+            })),
+            None => Err(Error::NotFound {
+                resource: kind.resource.into(),
+                name: t.name,
+            }
+            .into()),
+        }
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListRequest>,
+    ) -> std::result::Result<Response<ListReply>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        let kind = kind_of(&r.resource)?;
+        self.inner
+            .authorize(&user, kind, "list", "", &r.namespace, "")?;
+        Ok(Response::new(self.inner.list(kind, &r).await?))
+    }
+
+    async fn update(
+        &self,
+        req: Request<WriteRequest>,
+    ) -> std::result::Result<Response<ObjectReply>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        let kind = kind_of(&r.resource)?;
+        let mut obj = parse_object(&r.object, self.inner.max_object_bytes)?;
+        let res = async {
+            admission::check_type(kind, &mut obj, &r.namespace)?;
+            let (ns, name) = (namespace_of(&obj).to_string(), name_of(&obj).to_string());
+            self.inner
+                .authorize(&user, kind, "update", &r.subresource, &ns, &name)?;
+            self.inner
+                .update(kind, &ns, &r.subresource, obj.clone(), r.dry_run)
+                .await
+        }
+        .await;
+        self.record(
+            &user,
+            "update",
+            kind,
+            (&r.subresource, namespace_of(&obj), name_of(&obj)),
+            &res.as_ref().map(|_| ()),
+        );
+        Ok(Response::new(ObjectReply {
+            object: to_bytes(&res?),
+        }))
+    }
+
+    async fn patch(
+        &self,
+        req: Request<PatchRequest>,
+    ) -> std::result::Result<Response<ObjectReply>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        let t = r.target.clone().unwrap_or_default();
+        let kind = kind_of(&t.resource)?;
+        let res = async {
+            let patch = parse_object(&r.patch, self.inner.max_object_bytes)?;
+            self.inner
+                .authorize(&user, kind, "patch", &t.subresource, &t.namespace, &t.name)?;
+            let t = Target {
+                namespace: if kind.namespaced {
+                    t.namespace.clone()
+                } else {
+                    String::new()
+                },
+                ..t.clone()
+            };
+            self.inner.patch(kind, &t, patch, r.dry_run).await
+        }
+        .await;
+        self.record(
+            &user,
+            "patch",
+            kind,
+            (&t.subresource, &t.namespace, &t.name),
+            &res.as_ref().map(|_| ()),
+        );
+        Ok(Response::new(ObjectReply {
+            object: to_bytes(&res?),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> std::result::Result<Response<ObjectReply>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        let t = r.target.clone().unwrap_or_default();
+        let kind = kind_of(&t.resource)?;
+        let res = async {
+            self.inner
+                .authorize(&user, kind, "delete", "", &t.namespace, &t.name)?;
+            self.inner.delete(kind, &r).await
+        }
+        .await;
+        self.record(
+            &user,
+            "delete",
+            kind,
+            ("", &t.namespace, &t.name),
+            &res.as_ref().map(|_| ()),
+        );
+        Ok(Response::new(ObjectReply {
+            object: to_bytes(&res?),
+        }))
+    }
+
+    async fn apply(
+        &self,
+        req: Request<ApplyRequest>,
+    ) -> std::result::Result<Response<ApplyReply>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        let mut obj = parse_object(&r.object, self.inner.max_object_bytes)?;
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind_name = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = kinds::by_kind(&api_version, &kind_name).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "no kind {kind_name:?} is registered for version {api_version:?} (bosun serves: {})",
+                kinds::KINDS.iter().map(|k| format!("{} {}", k.api_version(), k.kind)).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        // The request's namespace is a default: a manifest that names one keeps it.
+        let default_ns = if namespace_of(&obj).is_empty() {
+            r.namespace.clone()
+        } else {
+            String::new()
+        };
+        let res = async {
+            admission::check_type(kind, &mut obj, &default_ns)?;
+            self.inner.apply(&user, kind, obj.clone(), r.dry_run).await
+        }
+        .await;
+        self.record(
+            &user,
+            "apply",
+            kind,
+            ("", namespace_of(&obj), name_of(&obj)),
+            &res.as_ref().map(|_| ()),
+        );
+        let (obj, outcome) = res?;
+        Ok(Response::new(ApplyReply {
+            object: to_bytes(&obj),
+            outcome: outcome.into(),
+        }))
+    }
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> std::result::Result<Response<Self::WatchStream>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        let kind = kind_of(&r.resource)?;
+        self.inner
+            .authorize(&user, kind, "watch", "", &r.namespace, "")?;
+        let rx = crate::watch::start(self.inner.clone(), kind, r).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn review(
+        &self,
+        req: Request<ReviewRequest>,
+    ) -> std::result::Result<Response<ReviewReply>, Status> {
+        let me = caller(&req)?;
+        let r = req.into_inner();
+        let kind = kind_of(&r.resource)?;
+        let who = if r.user.is_empty() {
+            me
+        } else {
+            // Asking on behalf of someone else is impersonation: administrators only.
+            if !me.groups.iter().any(|g| g == crate::rbac::SUPERUSER_GROUP) {
+                return Err(Error::Forbidden(format!(
+                    "user {:?} cannot impersonate user {:?}",
+                    me.name, r.user
+                ))
+                .into());
+            }
+            let mut groups = r.groups.clone();
+            groups.push(crate::authz::AUTHENTICATED.into());
+            UserInfo {
+                name: r.user.clone(),
+                groups,
+            }
+        };
+        let pod_node = if crate::rbac::node_name(&who).is_some() {
+            self.inner.node_of_pod(kind, &r.namespace, &r.name)
+        } else {
+            None
+        };
+        let d = self.inner.authz.decide(
+            &who,
+            &attrs(kind, &r.verb, &r.subresource, &r.namespace, &r.name),
+            pod_node.as_deref(),
+        );
+        let allowed = d.allowed();
+        let reason = match d {
+            crate::rbac::Decision::Allow(w) | crate::rbac::Decision::Deny(w) => w,
+        };
+        Ok(Response::new(ReviewReply { allowed, reason }))
+    }
+
+    async fn discover(
+        &self,
+        req: Request<DiscoverRequest>,
+    ) -> std::result::Result<Response<DiscoverReply>, Status> {
+        caller(&req)?;
+        let kinds = kinds::KINDS
+            .iter()
+            .map(|k| Kind {
+                kind: k.kind.into(),
+                api_version: k.api_version(),
+                resource: k.resource.into(),
+                singular: k.singular.into(),
+                short_names: k.short_names.iter().map(|s| s.to_string()).collect(),
+                namespaced: k.namespaced,
+            })
+            .collect();
+        Ok(Response::new(DiscoverReply { kinds }))
+    }
+}
+
+impl Inner {
+    /// The store.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+    /// Tasks of watch streams (closed and awaited at shutdown).
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+    /// The shutdown token.
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+}
+
+/// Idle time after which a watch with bookmarks sends one.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);

@@ -1,0 +1,221 @@
+//! Watches of resources: the current objects (when no resource version is given), then every
+//! change, from the local state machine, with selector transitions as Kubernetes reports
+//! them (an object leaving the selection is DELETED, one entering it is ADDED).
+
+use std::sync::Arc;
+
+use bosun_api::kinds::KindInfo;
+use bosun_api::resources::{WatchEvent, WatchRequest};
+use bosun_api::selector::{FieldSelector, LabelSelector};
+use bosun_store::command::{Event, EventKind, KeyValue};
+use bosun_store::cursor::{Cursor, CursorError};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::error::{Error, Result};
+use crate::service::{labels_of, Inner, BOOKMARK_INTERVAL};
+use crate::store::set_resource_version;
+
+type Tx = mpsc::Sender<std::result::Result<WatchEvent, Status>>;
+
+/// Events buffered per watch before the stream applies back-pressure.
+const WATCH_BUFFER: usize = 256;
+
+struct Filter {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(&labels_of(obj)) && self.fields.matches(obj)
+    }
+}
+
+fn event(kind: &str, obj: &Value) -> WatchEvent {
+    WatchEvent {
+        r#type: kind.to_string(),
+        object: serde_json::to_vec(obj).unwrap_or_default(),
+    }
+}
+
+fn bookmark(kind: &KindInfo, rev: i64) -> WatchEvent {
+    event(
+        "BOOKMARK",
+        &json!({"apiVersion": kind.api_version(), "kind": kind.kind, "metadata": {"resourceVersion": rev.to_string()}}),
+    )
+}
+
+fn expired(requested: i64, compacted: i64) -> WatchEvent {
+    event(
+        "ERROR",
+        &json!({
+            "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Expired", "code": 410,
+            "message": format!("too old resource version: {requested} ({compacted})"),
+        }),
+    )
+}
+
+/// Starts a watch; the receiver yields its events until the client goes away, the
+/// resource version is compacted away (an ERROR event), or the server shuts down.
+///
+/// # Errors
+/// Bad selectors or resource version; [`Error::Expired`] when it is already compacted.
+pub async fn start(
+    inner: Arc<Inner>,
+    kind: &'static KindInfo,
+    r: WatchRequest,
+) -> Result<mpsc::Receiver<std::result::Result<WatchEvent, Status>>> {
+    let filter = Filter {
+        labels: r
+            .label_selector
+            .parse()
+            .map_err(|e| Error::BadRequest(format!("{e}")))?,
+        fields: r
+            .field_selector
+            .parse()
+            .map_err(|e| Error::BadRequest(format!("{e}")))?,
+    };
+    let prefix = kind.prefix(if kind.namespaced { &r.namespace } else { "" });
+    let store = inner.store().clone();
+    let mut initial = Vec::new();
+    let from = if r.resource_version.is_empty() || r.resource_version == "0" {
+        store.barrier().await?;
+        let (kvs, _, rev) = store.scan(&prefix, None, 0, 0)?;
+        for kv in &kvs {
+            match store.decode(kv) {
+                Ok(s) if filter.matches(&s.object) => initial.push(event("ADDED", &s.object)),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping an undecodable object"),
+            }
+        }
+        rev
+    } else {
+        let rv: i64 = r.resource_version.parse().map_err(|_| {
+            Error::BadRequest(format!(
+                "resourceVersion {:?} is not a resource version",
+                r.resource_version
+            ))
+        })?;
+        let compacted = store.compact_revision();
+        if rv < compacted {
+            return Err(Error::Expired {
+                requested: rv,
+                compacted,
+            });
+        }
+        rv
+    };
+    let cursor = store.cursor(&prefix, from + 1);
+    let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+    let shutdown = inner.shutdown().clone();
+    let task = Watch {
+        inner: inner.clone(),
+        kind,
+        filter,
+        tx,
+        bookmarks: r.allow_bookmarks,
+    };
+    inner.tasks().spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = task.run(initial, from, cursor) => {}
+        }
+    });
+    Ok(rx)
+}
+
+struct Watch {
+    inner: Arc<Inner>,
+    kind: &'static KindInfo,
+    filter: Filter,
+    tx: Tx,
+    bookmarks: bool,
+}
+
+impl Watch {
+    async fn send(&self, ev: WatchEvent) -> bool {
+        self.tx.send(Ok(ev)).await.is_ok()
+    }
+
+    async fn run(self, initial: Vec<WatchEvent>, from: i64, mut cursor: Cursor) {
+        for ev in initial {
+            if !self.send(ev).await {
+                return;
+            }
+        }
+        if self.bookmarks && !self.send(bookmark(self.kind, from)).await {
+            return;
+        }
+        let mut tick = tokio::time::interval(BOOKMARK_INTERVAL);
+        tick.tick().await;
+        let mut idle = true;
+        loop {
+            tokio::select! {
+                _ = self.tx.closed() => return,
+                _ = tick.tick(), if self.bookmarks => {
+                    if idle && !self.send(bookmark(self.kind, cursor.next_revision() - 1)).await {
+                        return;
+                    }
+                    idle = true;
+                }
+                b = cursor.next() => match b {
+                    Ok(batch) => {
+                        for e in &batch.events {
+                            if let Some(ev) = self.translate(e) {
+                                idle = false;
+                                if !self.send(ev).await {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    Err(CursorError::Compacted { requested, compacted }) => {
+                        let _ = self.send(expired(requested, compacted)).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = self.tx.send(Err(Status::unavailable(e.to_string()))).await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Option<Value> {
+        match self.inner.store().decode(kv) {
+            Ok(s) => Some(s.object),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an undecodable object in a watch");
+                None
+            }
+        }
+    }
+
+    /// The Kubernetes event for one store change, if the watcher sees it.
+    fn translate(&self, e: &Event) -> Option<WatchEvent> {
+        let before = e
+            .prev
+            .as_ref()
+            .and_then(|p| self.decode(p))
+            .filter(|o| self.filter.matches(o));
+        match e.kind {
+            EventKind::Put => {
+                let now = self.decode(&e.kv)?;
+                match (before.is_some(), self.filter.matches(&now)) {
+                    (false, true) => Some(event("ADDED", &now)),
+                    (true, true) => Some(event("MODIFIED", &now)),
+                    (true, false) => Some(event("DELETED", &now)),
+                    (false, false) => None,
+                }
+            }
+            EventKind::Delete => {
+                let mut gone = before?;
+                set_resource_version(&mut gone, e.kv.mod_revision);
+                Some(event("DELETED", &gone))
+            }
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! A client of bosun's resource API (`bosun.api.v1.Resources`) for the CLI, agents and
+//! tests: mTLS with a client certificate, failover across every configured server, objects
+//! as `serde_json::Value`.
+//!
+//! Where to start: [`Client::connect`], then the verbs ([`Client::apply`], [`Client::list`],
+//! [`Client::watch`], …). A call goes to the server that answered last; when that server
+//! is unreachable or has no leader, the next one is tried.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bosun_api::resources::resources_client::ResourcesClient;
+use bosun_api::resources::*;
+use bosun_pki::TlsMaterial;
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Largest message the client accepts (a list of many objects).
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// What went wrong with a call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client could not be set up (TLS files, addresses).
+    #[error("connecting: {0}")]
+    Setup(String),
+    /// A server refused or failed the request; `reason` is Kubernetes' name for it.
+    #[error("Error from server ({reason}): {message}")]
+    Server {
+        /// NotFound, AlreadyExists, Conflict, Forbidden, Invalid, BadRequest, …
+        reason: &'static str,
+        /// The server's message.
+        message: String,
+        /// The gRPC code.
+        code: Code,
+    },
+    /// The reply was not what the protocol promises.
+    #[error("malformed reply: {0}")]
+    Decode(String),
+}
+
+impl Error {
+    /// The gRPC code of a server error.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Self {
+        let reason = match s.code() {
+            Code::NotFound => "NotFound",
+            Code::AlreadyExists => "AlreadyExists",
+            Code::FailedPrecondition | Code::Aborted => "Conflict",
+            Code::PermissionDenied => "Forbidden",
+            Code::Unauthenticated => "Unauthorized",
+            Code::InvalidArgument if s.message().contains("is invalid") => "Invalid",
+            Code::InvalidArgument => "BadRequest",
+            Code::OutOfRange => "Expired",
+            Code::Unimplemented => "MethodNotAllowed",
+            Code::Unavailable => "ServiceUnavailable",
+            Code::ResourceExhausted => "TooManyRequests",
+            Code::DataLoss => "InternalError",
+            _ => "InternalError",
+        };
+        Error::Server {
+            reason,
+            message: s.message().to_string(),
+            code: s.code(),
+        }
+    }
+}
+
+/// Result with the client error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One watch event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// ADDED, MODIFIED, DELETED, BOOKMARK or ERROR.
+    pub kind: String,
+    /// The object (a Status for ERROR).
+    pub object: Value,
+}
+
+/// The outcome of `apply`.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The object as stored.
+    pub object: Value,
+    /// created, configured or unchanged.
+    pub outcome: String,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, Default)]
+pub struct List {
+    /// The objects.
+    pub items: Vec<Value>,
+    /// The revision the list is consistent at.
+    pub resource_version: String,
+    /// Non-empty when more remain.
+    pub continue_token: String,
+}
+
+/// What to list or watch.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Plural resource.
+    pub resource: String,
+    /// Namespace, "" for all.
+    pub namespace: String,
+    /// Label selector.
+    pub labels: String,
+    /// Field selector.
+    pub fields: String,
+    /// Page size (0: all).
+    pub limit: i64,
+    /// Continue token of the previous page.
+    pub continue_token: String,
+}
+
+/// The client (cheap to clone).
+#[derive(Clone)]
+pub struct Client {
+    servers: Arc<Vec<(String, Channel)>>,
+    current: Arc<AtomicUsize>,
+}
+
+fn retriable(s: &Status) -> bool {
+    // Unreachable server, or a server without a leader: the write was not made there.
+    s.code() == Code::Unavailable
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn object(b: &[u8]) -> Result<Value> {
+    serde_json::from_slice(b).map_err(|e| Error::Decode(e.to_string()))
+}
+
+impl Client {
+    /// A client of the servers at `addrs` (host:port), with the user certificate in `tls`.
+    ///
+    /// # Errors
+    /// When the TLS files are unusable or an address is malformed.
+    pub fn connect(addrs: &[String], tls: &TlsMaterial) -> Result<Self> {
+        if addrs.is_empty() {
+            return Err(Error::Setup("no server address configured".into()));
+        }
+        let cfg = bosun_pki::client_config(tls).map_err(|e| Error::Setup(e.to_string()))?;
+        let servers = addrs
+            .iter()
+            .map(|a| {
+                bosun_pki::channel(a, cfg.clone())
+                    .map(|c| (a.clone(), c))
+                    .map_err(|e| Error::Setup(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Client {
+            servers: Arc::new(servers),
+            current: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The server that answered the last call.
+    pub fn server(&self) -> &str {
+        let i = self.current.load(Ordering::Relaxed) % self.servers.len();
+        &self.servers[i].0
+    }
+
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(ResourcesClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let n = self.servers.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let client = ResourcesClient::new(self.servers[idx].1.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
+            match f(client).await {
+                Ok(r) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok(r.into_inner());
+                }
+                Err(s) if retriable(&s) => {
+                    tracing::debug!(server = %self.servers[idx].0, error = %s.message(), "server unavailable; trying the next");
+                    last = Some(s);
+                }
+                Err(s) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Err(s.into());
+                }
+            }
+        }
+        Err(last
+            .map(Error::from)
+            .unwrap_or_else(|| Error::Setup("no server".into())))
+    }
+
+    /// Creates an object (`namespace` is used when the object names none).
+    ///
+    /// # Errors
+    /// As the server reports them (AlreadyExists, Invalid, Forbidden, …).
+    pub async fn create(&self, resource: &str, namespace: &str, obj: &Value) -> Result<Value> {
+        let req = WriteRequest {
+            resource: resource.into(),
+            namespace: namespace.into(),
+            object: bytes(obj),
+            ..Default::default()
+        };
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.create(req).await }
+            })
+            .await?;
+        object(&r.object)
+    }
+
+    /// Reads one object.
+    ///
+    /// # Errors
+    /// NotFound, Forbidden, …
+    pub async fn get(&self, resource: &str, namespace: &str, name: &str) -> Result<Value> {
+        let req = GetRequest {
+            target: Some(Target {
+                resource: resource.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                subresource: String::new(),
+            }),
+        };
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.get(req).await }
+            })
+            .await?;
+        object(&r.object)
+    }
+
+    /// Lists one page.
+    ///
+    /// # Errors
+    /// Bad selectors, Forbidden, Expired (continue token too old), …
+    pub async fn list(&self, q: &Query) -> Result<List> {
+        let req = ListRequest {
+            resource: q.resource.clone(),
+            namespace: q.namespace.clone(),
+            label_selector: q.labels.clone(),
+            field_selector: q.fields.clone(),
+            limit: q.limit,
+            continue_token: q.continue_token.clone(),
+        };
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.list(req).await }
+            })
+            .await?;
+        Ok(List {
+            items: r.items.iter().map(|b| object(b)).collect::<Result<_>>()?,
+            resource_version: r.resource_version,
+            continue_token: r.continue_token,
+        })
+    }
+
+    /// Lists every page.
+    ///
+    /// # Errors
+    /// As [`Client::list`].
+    pub async fn list_all(&self, q: &Query) -> Result<List> {
+        let mut q = q.clone();
+        let mut out = self.list(&q).await?;
+        while !out.continue_token.is_empty() {
+            q.continue_token = std::mem::take(&mut out.continue_token);
+            let page = self.list(&q).await?;
+            out.items.extend(page.items);
+            out.continue_token = page.continue_token;
+        }
+        Ok(out)
+    }
+
+    /// Replaces an object (compare-and-swap on its metadata.resourceVersion when set);
+    /// `subresource` "status" replaces only the status.
+    ///
+    /// # Errors
+    /// Conflict when the object changed since it was read; Invalid; NotFound; …
+    pub async fn update(&self, resource: &str, subresource: &str, obj: &Value) -> Result<Value> {
+        let req = WriteRequest {
+            resource: resource.into(),
+            subresource: subresource.into(),
+            object: bytes(obj),
+            ..Default::default()
+        };
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.update(req).await }
+            })
+            .await?;
+        object(&r.object)
+    }
+
+    /// Applies a JSON merge patch.
+    ///
+    /// # Errors
+    /// As [`Client::update`].
+    pub async fn patch(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        subresource: &str,
+        patch: &Value,
+    ) -> Result<Value> {
+        let req = PatchRequest {
+            target: Some(Target {
+                resource: resource.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                subresource: subresource.into(),
+            }),
+            patch: bytes(patch),
+            dry_run: false,
+        };
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.patch(req).await }
+            })
+            .await?;
+        object(&r.object)
+    }
+
+    /// Deletes an object (or marks it for deletion; see the protocol).
+    ///
+    /// # Errors
+    /// NotFound, Conflict on a failed precondition, Forbidden, …
+    pub async fn delete(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        grace_period_seconds: Option<i64>,
+    ) -> Result<Value> {
+        let req = DeleteRequest {
+            target: Some(Target {
+                resource: resource.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                subresource: String::new(),
+            }),
+            grace_period_seconds,
+            ..Default::default()
+        };
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.delete(req).await }
+            })
+            .await?;
+        object(&r.object)
+    }
+
+    /// Declaratively creates or updates a manifest.
+    ///
+    /// # Errors
+    /// Invalid manifests, unknown kinds, Forbidden, …
+    pub async fn apply(&self, namespace: &str, manifest: &Value) -> Result<Applied> {
+        let req = ApplyRequest {
+            object: bytes(manifest),
+            namespace: namespace.into(),
+            dry_run: false,
+        };
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.apply(req).await }
+            })
+            .await?;
+        Ok(Applied {
+            object: object(&r.object)?,
+            outcome: r.outcome,
+        })
+    }
+
+    /// Whether the caller (or, for administrators, `as_user`) may do something.
+    ///
+    /// # Errors
+    /// Forbidden when impersonating without the right to.
+    pub async fn review(&self, req: ReviewRequest) -> Result<ReviewReply> {
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.review(req).await }
+        })
+        .await
+    }
+
+    /// Watches changes from `resource_version` ("" for the current objects first).
+    ///
+    /// # Errors
+    /// When the watch cannot start (bad selectors, Forbidden, Expired).
+    pub async fn watch(
+        &self,
+        q: &Query,
+        resource_version: &str,
+        bookmarks: bool,
+    ) -> Result<impl Stream<Item = Result<Event>>> {
+        let req = WatchRequest {
+            resource: q.resource.clone(),
+            namespace: q.namespace.clone(),
+            label_selector: q.labels.clone(),
+            field_selector: q.fields.clone(),
+            resource_version: resource_version.into(),
+            allow_bookmarks: bookmarks,
+        };
+        let stream = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.watch(req).await }
+            })
+            .await?;
+        Ok(stream.map(|m| {
+            let ev = m?;
+            Ok(Event {
+                kind: ev.r#type,
+                object: object(&ev.object)?,
+            })
+        }))
+    }
+}
