@@ -29,7 +29,7 @@ pub struct Entry {
     /// Object name, "" when not known.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
-    /// gRPC status code name: "OK", "PermissionDenied", …
+    /// gRPC status code name: "Ok", "PermissionDenied", …
     pub code: String,
     /// The error message when it failed.
     #[serde(skip_serializing_if = "String::is_empty")]

@@ -908,7 +908,7 @@ impl ResourceService {
         res: &std::result::Result<(), &Error>,
     ) {
         let (code, message) = match res {
-            Ok(()) => ("OK".to_string(), String::new()),
+            Ok(()) => ("Ok".to_string(), String::new()),
             Err(e) => {
                 let status = Status::from(clone_err(e));
                 (format!("{:?}", status.code()), e.to_string())

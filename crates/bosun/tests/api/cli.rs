@@ -1,0 +1,136 @@
+//! The CLI as a user runs it: the example app applied, listed, described and deleted;
+//! clear errors and exit codes.
+
+use std::process::{Command, Output};
+
+use crate::util::*;
+
+fn bosun(c: &Cluster, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("BOSUN_CONFIG", c.dir.path().join("client.toml"))
+        .current_dir(bosun_testkit::repo_root())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_app_is_applied_listed_described_and_deleted() {
+    let c = up();
+    ready(&admin(&c)).await;
+    let example = "config/examples/web.yaml";
+
+    let out = bosun(&c, &["apply", "-f", example]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for line in [
+        "namespace/web created",
+        "configmap/web-content created",
+        "secret/web-credentials created",
+        "deployment.apps/web created",
+        "service/web created",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    let out = bosun(&c, &["apply", "-f", example]);
+    let (stdout, _) = text(&out);
+    assert_eq!(stdout.matches(" unchanged").count(), 5, "{stdout}");
+
+    let out = bosun(&c, &["get", "deploy", "-n", "web"]);
+    let (stdout, _) = text(&out);
+    let mut lines = stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert!(lines.next().unwrap_or("").starts_with("web "), "{stdout}");
+
+    let out = bosun(&c, &["get", "svc", "web", "-n", "web", "-o", "yaml"]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("clusterIP: 10.96."), "{stdout}");
+    assert!(stdout.contains("nodePort: 3"), "{stdout}");
+
+    let out = bosun(&c, &["get", "deployments", "-A", "-o", "name"]);
+    assert_eq!(text(&out).0.trim(), "deployment.apps/web");
+
+    let out = bosun(&c, &["describe", "deployment", "web", "-n", "web"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("Name:") && stdout.contains("Replicas:") && stdout.contains("3 desired"),
+        "{stdout}"
+    );
+
+    // Errors say what is wrong, with a failing exit code.
+    let out = bosun(&c, &["get", "pods", "nope", "-n", "web"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("pods \"nope\" not found"),
+        "{}",
+        text(&out).1
+    );
+    let out = bosun(&c, &["get", "widgets"]);
+    assert!(!out.status.success());
+    assert!(text(&out)
+        .1
+        .contains("doesn't have a resource type \"widgets\""));
+
+    // auth can-i answers with yes/no and the exit code.
+    let out = bosun(&c, &["auth", "can-i", "create", "deployments", "-n", "web"]);
+    assert!(out.status.success());
+    assert_eq!(text(&out).0.trim(), "yes");
+    let out = bosun(
+        &c,
+        &[
+            "auth",
+            "can-i",
+            "create",
+            "deployments",
+            "-n",
+            "web",
+            "--as",
+            "nobody",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out).0.trim(), "no");
+
+    let out = bosun(&c, &["delete", "-f", example]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("namespace \"web\" deleted"), "{stdout}");
+    let out = bosun(&c, &["get", "ns", "-o", "name"]);
+    assert!(!text(&out).0.contains("namespace/web"), "{}", text(&out).0);
+
+    let out = bosun(&c, &["completion", "bash"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out).0.contains("complete"),
+        "no bash completion script"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_manifest_is_refused_naming_the_file_and_document() {
+    let c = up();
+    ready(&admin(&c)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n---\nkind: [unclosed\n",
+    )
+    .unwrap();
+    let out = bosun(&c, &["apply", "-f", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("bad.yaml: document 2"), "{stderr}");
+    // Nothing from the file was applied: it is read whole before anything is sent.
+    let out = bosun(&c, &["get", "cm", "ok"]);
+    assert!(!out.status.success());
+}

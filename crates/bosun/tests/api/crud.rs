@@ -1,0 +1,454 @@
+//! Create, update, apply, list and delete through the resource API: compare-and-swap,
+//! validation, allocation, pagination.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+use tonic::Code;
+
+use crate::util::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_conflicting_updates_one_wins_and_the_other_gets_a_conflict() {
+    let c = up();
+    let a = client_of(&c, &["s1"], &c.admin_tls());
+    let b = client_of(&c, &["s3"], &c.admin_tls());
+    ready(&a).await;
+    a.create(
+        "configmaps",
+        "default",
+        &configmap("default", "shared", json!({"v": "0"})),
+    )
+    .await
+    .unwrap();
+    let seen_by_a = a.get("configmaps", "default", "shared").await.unwrap();
+    let seen_by_b = b.get("configmaps", "default", "shared").await.unwrap();
+    assert_eq!(rv(&seen_by_a), rv(&seen_by_b));
+
+    let mut mine = seen_by_a.clone();
+    mine["data"]["v"] = json!("a");
+    let written = a.update("configmaps", "", &mine).await.unwrap();
+    assert!(rv(&written) > rv(&seen_by_a));
+
+    let mut theirs = seen_by_b.clone();
+    theirs["data"]["v"] = json!("b");
+    let err = b.update("configmaps", "", &theirs).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    assert!(
+        err.to_string().contains("the object has been modified"),
+        "{err}"
+    );
+
+    // Nothing was silently overwritten.
+    let now = b.get("configmaps", "default", "shared").await.unwrap();
+    assert_eq!(now["data"]["v"], "a");
+    assert_eq!(rv(&now), rv(&written));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_is_idempotent_and_removes_what_the_manifest_no_longer_says() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let manifest = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web", "tier": "front"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "bosun/busybox:latest", "ports": [{"containerPort": 80}]}]}}
+        }
+    });
+    let first = client.apply("default", &manifest).await.unwrap();
+    assert_eq!(first.outcome, "created");
+    assert_eq!(first.object["metadata"]["generation"], 1);
+    // Defaults as Kubernetes sets them.
+    assert_eq!(first.object["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        first.object["spec"]["template"]["spec"]["restartPolicy"],
+        "Always"
+    );
+    assert_eq!(
+        first.object["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "Always"
+    );
+
+    let again = client.apply("default", &manifest).await.unwrap();
+    assert_eq!(again.outcome, "unchanged");
+    assert_eq!(rv(&again.object), rv(&first.object));
+
+    // Someone else adds a label; the manifest drops "tier" and changes replicas.
+    client
+        .patch(
+            "deployments",
+            "default",
+            "web",
+            "",
+            &json!({"metadata": {"labels": {"owner": "ops"}}}),
+        )
+        .await
+        .unwrap();
+    let mut changed = manifest.clone();
+    changed["metadata"]["labels"] = json!({"app": "web"});
+    changed["spec"]["replicas"] = json!(3);
+    let third = client.apply("default", &changed).await.unwrap();
+    assert_eq!(third.outcome, "configured");
+    let labels = &third.object["metadata"]["labels"];
+    assert_eq!(
+        labels.get("tier"),
+        None,
+        "removed from the manifest: {labels}"
+    );
+    assert_eq!(labels["owner"], "ops", "set by someone else: kept");
+    assert_eq!(third.object["spec"]["replicas"], 3);
+    assert_eq!(third.object["metadata"]["generation"], 2);
+    assert_eq!(
+        client.apply("default", &changed).await.unwrap().outcome,
+        "unchanged"
+    );
+}
+
+/// One invalid manifest per kind, with the field the error must name.
+fn invalid_manifests() -> Vec<(Value, &'static str)> {
+    let pod_spec = json!({"containers": [{"name": "c", "image": "i"}]});
+    vec![
+        (
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "Not_A_Label"}}),
+            "metadata.name",
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "spec": {"taints": [{"key": "k"}]}}),
+            "spec.taints[0].effect",
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}),
+            "spec.containers[0].image",
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 0}]}}),
+            "spec.ports[0].port",
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "e"}, "subsets": [{"addresses": [{"ip": "not-an-ip"}]}]}),
+            "subsets[0].addresses[0].ip",
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"bad key!": "v"}}),
+            "data[bad key!]",
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls"}, "type": "kubernetes.io/tls", "data": {}}),
+            "data[tls.crt]",
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "ev"}, "involvedObject": {}}),
+            "involvedObject.kind",
+        ),
+        (
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "rs"}, "spec": {"replicas": -2, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod_spec}}}),
+            "spec.replicas",
+        ),
+        (
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "c"}}, "spec": pod_spec}}}),
+            "spec.template.metadata.labels",
+        ),
+        (
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "ds"}, "spec": {"template": {"metadata": {"labels": {"a": "b"}}, "spec": pod_spec}}}),
+            "spec.selector",
+        ),
+        (
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "i"}]}}}}),
+            "spec.template.spec.restartPolicy",
+        ),
+        (
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"}, "spec": {"leaseDurationSeconds": 0}}),
+            "spec.leaseDurationSeconds",
+        ),
+        (
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": []}]}),
+            "rules[0].verbs",
+        ),
+        (
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "cr"}, "rules": [{"verbs": ["get"]}]}),
+            "rules[0]",
+        ),
+        (
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "rb"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Widget", "name": "x"}, "subjects": [{"kind": "User", "name": "u"}]}),
+            "roleRef.kind",
+        ),
+        (
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "crb"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ""}, "subjects": [{"kind": "User", "name": "u"}]}),
+            "roleRef.name",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_manifest_of_every_kind_is_refused_naming_the_field_and_nothing_is_written() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let cases = invalid_manifests();
+    assert_eq!(
+        cases.len(),
+        bosun_api::kinds::KINDS.len(),
+        "one case per kind"
+    );
+    for (m, field) in cases {
+        let kind = m["kind"].as_str().unwrap_or("").to_string();
+        let err = client.apply("default", &m).await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::InvalidArgument), "{kind}: {err}");
+        assert!(
+            err.to_string().contains(field),
+            "{kind}: expected {field:?} in: {err}"
+        );
+        let k = bosun_api::kinds::by_kind(m["apiVersion"].as_str().unwrap_or(""), &kind).unwrap();
+        let name = m["metadata"]["name"].as_str().unwrap_or("");
+        let got = client.get(k.resource, "default", name).await.unwrap_err();
+        assert_eq!(
+            got.code(),
+            Some(Code::NotFound),
+            "{kind} was written: {got}"
+        );
+    }
+    // A typo'd field is not silently dropped, and every problem is reported at once.
+    let typo = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad_Name"},
+        "spec": {"containers": [{"name": "c", "imagee": "x", "ports": [{"containerPort": 70000}]}]}});
+    let err = client
+        .apply("default", &typo)
+        .await
+        .unwrap_err()
+        .to_string();
+    for f in [
+        "spec.containers[0].imagee",
+        "metadata.name",
+        "spec.containers[0].image",
+        "containerPort",
+    ] {
+        assert!(err.contains(f), "{f} missing from: {err}");
+    }
+    // Not JSON at all, an unknown kind, a missing namespace.
+    let err = client
+        .apply(
+            "default",
+            &json!({"apiVersion": "v9", "kind": "Widget", "metadata": {"name": "w"}}),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Widget"), "{err}");
+    let err = client
+        .create(
+            "configmaps",
+            "nowhere",
+            &configmap("nowhere", "x", json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    assert!(
+        err.to_string().contains("namespaces \"nowhere\" not found"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_services_never_share_an_ip_or_node_port_and_delete_releases_them() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let cl = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i}"), "namespace": "default"},
+                "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}});
+            cl.create("services", "default", &svc).await
+        }));
+    }
+    let mut ips = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    for t in tasks {
+        let s = t.await.unwrap().unwrap();
+        assert!(
+            ips.insert(s["spec"]["clusterIP"].as_str().unwrap().to_string()),
+            "duplicate IP"
+        );
+        for p in s["spec"]["ports"].as_array().unwrap() {
+            let np = p["nodePort"].as_i64().unwrap();
+            assert!((30000..=32767).contains(&np));
+            assert!(ports.insert(np), "duplicate node port {np}");
+        }
+    }
+    assert_eq!(ips.len(), 24);
+    assert_eq!(ports.len(), 48);
+    // A user-chosen port that is taken is refused, naming it.
+    let taken = *ports.iter().next().unwrap();
+    let clash = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "clash", "namespace": "default"},
+        "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": taken}]}});
+    let err = client
+        .create("services", "default", &clash)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&taken.to_string()), "{err}");
+    // Deleting releases: the allocation keys are gone from the store.
+    for i in 0..24 {
+        client
+            .delete("services", "default", &format!("s{i}"), None)
+            .await
+            .unwrap();
+    }
+    let mut kv = c.kv("s1").unwrap();
+    let left = kv
+        .range(bosun_api::etcd::RangeRequest {
+            key: b"/registry/allocations/".to_vec(),
+            range_end: b"/registry/allocations0".to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .count;
+    assert_eq!(left, 0, "allocations left after deleting every service");
+    // ... so the port can be taken again.
+    client.create("services", "default", &clash).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_page_with_continue_tokens_and_filter_by_label_and_field() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    for i in 0..25 {
+        let mut cm = configmap(
+            "default",
+            &format!("cm-{i:02}"),
+            json!({"i": i.to_string()}),
+        );
+        cm["metadata"]["labels"] = json!({"parity": if i % 2 == 0 { "even" } else { "odd" }});
+        client.create("configmaps", "default", &cm).await.unwrap();
+    }
+    let mut q = query("configmaps", "default");
+    q.limit = 10;
+    let mut seen = Vec::new();
+    let first = client.list(&q).await.unwrap();
+    assert_eq!(first.items.len(), 10);
+    seen.extend(names(&first.items));
+    // The next pages come from another server, at the first page's revision.
+    let other = client_of(&c, &["s3"], &c.admin_tls());
+    q.continue_token = first.continue_token.clone();
+    loop {
+        let page = other.list(&q).await.unwrap();
+        assert_eq!(page.resource_version, first.resource_version);
+        seen.extend(names(&page.items));
+        if page.continue_token.is_empty() {
+            break;
+        }
+        q.continue_token = page.continue_token;
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("cm-{i:02}")).collect();
+    assert_eq!(seen, expected);
+
+    let mut q = query("configmaps", "default");
+    q.labels = "parity=even".into();
+    assert_eq!(client.list_all(&q).await.unwrap().items.len(), 13);
+    q.labels = "parity in (odd),parity!=even".into();
+    assert_eq!(client.list_all(&q).await.unwrap().items.len(), 12);
+    q.labels = String::new();
+    q.fields = "metadata.name=cm-07".into();
+    assert_eq!(
+        names(&client.list_all(&q).await.unwrap().items),
+        vec!["cm-07"]
+    );
+    q.fields = String::new();
+    q.labels = "parity in (".into();
+    let err = client.list(&q).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_honours_preconditions_finalizers_and_grace_periods() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let mut cm = configmap("default", "held", json!({}));
+    cm["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    let created = client.create("configmaps", "default", &cm).await.unwrap();
+
+    // A stale precondition refuses.
+    let err = bosun_api::resources::DeleteRequest {
+        target: Some(bosun_api::resources::Target {
+            resource: "configmaps".into(),
+            namespace: "default".into(),
+            name: "held".into(),
+            subresource: String::new(),
+        }),
+        precondition_resource_version: (rv(&created) - 1).to_string(),
+        ..Default::default()
+    };
+    let mut raw = bosun_api::resources::resources_client::ResourcesClient::new(
+        c.channel_as("s1", &c.admin_tls()).unwrap(),
+    );
+    let status = raw.delete(err).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+
+    // With a finalizer the object is only marked ...
+    let marked = client
+        .delete("configmaps", "default", "held", None)
+        .await
+        .unwrap();
+    assert!(
+        marked["metadata"]["deletionTimestamp"].is_string(),
+        "{marked}"
+    );
+    assert!(client.get("configmaps", "default", "held").await.is_ok());
+    // ... and goes when its last finalizer is removed.
+    client
+        .patch(
+            "configmaps",
+            "default",
+            "held",
+            "",
+            &json!({"metadata": {"finalizers": null}}),
+        )
+        .await
+        .unwrap();
+    let gone = client
+        .get("configmaps", "default", "held")
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Some(Code::NotFound));
+
+    // A pod bound to a node is left to its agent for its grace period; grace 0 removes it.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "bosun/busybox:latest"}]}});
+    client.create("pods", "default", &pod).await.unwrap();
+    let marked = client.delete("pods", "default", "p", None).await.unwrap();
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert!(client.get("pods", "default", "p").await.is_ok());
+    client
+        .delete("pods", "default", "p", Some(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get("pods", "default", "p").await.unwrap_err().code(),
+        Some(Code::NotFound)
+    );
+
+    // Deleting a namespace deletes what is in it.
+    client
+        .create("namespaces", "", &namespace("doomed"))
+        .await
+        .unwrap();
+    client
+        .create("configmaps", "doomed", &configmap("doomed", "x", json!({})))
+        .await
+        .unwrap();
+    client
+        .delete("namespaces", "", "doomed", None)
+        .await
+        .unwrap();
+    let err = client.get("configmaps", "doomed", "x").await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound));
+}
