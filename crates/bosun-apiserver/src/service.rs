@@ -310,6 +310,7 @@ impl Inner {
             let Some(Stored {
                 object: old,
                 mod_revision,
+                stale_encryption,
             }) = self.store.get(&key)?
             else {
                 return Err(Error::NotFound {
@@ -346,7 +347,7 @@ impl Inner {
             let mut new = admission::admit(kind, new, Some(&old))?;
             admission::bump_generation(&old, &mut new);
             store::set_resource_version(&mut new, mod_revision);
-            if same_object(&new, &old) {
+            if same_object(&new, &old) && !stale_encryption {
                 return Ok((new, false));
             }
             if dry_run {
@@ -646,6 +647,7 @@ impl Inner {
             let Some(Stored {
                 object: old,
                 mod_revision,
+                ..
             }) = self.store.get(&key)?
             else {
                 return Err(Error::NotFound {

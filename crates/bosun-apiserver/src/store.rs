@@ -169,6 +169,9 @@ pub struct Stored {
     pub object: Value,
     /// The key's mod revision (the object's resourceVersion).
     pub mod_revision: i64,
+    /// A Secret stored unencrypted or with a key other than the current primary: an
+    /// update rewrites it even when nothing else changed (key rotation).
+    pub stale_encryption: bool,
 }
 
 /// The end of the range of keys starting with `prefix`.
@@ -332,9 +335,17 @@ impl Store {
             reason: e.to_string(),
         })?;
         set_resource_version(&mut object, kv.mod_revision);
+        let stale_encryption = is_secret_key(&key)
+            && self.secrets.primary_id().is_some_and(|id| {
+                let mut current = ENC_PREFIX.to_vec();
+                current.extend_from_slice(id.as_bytes());
+                current.push(b':');
+                !kv.value.starts_with(&current)
+            });
         Ok(Stored {
             object,
             mod_revision: kv.mod_revision,
+            stale_encryption,
         })
     }
 

@@ -49,6 +49,9 @@ enum Command {
     /// Inspect authorization.
     #[command(subcommand)]
     Auth(cmd::objects::Auth),
+    /// Manage Secrets at rest.
+    #[command(subcommand)]
+    Secrets(cmd::objects::Secrets),
     /// Print a shell completion script (bash, zsh, fish, …).
     Completion {
         /// The shell.
@@ -88,7 +91,7 @@ fn main() -> std::process::ExitCode {
             Command::Server(a) => cmd::server::run(a).await,
             Command::Pki(p) => cmd::pki::run(p),
             Command::Cluster(c) => cmd::cluster::run(c, cli.config.as_deref(), cli.verbose).await,
-            Command::Bench(b) => cmd::bench::run(b).await,
+            Command::Bench(b) => cmd::bench::run(b, cli.config.as_deref()).await,
             Command::Apply(a) => cmd::objects::apply(a, cli.config.as_deref(), cli.verbose).await,
             Command::Get(g) => cmd::objects::get(g, cli.config.as_deref(), cli.verbose).await,
             Command::Describe(d) => {
@@ -100,6 +103,9 @@ fn main() -> std::process::ExitCode {
                 Ok(false) => return Ok(false),
                 Err(e) => Err(e),
             },
+            Command::Secrets(s) => {
+                cmd::objects::secrets(s, cli.config.as_deref(), cli.verbose).await
+            }
             Command::Completion { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(

@@ -20,6 +20,8 @@ pub enum Bench {
     Kv(KvArgs),
     /// Kill the leader repeatedly and measure write unavailability.
     Failover(FailoverArgs),
+    /// Create throughput and list latency of pods through the resource API (bosun only).
+    Api(super::bench_api::ApiArgs),
 }
 
 /// Where to connect.
@@ -94,10 +96,11 @@ pub struct FailoverArgs {
 }
 
 /// Runs a bench verb.
-pub async fn run(b: Bench) -> Result<()> {
+pub async fn run(b: Bench, config: Option<&Path>) -> Result<()> {
     match b {
         Bench::Kv(a) => kv(a).await,
         Bench::Failover(a) => failover(a).await,
+        Bench::Api(a) => super::bench_api::run(a, config).await,
     }
 }
 

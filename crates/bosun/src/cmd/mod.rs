@@ -1,6 +1,7 @@
 //! One module per verb.
 
 pub mod bench;
+pub mod bench_api;
 pub mod cluster;
 pub mod objects;
 pub mod pki;

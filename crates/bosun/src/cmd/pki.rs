@@ -21,6 +21,13 @@ pub enum Pki {
         #[arg(long, default_value = "bosun")]
         cluster_name: String,
     },
+    /// Add a new key for Secrets at rest, in front of the old ones: restart the servers
+    /// one at a time, then run `bosun secrets reencrypt -A`.
+    RotateSecretsKey {
+        /// The PKI directory holding secrets.key.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Issue one more certificate from an existing CA.
     Issue {
         /// The PKI directory holding ca.crt and ca.key.
@@ -71,6 +78,32 @@ pub fn run(p: Pki) -> Result<()> {
                 write_private(&key, &bosun_apiserver::SecretKeys::generate_line("key1"))?;
                 println!("wrote the Secrets encryption key {}", key.display());
             }
+            Ok(())
+        }
+        Pki::RotateSecretsKey { dir } => {
+            let path = bosun_pki::Layout::new(&dir).secrets_key();
+            let old = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let ids: Vec<&str> = old
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            let id = (1..)
+                .map(|n| format!("key{n}"))
+                .find(|k| !ids.contains(&k.as_str()))
+                .unwrap_or_else(|| "key".into());
+            let text = bosun_apiserver::SecretKeys::generate_line(&id) + &old;
+            let tmp = path.with_extension("key.new");
+            let _ = std::fs::remove_file(&tmp);
+            write_private(&tmp, &text)?;
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("replacing {}", path.display()))?;
+            println!(
+                "added key {id} to {} (it now encrypts; the old keys still decrypt)",
+                path.display()
+            );
+            println!("next: copy the file to every server, restart them one at a time, then run `bosun secrets reencrypt -A`");
             Ok(())
         }
         Pki::Issue {

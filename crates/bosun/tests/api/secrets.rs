@@ -102,3 +102,64 @@ async fn every_mutating_request_is_audited_with_its_user_and_outcome() {
     assert_eq!(denied["code"], "PermissionDenied");
     assert!(denied["message"].as_str().unwrap_or("").contains("eve"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_secrets_key_is_rotated_without_losing_a_secret() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "default"},
+        "stringData": {"password": "rotate-me"}});
+    client.create("secrets", "default", &secret).await.unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .env("BOSUN_CONFIG", c.dir.path().join("client.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pki = c.pki();
+    run(&["pki", "rotate-secrets-key", "--dir", pki.to_str().unwrap()]);
+    for n in ALL {
+        c.ctl(&["stop", n]).unwrap();
+        c.ctl(&["start", n]).unwrap();
+    }
+    ready(&client).await;
+    assert!(raw(&c).await.starts_with(b"k8s:enc:aesgcm:v1:key1:"));
+    // The old key still decrypts.
+    let back = eventually(
+        Duration::from_secs(20),
+        "secret readable after restarts",
+        || async { client.get("secrets", "default", "db").await.ok() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(back["data"]["password"], "cm90YXRlLW1l");
+    let out = run(&["secrets", "reencrypt", "-A"]);
+    assert!(out.contains("1 rewritten"), "{out}");
+    assert!(raw(&c).await.starts_with(b"k8s:enc:aesgcm:v1:key2:"));
+    let out = run(&["secrets", "reencrypt", "-A"]);
+    assert!(out.contains("0 rewritten"), "{out}");
+    let back = client.get("secrets", "default", "db").await.unwrap();
+    assert_eq!(back["data"]["password"], "cm90YXRlLW1l");
+}
+
+async fn raw(c: &Cluster) -> Vec<u8> {
+    let mut kv = c.kv("s1").unwrap();
+    kv.range(RangeRequest {
+        key: b"/registry/secrets/default/db".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .kvs[0]
+        .value
+        .clone()
+}
