@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # From a fresh machine to a running three-server bosun control plane on loopback:
-# installs missing packages, builds, makes a PKI, starts s1-s3 on 127.0.0.11-13.
+# installs missing packages, builds, makes a PKI, starts s1-s3 on 127.0.0.11-13 and
+# applies the example app (config/examples/web.yaml).
 #   scripts/quickstart.sh [DIR]      (default DIR: ./.bosun-local)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,13 +19,26 @@ echo "== writing and reading through the etcd v3 API"
 etcdctl put /quickstart/hello world
 etcdctl get --prefix /quickstart/
 etcdctl endpoint status -w table
+bosun="$CARGO_TARGET_DIR/debug/bosun"
+echo "== applying the example app (config/examples/web.yaml)"
+# Every server creates the default namespaces and roles once a leader exists.
+for _ in $(seq 1 50); do
+  "$bosun" get ns default > /dev/null 2>&1 && break
+  sleep 0.2
+done
+"$bosun" apply -f config/examples/web.yaml
+"$bosun" get deploy,svc,cm,secret -n web
 cat <<MSG
 
 bosun is running. Next:
   source $dir/env                 # BOSUN_CONFIG and ETCDCTL_* for this cluster
-  $CARGO_TARGET_DIR/debug/bosun cluster status
-  scripts/cluster.sh kill s1 --dir $dir ; $CARGO_TARGET_DIR/debug/bosun cluster status   # kill a server, watch it heal
+  $bosun cluster status
+  $bosun get all -n web ; $bosun describe deployment web -n web ; $bosun get svc web -n web -o yaml
+  $bosun auth can-i create deployments -n web --as alice
+  scripts/cluster.sh kill s1 --dir $dir ; $bosun get ns -v   # kill a server: another answers
   scripts/cluster.sh start s1 --dir $dir
+  $bosun delete -f config/examples/web.yaml
   scripts/cluster.sh down --dir $dir   # stop everything
-(The API server, scheduler and worker agent come in later releases: no example app yet.)
+(The scheduler, controllers and worker agent come in later releases: the Deployment is
+stored and validated, but no pod runs yet.)
 MSG

@@ -134,3 +134,59 @@ async fn a_malformed_manifest_is_refused_naming_the_file_and_document() {
     let out = bosun(&c, &["get", "cm", "ok"]);
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_fails_over_and_streams_changes_with_watch() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    // s1 is first in the client config: stop it, and another server answers.
+    c.ctl(&["stop", "s1"]).unwrap();
+    let out = bosun(&c, &["get", "ns", "default", "-v"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("default"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("answered by {}", c.endpoint("s2")))
+            || stderr.contains(&format!("answered by {}", c.endpoint("s3"))),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&format!("answered by {}", c.endpoint("s1"))), "{stderr}");
+
+    // get -w prints a row per change until interrupted.
+    let mut child = Command::new(bin())
+        .args(["get", "cm", "-n", "default", "-w"])
+        .env("BOSUN_CONFIG", c.dir.path().join("client.toml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut created = false;
+    while std::time::Instant::now() < deadline && !seen.contains("watched-cm") {
+        if !created {
+            // Created after the watch is up: retried until the row shows.
+            if client.create("configmaps", "default", &configmap("default", "watched-cm", serde_json::json!({"a": "1"}))).await.is_ok() {
+                created = true;
+            }
+        }
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("watched-cm"), "no row for the new configmap in:\n{seen}");
+}
