@@ -163,6 +163,27 @@ fn rv_of(obj: &Value) -> Result<Option<i64>> {
     })
 }
 
+/// How a read-modify-write goes.
+#[derive(Debug, Clone, Copy)]
+struct Cas {
+    /// The resource version the caller read: a mismatch is a conflict, not a retry.
+    pinned: Option<i64>,
+    /// Decide, but write nothing.
+    dry_run: bool,
+    /// Run admission (and allocation) on the result.
+    admit: bool,
+}
+
+impl Cas {
+    fn admitted(pinned: Option<i64>, dry_run: bool) -> Self {
+        Cas {
+            pinned,
+            dry_run,
+            admit: true,
+        }
+    }
+}
+
 /// What an update computes from the stored object.
 enum Next {
     /// Write this object.
@@ -293,17 +314,21 @@ impl Inner {
     }
 
     /// Reads, transforms and writes one object with compare-and-swap, retrying (bounded)
-    /// when it changed in between and the caller did not pin a resource version.
+    /// when it changed in between and the caller did not pin a resource version. Returns
+    /// the object and whether anything was written (or deleted).
     async fn guaranteed_update(
         &self,
         kind: &KindInfo,
         ns: &str,
         name: &str,
-        pinned: Option<i64>,
-        dry_run: bool,
+        how: Cas,
         mutate: &(dyn Fn(&Value) -> Result<Next> + Send + Sync),
     ) -> Result<(Value, bool)> {
-        // Returns the object and whether anything was written (or deleted).
+        let Cas {
+            pinned,
+            dry_run,
+            admit,
+        } = how;
         let key = kind.key(ns, name);
         self.store.barrier().await?;
         for _ in 0..UPDATE_RETRIES {
@@ -338,14 +363,16 @@ impl Inner {
             };
             let old_allocs = allocator::held(&old);
             let mut picked = allocator::Picked::default();
-            if kind.resource == "services" {
-                let store = &self.store;
-                picked = allocator::fill(&mut new, Some(&old), &self.cidr, &|k| {
-                    matches!(store.get(k), Ok(Some(_)))
-                })?;
+            if admit {
+                if kind.resource == "services" {
+                    let store = &self.store;
+                    picked = allocator::fill(&mut new, Some(&old), &self.cidr, &|k| {
+                        matches!(store.get(k), Ok(Some(_)))
+                    })?;
+                }
+                new = admission::admit(kind, new, Some(&old))?;
+                admission::bump_generation(&old, &mut new);
             }
-            let mut new = admission::admit(kind, new, Some(&old))?;
-            admission::bump_generation(&old, &mut new);
             store::set_resource_version(&mut new, mod_revision);
             if same_object(&new, &old) && !stale_encryption {
                 return Ok((new, false));
@@ -446,7 +473,7 @@ impl Inner {
             let new = admission::prepare_update(kind, old, obj.clone(), status_only)?;
             Ok(finalize_or_write(old, new))
         };
-        self.guaranteed_update(kind, ns, &name, pinned, dry_run, &mutate)
+        self.guaranteed_update(kind, ns, &name, Cas::admitted(pinned, dry_run), &mutate)
             .await
             .map(|(v, _)| v)
     }
@@ -470,8 +497,7 @@ impl Inner {
             kind,
             &target.namespace,
             &target.name,
-            pinned,
-            dry_run,
+            Cas::admitted(pinned, dry_run),
             &mutate,
         )
         .await
@@ -539,7 +565,7 @@ impl Inner {
             Ok(Next::Write(new))
         };
         let (obj, wrote) = self
-            .guaranteed_update(kind, &ns, &name, None, dry_run, &mutate)
+            .guaranteed_update(kind, &ns, &name, Cas::admitted(None, dry_run), &mutate)
             .await?;
         Ok((obj, if wrote { "configured" } else { "unchanged" }))
     }
@@ -627,70 +653,15 @@ impl Inner {
         } else {
             ""
         };
-        self.guaranteed_update_raw(kind, key_ns, &target.name, pinned_rv, req.dry_run, &mutate)
+        // Deletion marks touch metadata only: no admission.
+        let how = Cas {
+            pinned: pinned_rv,
+            dry_run: req.dry_run,
+            admit: false,
+        };
+        self.guaranteed_update(kind, key_ns, &target.name, how, &mutate)
             .await
-    }
-
-    /// Like `guaranteed_update`, without admission (deletion marks only touch metadata).
-    async fn guaranteed_update_raw(
-        &self,
-        kind: &KindInfo,
-        ns: &str,
-        name: &str,
-        pinned: Option<i64>,
-        dry_run: bool,
-        mutate: &(dyn Fn(&Value) -> Result<Next> + Send + Sync),
-    ) -> Result<Value> {
-        let key = kind.key(ns, name);
-        self.store.barrier().await?;
-        for _ in 0..UPDATE_RETRIES {
-            let Some(Stored {
-                object: old,
-                mod_revision,
-                ..
-            }) = self.store.get(&key)?
-            else {
-                return Err(Error::NotFound {
-                    resource: kind.resource.into(),
-                    name: name.into(),
-                });
-            };
-            if pinned.is_some_and(|rv| rv != mod_revision) {
-                return Err(conflict(kind, name));
-            }
-            match mutate(&old)? {
-                Next::Delete => {
-                    if dry_run {
-                        return Ok(old);
-                    }
-                    if let Some(v) = self.delete_now(kind, &key, &old, mod_revision).await? {
-                        return Ok(v);
-                    }
-                }
-                Next::Write(new) => {
-                    if dry_run || same_object(&new, &old) {
-                        return Ok(new);
-                    }
-                    let (rev, res) = self
-                        .store
-                        .txn(
-                            vec![store::unchanged_since(&key, mod_revision)],
-                            vec![store::put_raw(&key, self.store.encode(&key, &new)?)],
-                            vec![],
-                        )
-                        .await?;
-                    if res.succeeded {
-                        let mut new = new;
-                        store::set_resource_version(&mut new, rev);
-                        return Ok(new);
-                    }
-                }
-            }
-            if pinned.is_some() {
-                return Err(conflict(kind, name));
-            }
-        }
-        Err(conflict(kind, name))
+            .map(|(v, _)| v)
     }
 
     /// Deletes a namespace and everything in it, in one transaction (bosun has no
@@ -901,6 +872,21 @@ fn decode_continue(token: &str) -> Result<(i64, String)> {
 type WatchStream = Pin<Box<dyn Stream<Item = std::result::Result<WatchEvent, Status>> + Send>>;
 
 impl ResourceService {
+    /// Audits a mutating request and turns its result into the reply.
+    fn finish(
+        &self,
+        user: &UserInfo,
+        verb: &str,
+        kind: &KindInfo,
+        target: (&str, &str, &str),
+        res: Result<Value>,
+    ) -> std::result::Result<Response<ObjectReply>, Status> {
+        self.record(user, verb, kind, target, &res.as_ref().map(|_| ()));
+        Ok(Response::new(ObjectReply {
+            object: to_bytes(&res?),
+        }))
+    }
+
     fn record(
         &self,
         user: &UserInfo,
@@ -992,16 +978,13 @@ impl Resources for ResourceService {
             self.inner.create(kind, obj.clone(), r.dry_run).await
         }
         .await;
-        self.record(
+        self.finish(
             &user,
             "create",
             kind,
             ("", &r.namespace, name_of(&obj)),
-            &res.as_ref().map(|_| ()),
-        );
-        Ok(Response::new(ObjectReply {
-            object: to_bytes(&res?),
-        }))
+            res,
+        )
     }
 
     async fn get(
@@ -1061,16 +1044,13 @@ impl Resources for ResourceService {
                 .await
         }
         .await;
-        self.record(
+        self.finish(
             &user,
             "update",
             kind,
             (&r.subresource, namespace_of(&obj), name_of(&obj)),
-            &res.as_ref().map(|_| ()),
-        );
-        Ok(Response::new(ObjectReply {
-            object: to_bytes(&res?),
-        }))
+            res,
+        )
     }
 
     async fn patch(
@@ -1096,16 +1076,13 @@ impl Resources for ResourceService {
             self.inner.patch(kind, &t, patch, r.dry_run).await
         }
         .await;
-        self.record(
+        self.finish(
             &user,
             "patch",
             kind,
             (&t.subresource, &t.namespace, &t.name),
-            &res.as_ref().map(|_| ()),
-        );
-        Ok(Response::new(ObjectReply {
-            object: to_bytes(&res?),
-        }))
+            res,
+        )
     }
 
     async fn delete(
@@ -1122,16 +1099,7 @@ impl Resources for ResourceService {
             self.inner.delete(kind, &r).await
         }
         .await;
-        self.record(
-            &user,
-            "delete",
-            kind,
-            ("", &t.namespace, &t.name),
-            &res.as_ref().map(|_| ()),
-        );
-        Ok(Response::new(ObjectReply {
-            object: to_bytes(&res?),
-        }))
+        self.finish(&user, "delete", kind, ("", &t.namespace, &t.name), res)
     }
 
     async fn apply(

@@ -151,7 +151,10 @@ async fn the_cli_fails_over_and_streams_changes_with_watch() {
             || stderr.contains(&format!("answered by {}", c.endpoint("s3"))),
         "{stderr}"
     );
-    assert!(!stderr.contains(&format!("answered by {}", c.endpoint("s1"))), "{stderr}");
+    assert!(
+        !stderr.contains(&format!("answered by {}", c.endpoint("s1"))),
+        "{stderr}"
+    );
 
     // get -w prints a row per change until interrupted.
     let mut child = Command::new(bin())
@@ -165,7 +168,10 @@ async fn the_cli_fails_over_and_streams_changes_with_watch() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -177,7 +183,15 @@ async fn the_cli_fails_over_and_streams_changes_with_watch() {
     while std::time::Instant::now() < deadline && !seen.contains("watched-cm") {
         if !created {
             // Created after the watch is up: retried until the row shows.
-            if client.create("configmaps", "default", &configmap("default", "watched-cm", serde_json::json!({"a": "1"}))).await.is_ok() {
+            if client
+                .create(
+                    "configmaps",
+                    "default",
+                    &configmap("default", "watched-cm", serde_json::json!({"a": "1"})),
+                )
+                .await
+                .is_ok()
+            {
                 created = true;
             }
         }
@@ -188,5 +202,8 @@ async fn the_cli_fails_over_and_streams_changes_with_watch() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(seen.contains("watched-cm"), "no row for the new configmap in:\n{seen}");
+    assert!(
+        seen.contains("watched-cm"),
+        "no row for the new configmap in:\n{seen}"
+    );
 }

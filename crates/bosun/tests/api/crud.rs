@@ -462,27 +462,52 @@ async fn generated_names_server_fields_and_the_size_limit() {
     cm["metadata"] = json!({"generateName": "gen-", "namespace": "default", "uid": "forged", "resourceVersion": "999999"});
     let a = client.create("configmaps", "default", &cm).await.unwrap();
     let b = client.create("configmaps", "default", &cm).await.unwrap();
-    let (na, nb) = (a["metadata"]["name"].as_str().unwrap(), b["metadata"]["name"].as_str().unwrap());
+    let (na, nb) = (
+        a["metadata"]["name"].as_str().unwrap(),
+        b["metadata"]["name"].as_str().unwrap(),
+    );
     assert!(na.starts_with("gen-") && na.len() == 9, "{na}");
     assert_ne!(na, nb);
     assert_ne!(a["metadata"]["uid"], "forged");
     assert_eq!(a["metadata"]["uid"].as_str().unwrap().len(), 36);
-    assert!(a["metadata"]["creationTimestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(a["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
     // Too large: refused with the limit named, nothing written.
     let big = configmap("default", "big", json!({"blob": "x".repeat(1_800_000)}));
-    let err = client.create("configmaps", "default", &big).await.unwrap_err();
-    assert!(err.to_string().contains("the object is too large") && err.to_string().contains("1572864"), "{err}");
-    assert_eq!(client.get("configmaps", "default", "big").await.unwrap_err().code(), Some(Code::NotFound));
+    let err = client
+        .create("configmaps", "default", &big)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("the object is too large") && err.to_string().contains("1572864"),
+        "{err}"
+    );
+    assert_eq!(
+        client
+            .get("configmaps", "default", "big")
+            .await
+            .unwrap_err()
+            .code(),
+        Some(Code::NotFound)
+    );
     // A status written with the object is ignored; the status subresource sets it.
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
         "spec": {"containers": [{"name": "c", "image": "bosun/busybox:1.36"}]}, "status": {"phase": "Running"}});
     let p = client.create("pods", "default", &pod).await.unwrap();
     assert_eq!(p["status"]["phase"], "Pending");
-    assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        p["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
     let mut upd = p.clone();
     upd["status"]["phase"] = json!("Running");
     let same = client.update("pods", "", &upd).await.unwrap();
-    assert_eq!(same["status"]["phase"], "Pending", "main update changed the status");
+    assert_eq!(
+        same["status"]["phase"], "Pending",
+        "main update changed the status"
+    );
     let st = client.update("pods", "status", &upd).await.unwrap();
     assert_eq!(st["status"]["phase"], "Running");
     // A pod's spec is immutable but for the image.
