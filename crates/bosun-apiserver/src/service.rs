@@ -163,6 +163,22 @@ fn rv_of(obj: &Value) -> Result<Option<i64>> {
     })
 }
 
+/// Kinds whose objects own others (through ownerReferences) until the controllers' garbage
+/// collector exists, and the kinds such dependents are.
+const OWNERS: [&str; 4] = ["deployments", "replicasets", "daemonsets", "jobs"];
+const DEPENDENTS: [&str; 2] = ["replicasets", "pods"];
+
+/// What happens to the dependents of a deleted object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Propagation {
+    /// Delete the object, then its dependents.
+    Background,
+    /// Delete the dependents, then the object.
+    Foreground,
+    /// Keep the dependents, without the owner reference.
+    Orphan,
+}
+
 /// How a read-modify-write goes.
 #[derive(Debug, Clone, Copy)]
 struct Cas {
@@ -570,19 +586,125 @@ impl Inner {
         Ok((obj, if wrote { "configured" } else { "unchanged" }))
     }
 
+    /// Deletes with a propagation policy: dependents (objects whose ownerReferences name
+    /// this one) are deleted after it (Background, the default), before it (Foreground),
+    /// or kept with the reference removed (Orphan).
     async fn delete(&self, kind: &KindInfo, req: &DeleteRequest) -> Result<Value> {
         let target = req.target.clone().unwrap_or_default();
-        match req.propagation_policy.as_str() {
-            "" | "Background" => {}
+        let policy = match req.propagation_policy.as_str() {
+            "" | "Background" => Propagation::Background,
+            "Foreground" => Propagation::Foreground,
+            "Orphan" => Propagation::Orphan,
             other => {
-                return Err(Error::Unsupported(format!(
-                    "propagationPolicy {other:?}: bosun deletes with \"Background\" propagation only (dependents are removed by the garbage collector)"
+                return Err(Error::BadRequest(format!(
+                    "propagationPolicy {other:?}: use Background, Foreground or Orphan"
                 )))
             }
-        }
+        };
         if kind.resource == "namespaces" {
             return self.delete_namespace(&target.name, req.dry_run).await;
         }
+        let ns = if kind.namespaced {
+            target.namespace.as_str()
+        } else {
+            ""
+        };
+        let uid = if req.dry_run || !OWNERS.contains(&kind.resource) {
+            None
+        } else {
+            self.store.barrier().await?;
+            self.store
+                .get(&kind.key(ns, &target.name))?
+                .map(|s| uid_of(&s.object).to_string())
+        };
+        match (&uid, policy) {
+            (Some(uid), Propagation::Foreground) => self.delete_dependents(ns, uid).await?,
+            (Some(uid), Propagation::Orphan) => self.orphan_dependents(ns, uid).await?,
+            _ => {}
+        }
+        let deleted = self.delete_one(kind, req).await?;
+        if let (Some(uid), Propagation::Background) = (&uid, policy) {
+            self.delete_dependents(ns, uid).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Objects in `ns` whose ownerReferences name `uid`.
+    fn dependents(&self, ns: &str, uid: &str) -> Result<Vec<(&'static KindInfo, String)>> {
+        let mut out = Vec::new();
+        for r in DEPENDENTS {
+            let Some(k) = kinds::by_resource(r) else {
+                continue;
+            };
+            let (kvs, _, _) = self.store.scan(&k.prefix(ns), None, 0, 0)?;
+            for kv in &kvs {
+                let obj = self.store.decode(kv)?.object;
+                let owned = obj
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                    });
+                if owned {
+                    out.push((k, name_of(&obj).to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_dependents(&self, ns: &str, uid: &str) -> Result<()> {
+        for (k, name) in self.dependents(ns, uid)? {
+            let req = DeleteRequest {
+                target: Some(Target {
+                    resource: k.resource.into(),
+                    namespace: ns.into(),
+                    name: name.clone(),
+                    subresource: String::new(),
+                }),
+                ..Default::default()
+            };
+            // A dependent's own dependents go too (Deployment, ReplicaSets, Pods).
+            match Box::pin(self.delete(k, &req)).await {
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn orphan_dependents(&self, ns: &str, uid: &str) -> Result<()> {
+        for (k, name) in self.dependents(ns, uid)? {
+            let uid = uid.to_string();
+            let mutate = move |old: &Value| -> Result<Next> {
+                let mut new = old.clone();
+                let meta = admission::meta_mut(&mut new)?;
+                if let Some(refs) = meta
+                    .get_mut("ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
+                    if refs.is_empty() {
+                        meta.remove("ownerReferences");
+                    }
+                }
+                Ok(Next::Write(new))
+            };
+            match self
+                .guaranteed_update(k, ns, &name, Cas::admitted(None, false), &mutate)
+                .await
+            {
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes (or marks for deletion) one object, without looking at dependents.
+    async fn delete_one(&self, kind: &KindInfo, req: &DeleteRequest) -> Result<Value> {
+        let target = req.target.clone().unwrap_or_default();
         let pinned_uid = req.precondition_uid.clone();
         let pinned_rv = if req.precondition_resource_version.is_empty() {
             None

@@ -376,6 +376,20 @@ impl Client {
         object(&r.object)
     }
 
+    /// Deletes with every option of the protocol (propagation, preconditions, dry run).
+    ///
+    /// # Errors
+    /// As [`Client::delete`].
+    pub async fn delete_with(&self, req: DeleteRequest) -> Result<Value> {
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.delete(req).await }
+            })
+            .await?;
+        object(&r.object)
+    }
+
     /// Declaratively creates or updates a manifest.
     ///
     /// # Errors

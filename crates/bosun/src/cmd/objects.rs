@@ -95,6 +95,9 @@ pub struct DeleteArgs {
     /// Accepted for kubectl compatibility (with --grace-period 0).
     #[arg(long)]
     force: bool,
+    /// What happens to dependents: background (default), foreground or orphan.
+    #[arg(long, default_value = "background", value_parser = ["background", "foreground", "orphan"])]
+    cascade: String,
     /// Do not fail when an object is already gone.
     #[arg(long = "ignore-not-found")]
     ignore_not_found: bool,
@@ -552,7 +555,22 @@ pub async fn delete(d: DeleteArgs, config: Option<&Path>, verbose: bool) -> Resu
     let mut failed = 0;
     for (k, ns, name) in targets {
         let ns = if k.namespaced { ns } else { String::new() };
-        match client.delete(k.resource, &ns, &name, d.grace_period).await {
+        let mut policy = d.cascade.clone();
+        if let Some(first) = policy.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        let req = bosun_api::resources::DeleteRequest {
+            target: Some(bosun_api::resources::Target {
+                resource: k.resource.into(),
+                namespace: ns.clone(),
+                name: name.clone(),
+                subresource: String::new(),
+            }),
+            grace_period_seconds: d.grace_period,
+            propagation_policy: policy,
+            ..Default::default()
+        };
+        match client.delete_with(req).await {
             Ok(_) => println!("{} {:?} deleted", kind_ref(k), name),
             Err(e) if d.ignore_not_found && e.code() == Some(tonic::Code::NotFound) => {}
             Err(e) => {

@@ -520,3 +520,105 @@ async fn generated_names_server_fields_and_the_size_limit() {
     let err = client.update("pods", "", &bad).await.unwrap_err();
     assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_owner_propagates_to_its_dependents_as_asked() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let rs = |name: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"rs": name}},
+            "template": {"metadata": {"labels": {"rs": name}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}})
+    };
+    let owned_pod = |name: &str, owner: &Value| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": true}]},
+        "spec": {"containers": [{"name": "c", "image": "i:1"}]}})
+    };
+    for (policy, survives) in [
+        ("Background", false),
+        ("Foreground", false),
+        ("Orphan", true),
+    ] {
+        let name = policy.to_lowercase();
+        let owner = client
+            .create("replicasets", "default", &rs(&name))
+            .await
+            .unwrap();
+        for i in 0..3 {
+            client
+                .create(
+                    "pods",
+                    "default",
+                    &owned_pod(&format!("{name}-{i}"), &owner),
+                )
+                .await
+                .unwrap();
+        }
+        let unrelated = client
+            .create(
+                "pods",
+                "default",
+                &json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{name}-free"), "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "i:1"}]}}),
+            )
+            .await
+            .unwrap();
+        client
+            .delete_with(bosun_api::resources::DeleteRequest {
+                target: Some(bosun_api::resources::Target {
+                    resource: "replicasets".into(),
+                    namespace: "default".into(),
+                    name: name.clone(),
+                    subresource: String::new(),
+                }),
+                propagation_policy: policy.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            client
+                .get("replicasets", "default", &name)
+                .await
+                .unwrap_err()
+                .code(),
+            Some(Code::NotFound)
+        );
+        for i in 0..3 {
+            let pod = client.get("pods", "default", &format!("{name}-{i}")).await;
+            assert_eq!(pod.is_ok(), survives, "{policy}: pod {i}");
+            if let Ok(p) = pod {
+                assert!(
+                    p["metadata"].get("ownerReferences").is_none(),
+                    "{policy}: still owned: {p}"
+                );
+            }
+        }
+        assert!(client
+            .get(
+                "pods",
+                "default",
+                unrelated["metadata"]["name"].as_str().unwrap()
+            )
+            .await
+            .is_ok());
+    }
+    let err = client
+        .delete_with(bosun_api::resources::DeleteRequest {
+            target: Some(bosun_api::resources::Target {
+                resource: "pods".into(),
+                namespace: "default".into(),
+                name: "orphan-0".into(),
+                subresource: String::new(),
+            }),
+            propagation_policy: "Sideways".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Sideways"), "{err}");
+}
