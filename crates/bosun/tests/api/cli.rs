@@ -207,3 +207,53 @@ async fn the_cli_fails_over_and_streams_changes_with_watch() {
         "no row for the new configmap in:\n{seen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_come_from_directories_and_stdin() {
+    let c = up();
+    ready(&admin(&c)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-a\ndata:\n  k: v\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.json"),
+        r#"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "from-b"}}]}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+    let out = bosun(&c, &["apply", "-f", dir.path().to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("configmap/from-a created") && stdout.contains("configmap/from-b created"),
+        "{stdout}"
+    );
+
+    let mut child = Command::new(bin())
+        .args(["apply", "-f", "-", "-n", "kube-public"])
+        .env("BOSUN_CONFIG", c.dir.path().join("client.toml"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-stdin\n---\n# only a comment\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("configmap/from-stdin created"), "{stdout}");
+    let out = bosun(
+        &c,
+        &["get", "cm", "from-stdin", "-n", "kube-public", "-o", "name"],
+    );
+    assert_eq!(text(&out).0.trim(), "configmap/from-stdin");
+}
