@@ -145,33 +145,29 @@ pub fn validate_label_value(value: &str) -> Result<(), &'static str> {
 
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, non-empty.
 fn is_label_name(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    match (bytes.first(), bytes.last()) {
-        (Some(first), Some(last)) => {
-            first.is_ascii_alphanumeric()
-                && last.is_ascii_alphanumeric()
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        }
-        _ => false,
-    }
+    is_edged_run(
+        s,
+        |b| b.is_ascii_alphanumeric(),
+        |b| matches!(b, b'-' | b'_' | b'.'),
+    )
 }
 
 /// Lowercase RFC 1123 subdomain: dot-separated labels of `[a-z0-9-]`, each starting and
 /// ending with an alphanumeric character.
 fn is_dns_subdomain(s: &str) -> bool {
-    s.split('.').all(|label| {
-        let bytes = label.as_bytes();
-        match (bytes.first(), bytes.last()) {
-            (Some(first), Some(last)) => {
-                is_lower_alnum(*first)
-                    && is_lower_alnum(*last)
-                    && bytes.iter().all(|b| is_lower_alnum(*b) || *b == b'-')
-            }
-            _ => false,
+    s.split('.')
+        .all(|label| is_edged_run(label, is_lower_alnum, |b| b == b'-'))
+}
+
+/// Non-empty, every byte `edge` or `inner`, and the first and last bytes `edge`.
+fn is_edged_run(s: &str, edge: impl Fn(u8) -> bool, inner: impl Fn(u8) -> bool) -> bool {
+    let bytes = s.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) => {
+            edge(first) && edge(last) && bytes.iter().all(|&b| edge(b) || inner(b))
         }
-    })
+        _ => false,
+    }
 }
 
 fn is_lower_alnum(b: u8) -> bool {
@@ -257,12 +253,7 @@ impl fmt::Display for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn set(f: &mut fmt::Formatter<'_>, values: &BTreeSet<String>) -> fmt::Result {
             f.write_str("(")?;
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(",")?;
-                }
-                f.write_str(v)?;
-            }
+            write_comma_separated(f, values)?;
             f.write_str(")")
         }
         match self {
@@ -394,13 +385,7 @@ impl fmt::Display for LabelSelector {
     /// The canonical form: requirements sorted by key, comma separated, no spaces except
     /// around `in`/`notin`; it parses back to an equal selector.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, r) in self.requirements.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{r}")?;
-        }
-        Ok(())
+        write_comma_separated(f, &self.requirements)
     }
 }
 
@@ -432,6 +417,20 @@ impl FromStr for LabelSelector {
         }
         Ok(Self::from_requirements(requirements))
     }
+}
+
+/// Writes the items separated by `,` (no spaces), as selectors print their parts.
+fn write_comma_separated<T: fmt::Display>(
+    f: &mut fmt::Formatter<'_>,
+    items: impl IntoIterator<Item = T>,
+) -> fmt::Result {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            f.write_str(",")?;
+        }
+        write!(f, "{item}")?;
+    }
+    Ok(())
 }
 
 fn check_key(key: &str, context: impl FnOnce() -> String) -> Result<()> {
@@ -801,13 +800,7 @@ impl fmt::Display for FieldSelector {
     /// Terms comma separated, `==` written as `=`, and `\`, `,`, `=` in values escaped with
     /// `\`; it parses back to an equal selector.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, r) in self.requirements.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{r}")?;
-        }
-        Ok(())
+        write_comma_separated(f, &self.requirements)
     }
 }
 

@@ -85,7 +85,7 @@ pub fn table(
         "deployment" => (
             with_wide(
                 &["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
-                &["CONTAINERS", "IMAGES", "SELECTOR"],
+                WORKLOAD_WIDE,
                 wide,
             ),
             deployment_row,
@@ -93,7 +93,7 @@ pub fn table(
         "replicaset" => (
             with_wide(
                 &["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
-                &["CONTAINERS", "IMAGES", "SELECTOR"],
+                WORKLOAD_WIDE,
                 wide,
             ),
             replica_set_row,
@@ -110,7 +110,7 @@ pub fn table(
                     "NODE SELECTOR",
                     "AGE",
                 ],
-                &["CONTAINERS", "IMAGES", "SELECTOR"],
+                WORKLOAD_WIDE,
                 wide,
             ),
             daemon_set_row,
@@ -118,7 +118,7 @@ pub fn table(
         "job" => (
             with_wide(
                 &["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
-                &["CONTAINERS", "IMAGES", "SELECTOR"],
+                WORKLOAD_WIDE,
                 wide,
             ),
             job_row,
@@ -238,6 +238,9 @@ pub fn describe(obj: &Value, events: &[Value], now: Timestamp) -> String {
 // ---------------------------------------------------------------------------------------
 // Rows for `get`
 // ---------------------------------------------------------------------------------------
+
+/// The -o wide columns of every workload kind.
+const WORKLOAD_WIDE: &[&str] = &["CONTAINERS", "IMAGES", "SELECTOR"];
 
 /// Makes the cells of one row (without the NAMESPACE cell).
 type RowFn = fn(&Value, bool, Timestamp) -> Vec<String>;
@@ -473,17 +476,35 @@ fn pod_row(pod: &Value, wide: bool, now: Timestamp) -> Vec<String> {
     cells
 }
 
-/// CONTAINERS, IMAGES and SELECTOR of a workload's -o wide row.
-fn workload_wide_cells(obj: &Value, selector: String) -> [String; 3] {
-    let containers = array_at(obj, "/spec/template/spec/containers");
-    let join = |field: &str| {
-        containers
-            .iter()
-            .map(|c| str_at(c, field))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    [join("/name"), join("/image"), selector]
+/// A workload's row: NAME, `columns`, AGE, then under -o wide its CONTAINERS, IMAGES and
+/// SELECTOR, where an empty selector prints as `empty_selector`.
+fn workload_row(
+    obj: &Value,
+    columns: impl IntoIterator<Item = String>,
+    wide: bool,
+    now: Timestamp,
+    empty_selector: &str,
+) -> Vec<String> {
+    let mut cells = vec![name_of(obj)];
+    cells.extend(columns);
+    cells.push(age_of(obj, now));
+    if wide {
+        let containers = array_at(obj, "/spec/template/spec/containers");
+        let join = |field: &str| {
+            containers
+                .iter()
+                .map(|c| str_at(c, field))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let selector = selector_string(obj.pointer("/spec/selector"));
+        cells.extend([
+            join("/name"),
+            join("/image"),
+            or_default(&selector, empty_selector).to_string(),
+        ]);
+    }
+    cells
 }
 
 /// Replicas the API server would default to when the spec leaves them out.
@@ -495,67 +516,40 @@ fn desired_replicas(obj: &Value) -> i64 {
 }
 
 fn deployment_row(obj: &Value, wide: bool, now: Timestamp) -> Vec<String> {
-    let mut cells = vec![
-        name_of(obj),
-        format!(
-            "{}/{}",
-            int_at(obj, "/status/readyReplicas"),
-            desired_replicas(obj)
-        ),
-        int_at(obj, "/status/updatedReplicas").to_string(),
-        int_at(obj, "/status/availableReplicas").to_string(),
-        age_of(obj, now),
-    ];
-    if wide {
-        cells.extend(workload_wide_cells(
-            obj,
-            selector_string(obj.pointer("/spec/selector")),
-        ));
-    }
-    cells
+    let ready = format!(
+        "{}/{}",
+        int_at(obj, "/status/readyReplicas"),
+        desired_replicas(obj)
+    );
+    let counts = ["/status/updatedReplicas", "/status/availableReplicas"]
+        .map(|field| int_at(obj, field).to_string());
+    workload_row(obj, std::iter::once(ready).chain(counts), wide, now, "")
 }
 
 fn replica_set_row(obj: &Value, wide: bool, now: Timestamp) -> Vec<String> {
-    let mut cells = vec![
-        name_of(obj),
-        desired_replicas(obj).to_string(),
-        int_at(obj, "/status/replicas").to_string(),
-        int_at(obj, "/status/readyReplicas").to_string(),
-        age_of(obj, now),
-    ];
-    if wide {
-        cells.extend(workload_wide_cells(
-            obj,
-            selector_string(obj.pointer("/spec/selector")),
-        ));
-    }
-    cells
+    let counts =
+        ["/status/replicas", "/status/readyReplicas"].map(|field| int_at(obj, field).to_string());
+    let desired = desired_replicas(obj).to_string();
+    workload_row(obj, std::iter::once(desired).chain(counts), wide, now, "")
 }
 
 fn daemon_set_row(obj: &Value, wide: bool, now: Timestamp) -> Vec<String> {
-    let mut cells = vec![name_of(obj)];
-    cells.extend(
-        [
-            "/status/desiredNumberScheduled",
-            "/status/currentNumberScheduled",
-            "/status/numberReady",
-            "/status/updatedNumberScheduled",
-            "/status/numberAvailable",
-        ]
-        .iter()
-        .map(|field| int_at(obj, field).to_string()),
-    );
-    cells.push(format_labels(
-        obj.pointer("/spec/template/spec/nodeSelector"),
-    ));
-    cells.push(age_of(obj, now));
-    if wide {
-        cells.extend(workload_wide_cells(
-            obj,
-            selector_string(obj.pointer("/spec/selector")),
-        ));
-    }
-    cells
+    let counts = [
+        "/status/desiredNumberScheduled",
+        "/status/currentNumberScheduled",
+        "/status/numberReady",
+        "/status/updatedNumberScheduled",
+        "/status/numberAvailable",
+    ]
+    .map(|field| int_at(obj, field).to_string());
+    let node_selector = format_labels(obj.pointer("/spec/template/spec/nodeSelector"));
+    workload_row(
+        obj,
+        counts.into_iter().chain([node_selector]),
+        wide,
+        now,
+        "",
+    )
 }
 
 fn job_row(obj: &Value, wide: bool, now: Timestamp) -> Vec<String> {
@@ -591,18 +585,8 @@ fn job_row(obj: &Value, wide: bool, now: Timestamp) -> Vec<String> {
     } else {
         "Running"
     };
-    let mut cells = vec![
-        name_of(obj),
-        status.to_string(),
-        completions,
-        duration,
-        age_of(obj, now),
-    ];
-    if wide {
-        let selector = or_none(&selector_string(obj.pointer("/spec/selector")));
-        cells.extend(workload_wide_cells(obj, selector));
-    }
-    cells
+    let columns = [status.to_string(), completions, duration];
+    workload_row(obj, columns, wide, now, "<none>")
 }
 
 fn service_type(svc: &Value) -> &str {
@@ -947,6 +931,20 @@ impl Doc {
         self.line(level, &[&format!("{label}:"), value]);
     }
 
+    /// "Label:" and its value, left out when the value is empty.
+    fn field_if_set(&mut self, level: usize, label: &str, value: &str) {
+        if !value.is_empty() {
+            self.field(level, label, value);
+        }
+    }
+
+    /// "Label:" and the items joined by `separator`, left out when there are none.
+    fn joined_if_any(&mut self, level: usize, label: &str, items: &[String], separator: &str) {
+        if !items.is_empty() {
+            self.field(level, label, &items.join(separator));
+        }
+    }
+
     /// "Label:" alone, opening a nested section.
     fn heading(&mut self, level: usize, label: &str) {
         self.line(level, &[&format!("{label}:")]);
@@ -1028,10 +1026,11 @@ fn describe_pod(doc: &mut Doc, pod: &Value, now: Timestamp) {
     if let Some(priority) = pod.pointer("/spec/priority").filter(|p| !p.is_null()) {
         doc.field(0, "Priority", &scalar(priority));
     }
-    let priority_class = str_at(pod, "/spec/priorityClassName");
-    if !priority_class.is_empty() {
-        doc.field(0, "Priority Class Name", priority_class);
-    }
+    doc.field_if_set(
+        0,
+        "Priority Class Name",
+        str_at(pod, "/spec/priorityClassName"),
+    );
     doc.field(
         0,
         "Service Account",
@@ -1066,10 +1065,7 @@ fn describe_pod(doc: &mut Doc, pod: &Value, now: Timestamp) {
         ),
     }
     for (label, field) in [("Reason", "/status/reason"), ("Message", "/status/message")] {
-        let value = str_at(pod, field);
-        if !value.is_empty() {
-            doc.field(0, label, value);
-        }
+        doc.field_if_set(0, label, str_at(pod, field));
     }
     doc.field(0, "IP", str_at(pod, "/status/podIP"));
     let ips = array_at(pod, "/status/podIPs");
@@ -1084,10 +1080,11 @@ fn describe_pod(doc: &mut Doc, pod: &Value, now: Timestamp) {
     if let Some(owner) = controller_of(pod) {
         doc.field(0, "Controlled By", &owner);
     }
-    let nominated = str_at(pod, "/status/nominatedNodeName");
-    if !nominated.is_empty() {
-        doc.field(0, "NominatedNodeName", nominated);
-    }
+    doc.field_if_set(
+        0,
+        "NominatedNodeName",
+        str_at(pod, "/status/nominatedNodeName"),
+    );
 
     let init = array_at(pod, "/spec/initContainers");
     if !init.is_empty() {
@@ -1117,10 +1114,7 @@ fn describe_pod(doc: &mut Doc, pod: &Value, now: Timestamp) {
         }
     }
     describe_volumes(doc, 0, array_at(pod, "/spec/volumes"));
-    let qos = str_at(pod, "/status/qosClass");
-    if !qos.is_empty() {
-        doc.field(0, "QoS Class", qos);
-    }
+    doc.field_if_set(0, "QoS Class", str_at(pod, "/status/qosClass"));
     doc.field(
         0,
         "Node-Selectors",
@@ -1327,10 +1321,7 @@ fn describe_container_state(
     } else if let Some(terminated) = state.pointer("/terminated").filter(|s| s.is_object()) {
         doc.field(level, label, "Terminated");
         for (name, field) in [("Reason", "/reason"), ("Message", "/message")] {
-            let value = str_at(terminated, field);
-            if !value.is_empty() {
-                doc.field(level + 1, name, value);
-            }
+            doc.field_if_set(level + 1, name, str_at(terminated, field));
         }
         doc.field(
             level + 1,
@@ -1361,10 +1352,7 @@ fn describe_container_state(
             ("Reason", "/waiting/reason"),
             ("Message", "/waiting/message"),
         ] {
-            let value = str_at(state, field);
-            if !value.is_empty() {
-                doc.field(level + 1, name, value);
-            }
+            doc.field_if_set(level + 1, name, str_at(state, field));
         }
     }
 }
@@ -1391,7 +1379,7 @@ fn format_probe(probe: &Value) -> String {
             or_default(str_at(grpc, "/service"), "<service>")
         )
     } else if let Some(exec) = probe.pointer("/exec").filter(|e| e.is_object()) {
-        let words: Vec<String> = array_at(exec, "/command").iter().map(scalar).collect();
+        let words = scalars_at(exec, "/command");
         format!("exec [{}]", words.join(" "))
     } else {
         "unknown".to_string()
@@ -1654,10 +1642,11 @@ fn describe_pod_template(doc: &mut Doc, template: &Value, now: Timestamp) {
         "Labels",
         &label_lines(template.pointer("/metadata/labels")),
     );
-    let account = str_at(template, "/spec/serviceAccountName");
-    if !account.is_empty() {
-        doc.field(1, "Service Account", account);
-    }
+    doc.field_if_set(
+        1,
+        "Service Account",
+        str_at(template, "/spec/serviceAccountName"),
+    );
     for (label, field) in [
         ("Init Containers", "/spec/initContainers"),
         ("Containers", "/spec/containers"),
@@ -1681,44 +1670,23 @@ fn describe_service(doc: &mut Doc, svc: &Value) {
     describe_meta(doc, svc);
     doc.field(0, "Selector", &format_labels(svc.pointer("/spec/selector")));
     doc.field(0, "Type", service_type(svc));
-    let policy = str_at(svc, "/spec/ipFamilyPolicy");
-    if !policy.is_empty() {
-        doc.field(0, "IP Family Policy", policy);
-    }
-    let families: Vec<String> = array_at(svc, "/spec/ipFamilies")
-        .iter()
-        .map(scalar)
-        .collect();
-    if !families.is_empty() {
-        doc.field(0, "IP Families", &families.join(","));
-    }
+    doc.field_if_set(0, "IP Family Policy", str_at(svc, "/spec/ipFamilyPolicy"));
+    doc.joined_if_any(0, "IP Families", &scalars_at(svc, "/spec/ipFamilies"), ",");
     doc.field(0, "IP", &or_none(str_at(svc, "/spec/clusterIP")));
-    let ips: Vec<String> = array_at(svc, "/spec/clusterIPs")
-        .iter()
-        .map(scalar)
-        .collect();
-    if !ips.is_empty() {
-        doc.field(0, "IPs", &ips.join(","));
-    }
-    let external: Vec<String> = array_at(svc, "/spec/externalIPs")
-        .iter()
-        .map(scalar)
-        .collect();
-    if !external.is_empty() {
-        doc.field(0, "External IPs", &external.join(","));
-    }
+    doc.joined_if_any(0, "IPs", &scalars_at(svc, "/spec/clusterIPs"), ",");
+    doc.joined_if_any(
+        0,
+        "External IPs",
+        &scalars_at(svc, "/spec/externalIPs"),
+        ",",
+    );
     let ingress: Vec<String> = array_at(svc, "/status/loadBalancer/ingress")
         .iter()
         .map(|i| or_default(str_at(i, "/ip"), str_at(i, "/hostname")).to_string())
         .filter(|a| !a.is_empty())
         .collect();
-    if !ingress.is_empty() {
-        doc.field(0, "LoadBalancer Ingress", &ingress.join(", "));
-    }
-    let external_name = str_at(svc, "/spec/externalName");
-    if !external_name.is_empty() {
-        doc.field(0, "External Name", external_name);
-    }
+    doc.joined_if_any(0, "LoadBalancer Ingress", &ingress, ", ");
+    doc.field_if_set(0, "External Name", str_at(svc, "/spec/externalName"));
     for port in array_at(svc, "/spec/ports") {
         let name = or_default(str_at(port, "/name"), "<unset>");
         let protocol = or_default(str_at(port, "/protocol"), "TCP");
@@ -1745,14 +1713,16 @@ fn describe_service(doc: &mut Doc, svc: &Value) {
         "Session Affinity",
         or_default(str_at(svc, "/spec/sessionAffinity"), "None"),
     );
-    let traffic_policy = str_at(svc, "/spec/externalTrafficPolicy");
-    if !traffic_policy.is_empty() {
-        doc.field(0, "External Traffic Policy", traffic_policy);
-    }
-    let internal_policy = str_at(svc, "/spec/internalTrafficPolicy");
-    if !internal_policy.is_empty() {
-        doc.field(0, "Internal Traffic Policy", internal_policy);
-    }
+    doc.field_if_set(
+        0,
+        "External Traffic Policy",
+        str_at(svc, "/spec/externalTrafficPolicy"),
+    );
+    doc.field_if_set(
+        0,
+        "Internal Traffic Policy",
+        str_at(svc, "/spec/internalTrafficPolicy"),
+    );
 }
 
 fn describe_node(doc: &mut Doc, node: &Value) {
@@ -1859,21 +1829,9 @@ fn describe_node(doc: &mut Doc, node: &Value) {
             doc.field(1, label, str_at(info, field));
         }
     }
-    let pod_cidr = str_at(node, "/spec/podCIDR");
-    if !pod_cidr.is_empty() {
-        doc.field(0, "PodCIDR", pod_cidr);
-    }
-    let pod_cidrs: Vec<String> = array_at(node, "/spec/podCIDRs")
-        .iter()
-        .map(scalar)
-        .collect();
-    if !pod_cidrs.is_empty() {
-        doc.field(0, "PodCIDRs", &pod_cidrs.join(","));
-    }
-    let provider = str_at(node, "/spec/providerID");
-    if !provider.is_empty() {
-        doc.field(0, "ProviderID", provider);
-    }
+    doc.field_if_set(0, "PodCIDR", str_at(node, "/spec/podCIDR"));
+    doc.joined_if_any(0, "PodCIDRs", &scalars_at(node, "/spec/podCIDRs"), ",");
+    doc.field_if_set(0, "ProviderID", str_at(node, "/spec/providerID"));
 }
 
 fn describe_config_map(doc: &mut Doc, obj: &Value) {
@@ -2165,6 +2123,11 @@ fn as_int(v: &Value) -> i64 {
         .unwrap_or(0)
 }
 
+/// The scalars of an array, as kubectl prints them; none if not an array.
+fn scalars_at(v: &Value, pointer: &str) -> Vec<String> {
+    array_at(v, pointer).iter().map(scalar).collect()
+}
+
 fn bool_at(v: &Value, pointer: &str) -> bool {
     v.pointer(pointer).and_then(Value::as_bool).unwrap_or(false)
 }
@@ -2261,7 +2224,7 @@ fn selector_string(selector: Option<&Value>) -> String {
         .collect();
     for expression in array_at(selector, "/matchExpressions") {
         let key = str_at(expression, "/key");
-        let mut values: Vec<String> = array_at(expression, "/values").iter().map(scalar).collect();
+        let mut values = scalars_at(expression, "/values");
         values.sort();
         let values = values.join(",");
         let text = match str_at(expression, "/operator") {

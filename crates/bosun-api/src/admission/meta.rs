@@ -169,22 +169,9 @@ pub(crate) fn selector_matches(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::testing::{meta, strings as map};
     use crate::admission::{dns1123_subdomain, FieldErrorKind};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    fn meta(name: &str) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        }
-    }
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn well_formed_metadata_has_no_errors() {

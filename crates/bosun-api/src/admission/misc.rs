@@ -10,7 +10,8 @@ use k8s_openapi::ByteString;
 use super::names::{config_key_errors, label_value_errors, qualified_name_errors};
 use super::pod::TAINT_EFFECTS;
 use super::{
-    dns1123_label, dns1123_subdomain, validate_meta_update, validate_object_meta, Admit, FieldError,
+    dns1123_label, dns1123_subdomain, non_negative, validate_meta_update, validate_object_meta,
+    Admit, FieldError,
 };
 
 /// Largest total size of a ConfigMap's or Secret's data, as Kubernetes (1 MiB).
@@ -147,6 +148,46 @@ fn validate_keys<'a>(
     }
 }
 
+/// The values of a ConfigMap or Secret, text and binary, fit in [`DATA_MAX_BYTES`].
+fn validate_data_size(
+    strings: Option<&BTreeMap<String, String>>,
+    bytes: Option<&BTreeMap<String, ByteString>>,
+    errs: &mut Vec<FieldError>,
+) {
+    let total: usize = strings
+        .into_iter()
+        .flatten()
+        .map(|(_, v)| v.len())
+        .sum::<usize>()
+        + bytes
+            .into_iter()
+            .flatten()
+            .map(|(_, v)| v.0.len())
+            .sum::<usize>();
+    if total > DATA_MAX_BYTES {
+        errs.push(FieldError::too_long("data", DATA_MAX_BYTES));
+    }
+}
+
+/// Once a ConfigMap or Secret is `immutable`, it stays so and none of its data fields
+/// (`changed`: each field's name and whether the update changes it) may change.
+fn validate_immutable_data(
+    new_immutable: Option<bool>,
+    old_immutable: Option<bool>,
+    changed: &[(&str, bool)],
+    errs: &mut Vec<FieldError>,
+) {
+    if old_immutable != Some(true) {
+        return;
+    }
+    if new_immutable != Some(true) {
+        errs.push(FieldError::forbidden("immutable", IMMUTABLE_DATA));
+    }
+    for (field, _) in changed.iter().filter(|(_, changed)| *changed) {
+        errs.push(FieldError::forbidden(*field, IMMUTABLE_DATA));
+    }
+}
+
 impl Admit for ConfigMap {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = validate_object_meta(&self.metadata, "metadata", dns1123_subdomain);
@@ -167,35 +208,21 @@ impl Admit for ConfigMap {
                 });
             }
         }
-        let total: usize = data
-            .into_iter()
-            .flatten()
-            .map(|(_, v)| v.len())
-            .sum::<usize>()
-            + binary
-                .into_iter()
-                .flatten()
-                .map(|(_, v)| v.0.len())
-                .sum::<usize>();
-        if total > DATA_MAX_BYTES {
-            errs.push(FieldError::too_long("data", DATA_MAX_BYTES));
-        }
+        validate_data_size(data, binary, &mut errs);
         errs
     }
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
         let mut errs = validate_meta_update(&self.metadata, &old.metadata);
-        if old.immutable == Some(true) {
-            if self.immutable != Some(true) {
-                errs.push(FieldError::forbidden("immutable", IMMUTABLE_DATA));
-            }
-            if self.data != old.data {
-                errs.push(FieldError::forbidden("data", IMMUTABLE_DATA));
-            }
-            if self.binary_data != old.binary_data {
-                errs.push(FieldError::forbidden("binaryData", IMMUTABLE_DATA));
-            }
-        }
+        validate_immutable_data(
+            self.immutable,
+            old.immutable,
+            &[
+                ("data", self.data != old.data),
+                ("binaryData", self.binary_data != old.binary_data),
+            ],
+            &mut errs,
+        );
         errs
     }
 }
@@ -284,15 +311,7 @@ impl Admit for Secret {
             }
             _ => {}
         }
-        let total: usize = data.values().map(|v| v.0.len()).sum::<usize>()
-            + strings
-                .into_iter()
-                .flatten()
-                .map(|(_, v)| v.len())
-                .sum::<usize>();
-        if total > DATA_MAX_BYTES {
-            errs.push(FieldError::too_long("data", DATA_MAX_BYTES));
-        }
+        validate_data_size(strings, Some(data), &mut errs);
         errs
     }
 
@@ -303,14 +322,13 @@ impl Admit for Secret {
         if new_type != old_type {
             errs.push(FieldError::immutable("type", new_type));
         }
-        if old.immutable == Some(true) {
-            if self.immutable != Some(true) {
-                errs.push(FieldError::forbidden("immutable", IMMUTABLE_DATA));
-            }
-            if self.data != old.data || self.string_data.is_some() {
-                errs.push(FieldError::forbidden("data", IMMUTABLE_DATA));
-            }
-        }
+        let data_changed = self.data != old.data || self.string_data.is_some();
+        validate_immutable_data(
+            self.immutable,
+            old.immutable,
+            &[("data", data_changed)],
+            &mut errs,
+        );
         errs
     }
 }
@@ -334,13 +352,7 @@ impl Admit for Event {
                 errs.push(FieldError::not_supported("type", t, &["Normal", "Warning"]));
             }
         }
-        if let Some(count) = self.count.filter(|c| *c < 0) {
-            errs.push(FieldError::invalid_number(
-                "count",
-                i64::from(count),
-                "must be greater than or equal to 0",
-            ));
-        }
+        non_negative(self.count, "count", &mut errs);
         errs
     }
 
@@ -362,13 +374,7 @@ impl Admit for Lease {
                 "must be greater than 0",
             ));
         }
-        if let Some(t) = spec.lease_transitions.filter(|t| *t < 0) {
-            errs.push(FieldError::invalid_number(
-                "spec.leaseTransitions",
-                i64::from(t),
-                "must be greater than or equal to 0",
-            ));
-        }
+        non_negative(spec.lease_transitions, "spec.leaseTransitions", &mut errs);
         errs
     }
 
@@ -380,28 +386,10 @@ impl Admit for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::testing::{fields, meta, strings};
     use crate::admission::FieldErrorKind;
     use k8s_openapi::api::coordination::v1::LeaseSpec;
     use k8s_openapi::api::core::v1::{NodeSpec, ObjectReference, Taint};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn meta(name: &str) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        }
-    }
-
-    fn fields(errs: &[FieldError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
-    }
-
-    fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn bytes(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
         pairs

@@ -22,6 +22,8 @@ mod pod;
 mod quantity;
 mod rbac;
 mod service;
+#[cfg(test)]
+mod testing;
 mod workloads;
 
 pub use meta::{validate_label_selector, validate_labels, validate_object_meta};
@@ -236,6 +238,16 @@ pub(crate) fn render_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
         s.push_str("...");
     }
     s
+}
+
+/// Kubernetes' message for a count or duration below zero.
+pub(crate) const NON_NEGATIVE: &str = "must be greater than or equal to 0";
+
+/// Reports `value` at `path` when it is set and below zero.
+pub(crate) fn non_negative<T: Into<i64>>(value: Option<T>, path: &str, errs: &mut Vec<FieldError>) {
+    if let Some(v) = value.map(Into::into).filter(|v| *v < 0) {
+        errs.push(FieldError::invalid_number(path, v, NON_NEGATIVE));
+    }
 }
 
 /// Errors for a metadata update: name and namespace never change.

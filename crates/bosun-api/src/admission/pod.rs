@@ -15,7 +15,9 @@ use super::names::{
     config_key_errors, dns1123_label_errors, dns1123_subdomain_errors, env_var_name_errors,
     port_name_errors, qualified_name_errors,
 };
-use super::{dns1123_subdomain, parse_quantity, validate_object_meta, Admit, FieldError};
+use super::{
+    dns1123_subdomain, parse_quantity, validate_object_meta, Admit, FieldError, NON_NEGATIVE,
+};
 
 pub(crate) const RESTART_POLICIES: [&str; 3] = ["Always", "OnFailure", "Never"];
 const DNS_POLICIES: [&str; 4] = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
@@ -56,7 +58,6 @@ const HOST_PATH_TYPES: [&str; 8] = [
     "BlockDevice",
 ];
 const PORT_RANGE: &str = "must be between 1 and 65535, inclusive";
-const NON_NEGATIVE: &str = "must be greater than or equal to 0";
 /// Default permission bits of projected files (0644).
 const DEFAULT_MODE: i32 = 0o644;
 
@@ -1410,6 +1411,7 @@ fn validate_pod_affinity_term(term: &PodAffinityTerm, p: &str, errs: &mut Vec<Fi
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::admission::testing::fields;
     use crate::admission::FieldErrorKind;
     use k8s_openapi::api::core::v1::{
         ContainerPort, EmptyDirVolumeSource, EnvVarSource, HostPathVolumeSource, NFSVolumeSource,
@@ -1442,10 +1444,6 @@ pub(crate) mod tests {
             spec: Some(spec),
             status: None,
         }
-    }
-
-    fn fields(errs: &[FieldError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
     }
 
     fn q(s: &str) -> Quantity {

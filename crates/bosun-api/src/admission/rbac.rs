@@ -3,6 +3,7 @@
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::meta::validate_label_selector;
 use super::names::{dns1123_subdomain_errors, path_segment_name_errors};
@@ -122,10 +123,31 @@ fn validate_subjects(subjects: &[Subject], namespaced: bool, errs: &mut Vec<Fiel
     }
 }
 
-fn immutable_role_ref(new: &RoleRef, old: &RoleRef, errs: &mut Vec<FieldError>) {
-    if new != old {
-        errs.push(FieldError::immutable("roleRef", new));
+/// A RoleBinding or ClusterRoleBinding: its metadata, a roleRef to one of `kinds`, and its
+/// subjects (a namespaced binding's ServiceAccounts may leave their namespace out).
+fn validate_binding(
+    meta: &ObjectMeta,
+    role_ref: &RoleRef,
+    subjects: Option<&[Subject]>,
+    kinds: &[&str],
+    namespaced: bool,
+) -> Vec<FieldError> {
+    let mut errs = validate_object_meta(meta, "metadata", path_segment_name);
+    validate_role_ref(role_ref, kinds, &mut errs);
+    validate_subjects(subjects.unwrap_or_default(), namespaced, &mut errs);
+    errs
+}
+
+/// A binding update: the metadata's rules, and the roleRef never changes.
+fn validate_binding_update(
+    (new_meta, new_ref): (&ObjectMeta, &RoleRef),
+    (old_meta, old_ref): (&ObjectMeta, &RoleRef),
+) -> Vec<FieldError> {
+    let mut errs = validate_meta_update(new_meta, old_meta);
+    if new_ref != old_ref {
+        errs.push(FieldError::immutable("roleRef", new_ref));
     }
+    errs
 }
 
 impl Admit for Role {
@@ -172,59 +194,48 @@ impl Admit for ClusterRole {
 
 impl Admit for RoleBinding {
     fn validate(&self) -> Vec<FieldError> {
-        let mut errs = validate_object_meta(&self.metadata, "metadata", path_segment_name);
-        validate_role_ref(&self.role_ref, &["Role", "ClusterRole"], &mut errs);
-        validate_subjects(
-            self.subjects.as_deref().unwrap_or_default(),
+        validate_binding(
+            &self.metadata,
+            &self.role_ref,
+            self.subjects.as_deref(),
+            &["Role", "ClusterRole"],
             true,
-            &mut errs,
-        );
-        errs
+        )
     }
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let mut errs = validate_meta_update(&self.metadata, &old.metadata);
-        immutable_role_ref(&self.role_ref, &old.role_ref, &mut errs);
-        errs
+        validate_binding_update(
+            (&self.metadata, &self.role_ref),
+            (&old.metadata, &old.role_ref),
+        )
     }
 }
 
 impl Admit for ClusterRoleBinding {
     fn validate(&self) -> Vec<FieldError> {
-        let mut errs = validate_object_meta(&self.metadata, "metadata", path_segment_name);
-        validate_role_ref(&self.role_ref, &["ClusterRole"], &mut errs);
-        validate_subjects(
-            self.subjects.as_deref().unwrap_or_default(),
+        validate_binding(
+            &self.metadata,
+            &self.role_ref,
+            self.subjects.as_deref(),
+            &["ClusterRole"],
             false,
-            &mut errs,
-        );
-        errs
+        )
     }
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let mut errs = validate_meta_update(&self.metadata, &old.metadata);
-        immutable_role_ref(&self.role_ref, &old.role_ref, &mut errs);
-        errs
+        validate_binding_update(
+            (&self.metadata, &self.role_ref),
+            (&old.metadata, &old.role_ref),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::testing::{fields, meta};
     use crate::admission::FieldErrorKind;
     use k8s_openapi::api::rbac::v1::AggregationRule;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn meta(name: &str) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        }
-    }
-
-    fn fields(errs: &[FieldError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
-    }
 
     fn rule(groups: &[&str], resources: &[&str], urls: &[&str], verbs: &[&str]) -> PolicyRule {
         let list = |v: &[&str]| {

@@ -320,16 +320,9 @@ impl Admit for Endpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::testing::{fields, meta};
     use crate::admission::FieldErrorKind;
     use k8s_openapi::api::core::v1::{EndpointPort, EndpointSubset, ServicePort};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn meta(name: &str) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        }
-    }
 
     fn port(name: Option<&str>, port: i32) -> ServicePort {
         ServicePort {
@@ -345,10 +338,6 @@ mod tests {
             spec: Some(spec),
             status: None,
         }
-    }
-
-    fn fields(errs: &[FieldError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
     }
 
     #[test]

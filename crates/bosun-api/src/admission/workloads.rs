@@ -8,14 +8,17 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::Metadata;
 
 use super::meta::{selector_is_empty, selector_matches, validate_label_selector};
 use super::pod::{default_pod_spec, validate_pod_template, RESTART_POLICIES};
-use super::{dns1123_subdomain, validate_meta_update, validate_object_meta, Admit, FieldError};
+use super::{
+    dns1123_subdomain, non_negative, validate_meta_update, validate_object_meta, Admit, FieldError,
+    NON_NEGATIVE,
+};
 
-const NON_NEGATIVE: &str = "must be greater than or equal to 0";
 const PERCENT_MSG: &str = "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')";
 
 fn default_template(template: &mut PodTemplateSpec) {
@@ -24,10 +27,12 @@ fn default_template(template: &mut PodTemplateSpec) {
     }
 }
 
-fn non_negative(value: Option<i64>, path: &str, errs: &mut Vec<FieldError>) {
-    if let Some(v) = value.filter(|v| *v < 0) {
-        errs.push(FieldError::invalid_number(path, v, NON_NEGATIVE));
+/// Sets an unset or empty strategy `type_` to RollingUpdate; true when it is RollingUpdate.
+fn default_to_rolling_update(type_: &mut Option<String>) -> bool {
+    if type_.as_deref().is_none_or(str::is_empty) {
+        *type_ = Some("RollingUpdate".into());
     }
+    type_.as_deref() == Some("RollingUpdate")
 }
 
 /// The selector is valid, not empty, and selects the template's labels.
@@ -59,6 +64,33 @@ fn validate_selector_and_template(
             "`selector` does not match template `labels`",
         ));
     }
+}
+
+/// A workload's pod template: checked against the selector (when there is one), validated
+/// as a pod template, and restarting only as `restart_policies` allow.
+fn validate_workload_template(
+    selector: Option<&LabelSelector>,
+    template: &PodTemplateSpec,
+    kind: &str,
+    restart_policies: &[&str],
+    errs: &mut Vec<FieldError>,
+) {
+    if let Some(selector) = selector {
+        validate_selector_and_template(selector, template, kind, errs);
+    }
+    errs.extend(validate_pod_template(template, "spec.template"));
+    validate_template_restart_policy(template, restart_policies, errs);
+}
+
+/// The pod template of a ReplicaSet, Deployment or DaemonSet: the selector is required and
+/// the pods always restart.
+fn validate_long_running_template(
+    selector: &LabelSelector,
+    template: &PodTemplateSpec,
+    kind: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    validate_workload_template(Some(selector), template, kind, &["Always"], errs);
 }
 
 /// The template's restart policy is one of `allowed` (unset counts as the default, Always).
@@ -161,10 +193,20 @@ fn validate_rolling_update(
     }
 }
 
-fn immutable_selector(new: &LabelSelector, old: &LabelSelector, errs: &mut Vec<FieldError>) {
-    if new != old {
-        errs.push(FieldError::immutable("spec.selector", new));
+/// Update rules of a workload with a required selector: the metadata's, and the selector
+/// never changes. `selector` reads it from the object (None without a spec).
+fn validate_selector_update<T: Metadata<Ty = ObjectMeta>>(
+    new: &T,
+    old: &T,
+    selector: impl Fn(&T) -> Option<&LabelSelector>,
+) -> Vec<FieldError> {
+    let mut errs = validate_meta_update(new.metadata(), old.metadata());
+    if let (Some(new), Some(old)) = (selector(new), selector(old)) {
+        if new != old {
+            errs.push(FieldError::immutable("spec.selector", new));
+        }
     }
+    errs
 }
 
 // ---------------------------------------------------------------------------------------
@@ -187,29 +229,19 @@ impl Admit for ReplicaSet {
             errs.push(FieldError::required("spec", ""));
             return errs;
         };
-        non_negative(spec.replicas.map(i64::from), "spec.replicas", &mut errs);
-        non_negative(
-            spec.min_ready_seconds.map(i64::from),
-            "spec.minReadySeconds",
-            &mut errs,
-        );
+        non_negative(spec.replicas, "spec.replicas", &mut errs);
+        non_negative(spec.min_ready_seconds, "spec.minReadySeconds", &mut errs);
         match &spec.template {
             None => errs.push(FieldError::required("spec.template", "")),
             Some(template) => {
-                validate_selector_and_template(&spec.selector, template, "replicaset", &mut errs);
-                errs.extend(validate_pod_template(template, "spec.template"));
-                validate_template_restart_policy(template, &["Always"], &mut errs);
+                validate_long_running_template(&spec.selector, template, "replicaset", &mut errs);
             }
         }
         errs
     }
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let mut errs = validate_meta_update(&self.metadata, &old.metadata);
-        if let (Some(new), Some(old)) = (&self.spec, &old.spec) {
-            immutable_selector(&new.selector, &old.selector, &mut errs);
-        }
-        errs
+        validate_selector_update(self, old, |w| w.spec.as_ref().map(|s| &s.selector))
     }
 }
 
@@ -226,10 +258,7 @@ impl Admit for Deployment {
         let strategy = spec
             .strategy
             .get_or_insert_with(DeploymentStrategy::default);
-        if strategy.type_.as_deref().is_none_or(str::is_empty) {
-            strategy.type_ = Some("RollingUpdate".into());
-        }
-        if strategy.type_.as_deref() == Some("RollingUpdate") {
+        if default_to_rolling_update(&mut strategy.type_) {
             let ru = strategy
                 .rolling_update
                 .get_or_insert_with(RollingUpdateDeployment::default);
@@ -249,14 +278,10 @@ impl Admit for Deployment {
             errs.push(FieldError::required("spec", ""));
             return errs;
         };
-        non_negative(spec.replicas.map(i64::from), "spec.replicas", &mut errs);
+        non_negative(spec.replicas, "spec.replicas", &mut errs);
+        non_negative(spec.min_ready_seconds, "spec.minReadySeconds", &mut errs);
         non_negative(
-            spec.min_ready_seconds.map(i64::from),
-            "spec.minReadySeconds",
-            &mut errs,
-        );
-        non_negative(
-            spec.revision_history_limit.map(i64::from),
+            spec.revision_history_limit,
             "spec.revisionHistoryLimit",
             &mut errs,
         );
@@ -275,9 +300,7 @@ impl Admit for Deployment {
                 ));
             }
         }
-        validate_selector_and_template(&spec.selector, &spec.template, "deployment", &mut errs);
-        errs.extend(validate_pod_template(&spec.template, "spec.template"));
-        validate_template_restart_policy(&spec.template, &["Always"], &mut errs);
+        validate_long_running_template(&spec.selector, &spec.template, "deployment", &mut errs);
         if let Some(strategy) = &spec.strategy {
             match strategy.type_.as_deref() {
                 Some("Recreate") => {
@@ -312,11 +335,7 @@ impl Admit for Deployment {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let mut errs = validate_meta_update(&self.metadata, &old.metadata);
-        if let (Some(new), Some(old)) = (&self.spec, &old.spec) {
-            immutable_selector(&new.selector, &old.selector, &mut errs);
-        }
-        errs
+        validate_selector_update(self, old, |w| w.spec.as_ref().map(|s| &s.selector))
     }
 }
 
@@ -332,10 +351,7 @@ impl Admit for DaemonSet {
         let strategy = spec
             .update_strategy
             .get_or_insert_with(DaemonSetUpdateStrategy::default);
-        if strategy.type_.as_deref().is_none_or(str::is_empty) {
-            strategy.type_ = Some("RollingUpdate".into());
-        }
-        if strategy.type_.as_deref() == Some("RollingUpdate") {
+        if default_to_rolling_update(&mut strategy.type_) {
             let ru = strategy
                 .rolling_update
                 .get_or_insert_with(RollingUpdateDaemonSet::default);
@@ -352,19 +368,13 @@ impl Admit for DaemonSet {
             errs.push(FieldError::required("spec", ""));
             return errs;
         };
+        non_negative(spec.min_ready_seconds, "spec.minReadySeconds", &mut errs);
         non_negative(
-            spec.min_ready_seconds.map(i64::from),
-            "spec.minReadySeconds",
-            &mut errs,
-        );
-        non_negative(
-            spec.revision_history_limit.map(i64::from),
+            spec.revision_history_limit,
             "spec.revisionHistoryLimit",
             &mut errs,
         );
-        validate_selector_and_template(&spec.selector, &spec.template, "daemonset", &mut errs);
-        errs.extend(validate_pod_template(&spec.template, "spec.template"));
-        validate_template_restart_policy(&spec.template, &["Always"], &mut errs);
+        validate_long_running_template(&spec.selector, &spec.template, "daemonset", &mut errs);
         if let Some(strategy) = &spec.update_strategy {
             match strategy.type_.as_deref() {
                 None | Some("RollingUpdate") => {
@@ -389,11 +399,7 @@ impl Admit for DaemonSet {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let mut errs = validate_meta_update(&self.metadata, &old.metadata);
-        if let (Some(new), Some(old)) = (&self.spec, &old.spec) {
-            immutable_selector(&new.selector, &old.selector, &mut errs);
-        }
-        errs
+        validate_selector_update(self, old, |w| w.spec.as_ref().map(|s| &s.selector))
     }
 }
 
@@ -443,28 +449,16 @@ impl Admit for Job {
             errs.push(FieldError::required("spec", ""));
             return errs;
         };
-        non_negative(
-            spec.parallelism.map(i64::from),
-            "spec.parallelism",
-            &mut errs,
-        );
-        non_negative(
-            spec.completions.map(i64::from),
-            "spec.completions",
-            &mut errs,
-        );
-        non_negative(
-            spec.backoff_limit.map(i64::from),
-            "spec.backoffLimit",
-            &mut errs,
-        );
+        non_negative(spec.parallelism, "spec.parallelism", &mut errs);
+        non_negative(spec.completions, "spec.completions", &mut errs);
+        non_negative(spec.backoff_limit, "spec.backoffLimit", &mut errs);
         non_negative(
             spec.active_deadline_seconds,
             "spec.activeDeadlineSeconds",
             &mut errs,
         );
         non_negative(
-            spec.ttl_seconds_after_finished.map(i64::from),
+            spec.ttl_seconds_after_finished,
             "spec.ttlSecondsAfterFinished",
             &mut errs,
         );
@@ -484,11 +478,13 @@ impl Admit for Job {
                 &COMPLETION_MODES,
             )),
         }
-        if let Some(selector) = &spec.selector {
-            validate_selector_and_template(selector, &spec.template, "job", &mut errs);
-        }
-        errs.extend(validate_pod_template(&spec.template, "spec.template"));
-        validate_template_restart_policy(&spec.template, &["OnFailure", "Never"], &mut errs);
+        validate_workload_template(
+            spec.selector.as_ref(),
+            &spec.template,
+            "job",
+            &["OnFailure", "Never"],
+            &mut errs,
+        );
         errs
     }
 
@@ -520,10 +516,10 @@ impl Admit for Job {
 mod tests {
     use super::*;
     use crate::admission::pod::tests::{container, spec};
+    use crate::admission::testing::fields;
     use crate::admission::FieldErrorKind;
     use k8s_openapi::api::apps::v1::{DaemonSetSpec, DeploymentSpec, ReplicaSetSpec};
     use k8s_openapi::api::batch::v1::JobSpec;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn labels() -> BTreeMap<String, String> {
         [("app".to_string(), "web".to_string())].into()
@@ -563,10 +559,6 @@ mod tests {
             }),
             status: None,
         }
-    }
-
-    fn fields(errs: &[FieldError]) -> Vec<&str> {
-        errs.iter().map(|e| e.field.as_str()).collect()
     }
 
     #[test]
