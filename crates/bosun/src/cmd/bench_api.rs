@@ -70,7 +70,11 @@ pub async fn run(a: ApiArgs, config: Option<&Path>) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let clients = a.clients.max(1);
     for w in 0..clients {
-        let client = Client::connect(&cfg.servers, &cfg.tls())?;
+        // Clients start on different servers, as users of a cluster would.
+        let mut servers = cfg.servers.clone();
+        let n = servers.len().max(1);
+        servers.rotate_left(w % n);
+        let client = Client::connect(&servers, &cfg.tls())?;
         let ns = ns.clone();
         let total = a.pods;
         tasks.spawn(async move {
