@@ -151,6 +151,21 @@ fn attrs(kind: &KindInfo, verb: &str, sub: &str, namespace: &str, name: &str) ->
     }
 }
 
+/// The metadata key carrying a fence term (the leader's scheduler and controllers set it).
+pub const FENCE_HEADER: &str = "bosun-fence-term";
+
+fn fence_of<T>(req: &Request<T>) -> Result<Option<u64>> {
+    match req.metadata().get(FENCE_HEADER) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| Error::BadRequest(format!("{FENCE_HEADER} must be a Raft term"))),
+    }
+}
+
 fn rv_of(obj: &Value) -> Result<Option<i64>> {
     let rv = resource_version_of(obj);
     if rv.is_empty() {
@@ -584,6 +599,78 @@ impl Inner {
             .guaranteed_update(kind, &ns, &name, Cas::admitted(None, dry_run), &mutate)
             .await?;
         Ok((obj, if wrote { "configured" } else { "unchanged" }))
+    }
+
+    /// Binds a pod to a node (`pods/binding`, what the scheduler does): sets
+    /// `spec.nodeName` on an unbound pod, with compare-and-swap; a pod bound elsewhere is a
+    /// conflict. `binding` is a Kubernetes Binding: `{"metadata": {"name": POD},
+    /// "target": {"kind": "Node", "name": NODE}}`.
+    async fn bind(&self, kind: &KindInfo, ns: &str, binding: &Value) -> Result<Value> {
+        let pod = name_of(binding).to_string();
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let mutate = move |old: &Value| -> Result<Next> {
+            let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(old.clone())
+                .map_err(|e| Error::Corrupt {
+                    key: format!("pods/{ns}/{}", name_of(old)),
+                    reason: e.to_string(),
+                })?;
+            let errors = bosun_api::admission::validate_pod_binding(&typed, &node);
+            if !errors.is_empty() {
+                let already = errors.iter().any(|e| e.field == "spec.nodeName");
+                if already {
+                    return Err(Error::Conflict {
+                        resource: "pods".into(),
+                        name: name_of(old).into(),
+                        reason: format!("pod is already assigned to a node: {}", errors[0]),
+                    });
+                }
+                return Err(Error::Invalid {
+                    kind: "Binding".into(),
+                    name: name_of(old).into(),
+                    errors,
+                });
+            }
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(Error::Conflict {
+                    resource: "pods".into(),
+                    name: name_of(old).into(),
+                    reason: "the pod is being deleted".into(),
+                });
+            }
+            let mut new = old.clone();
+            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("nodeName".into(), Value::String(node.clone()));
+            }
+            let cond = serde_json::json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": admission::now()});
+            if let Some(map) = new.as_object_mut() {
+                let status = map.entry("status").or_insert_with(|| serde_json::json!({}));
+                if let Some(st) = status.as_object_mut() {
+                    let conds = st
+                        .entry("conditions")
+                        .or_insert_with(|| Value::Array(Vec::new()));
+                    if let Some(list) = conds.as_array_mut() {
+                        list.retain(|c| {
+                            c.get("type").and_then(Value::as_str) != Some("PodScheduled")
+                        });
+                        list.push(cond);
+                    }
+                }
+            }
+            Ok(Next::Write(new))
+        };
+        // Binding sets a field that pod updates may not touch: no update admission.
+        let how = Cas {
+            pinned: None,
+            dry_run: false,
+            admit: false,
+        };
+        self.guaranteed_update(kind, ns, &pod, how, &mutate)
+            .await
+            .map(|(v, _)| v)
     }
 
     /// Deletes with a propagation policy: dependents (objects whose ownerReferences name
@@ -1089,16 +1176,34 @@ impl Resources for ResourceService {
         req: Request<WriteRequest>,
     ) -> std::result::Result<Response<ObjectReply>, Status> {
         let user = caller(&req)?;
+        let fence = fence_of(&req)?;
         let r = req.into_inner();
         let kind = kind_of(&r.resource)?;
         let mut obj = parse_object(&r.object, self.inner.max_object_bytes)?;
-        let res = async {
+        if r.subresource == "binding" && kind.resource == "pods" {
+            let res = store::fenced(fence, async {
+                let name = name_of(&obj).to_string();
+                self.inner
+                    .authorize(&user, kind, "create", "binding", &r.namespace, &name)?;
+                self.inner.bind(kind, &r.namespace, &obj).await
+            })
+            .await;
+            let name = name_of(&obj).to_string();
+            return self.finish(&user, "create", kind, ("binding", &r.namespace, &name), res);
+        }
+        let res = store::fenced(fence, async {
+            if !r.subresource.is_empty() {
+                return Err(Error::Unsupported(format!(
+                    "creating subresource {:?} of {}",
+                    r.subresource, kind.resource
+                )));
+            }
             admission::check_type(kind, &mut obj, &r.namespace)?;
             let (ns, name) = (namespace_of(&obj).to_string(), name_of(&obj).to_string());
             self.inner
                 .authorize(&user, kind, "create", "", &ns, &name)?;
             self.inner.create(kind, obj.clone(), r.dry_run).await
-        }
+        })
         .await;
         self.finish(
             &user,
@@ -1153,10 +1258,11 @@ impl Resources for ResourceService {
         req: Request<WriteRequest>,
     ) -> std::result::Result<Response<ObjectReply>, Status> {
         let user = caller(&req)?;
+        let fence = fence_of(&req)?;
         let r = req.into_inner();
         let kind = kind_of(&r.resource)?;
         let mut obj = parse_object(&r.object, self.inner.max_object_bytes)?;
-        let res = async {
+        let res = store::fenced(fence, async {
             admission::check_type(kind, &mut obj, &r.namespace)?;
             let (ns, name) = (namespace_of(&obj).to_string(), name_of(&obj).to_string());
             self.inner
@@ -1164,7 +1270,7 @@ impl Resources for ResourceService {
             self.inner
                 .update(kind, &ns, &r.subresource, obj.clone(), r.dry_run)
                 .await
-        }
+        })
         .await;
         self.finish(
             &user,
@@ -1180,10 +1286,11 @@ impl Resources for ResourceService {
         req: Request<PatchRequest>,
     ) -> std::result::Result<Response<ObjectReply>, Status> {
         let user = caller(&req)?;
+        let fence = fence_of(&req)?;
         let r = req.into_inner();
         let t = r.target.clone().unwrap_or_default();
         let kind = kind_of(&t.resource)?;
-        let res = async {
+        let res = store::fenced(fence, async {
             let patch = parse_object(&r.patch, self.inner.max_object_bytes)?;
             self.inner
                 .authorize(&user, kind, "patch", &t.subresource, &t.namespace, &t.name)?;
@@ -1196,7 +1303,7 @@ impl Resources for ResourceService {
                 ..t.clone()
             };
             self.inner.patch(kind, &t, patch, r.dry_run).await
-        }
+        })
         .await;
         self.finish(
             &user,
@@ -1212,14 +1319,15 @@ impl Resources for ResourceService {
         req: Request<DeleteRequest>,
     ) -> std::result::Result<Response<ObjectReply>, Status> {
         let user = caller(&req)?;
+        let fence = fence_of(&req)?;
         let r = req.into_inner();
         let t = r.target.clone().unwrap_or_default();
         let kind = kind_of(&t.resource)?;
-        let res = async {
+        let res = store::fenced(fence, async {
             self.inner
                 .authorize(&user, kind, "delete", "", &t.namespace, &t.name)?;
             self.inner.delete(kind, &r).await
-        }
+        })
         .await;
         self.finish(&user, "delete", kind, ("", &t.namespace, &t.name), res)
     }
@@ -1229,6 +1337,7 @@ impl Resources for ResourceService {
         req: Request<ApplyRequest>,
     ) -> std::result::Result<Response<ApplyReply>, Status> {
         let user = caller(&req)?;
+        let fence = fence_of(&req)?;
         let r = req.into_inner();
         let mut obj = parse_object(&r.object, self.inner.max_object_bytes)?;
         let api_version = obj
@@ -1253,10 +1362,10 @@ impl Resources for ResourceService {
         } else {
             String::new()
         };
-        let res = async {
+        let res = store::fenced(fence, async {
             admission::check_type(kind, &mut obj, &default_ns)?;
             self.inner.apply(&user, kind, obj.clone(), r.dry_run).await
-        }
+        })
         .await;
         self.record(
             &user,

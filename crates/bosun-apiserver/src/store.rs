@@ -41,7 +41,7 @@ impl std::fmt::Debug for SecretKeys {
 #[non_exhaustive]
 pub enum KeyFileError {
     /// Unreadable.
-    #[error("reading secrets key file {path}: {source}")]
+    #[error("reading secrets key file {path}")]
     Read {
         /// Path.
         path: String,
@@ -159,6 +159,21 @@ impl SecretKeys {
         cipher
             .decrypt(Nonce::from_slice(&body[..NONCE_LEN]), &body[NONCE_LEN..])
             .map_err(|_| corrupt(format!("decryption with key {id:?} failed")))
+    }
+}
+
+tokio::task_local! {
+    /// The leader term the writes of the current request were decided under, if the
+    /// caller (the leader's scheduler and controllers) fenced them.
+    static FENCE: u64;
+}
+
+/// Runs `f` with its store writes fenced by `term`: the store refuses them when they are
+/// committed in another term, so a deposed leader's decisions never take effect.
+pub async fn fenced<F: std::future::Future>(term: Option<u64>, f: F) -> F::Output {
+    match term {
+        Some(t) => FENCE.scope(t, f).await,
+        None => f.await,
     }
 }
 
@@ -417,11 +432,15 @@ impl Store {
         success: Vec<Op>,
         failure: Vec<Op>,
     ) -> Result<(i64, TxnResult)> {
-        let req = Request::new(Command::Txn(TxnReq {
+        let cmd = Command::Txn(TxnReq {
             compare,
             success,
             failure,
-        }));
+        });
+        let req = match FENCE.try_with(|t| *t) {
+            Ok(term) => Request::fenced(term, cmd),
+            Err(_) => Request::new(cmd),
+        };
         match self.node.write(req).await? {
             (rev, bosun_store::command::CommandResult::Txn(t)) => Ok((rev, t)),
             (_, other) => Err(Error::Store(bosun_store::Error::Raft(format!(

@@ -132,6 +132,21 @@ pub struct Query {
 pub struct Client {
     servers: Arc<Vec<(String, Channel)>>,
     current: Arc<AtomicUsize>,
+    /// The leader term every write of this client is fenced by (leader-only work).
+    fence: Option<u64>,
+}
+
+/// The metadata key carrying a fence term.
+pub const FENCE_HEADER: &str = "bosun-fence-term";
+
+fn fenced<T>(msg: T, fence: Option<u64>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(term) = fence {
+        if let Ok(v) = term.to_string().parse() {
+            req.metadata_mut().insert(FENCE_HEADER, v);
+        }
+    }
+    req
 }
 
 fn retriable(s: &Status) -> bool {
@@ -168,7 +183,40 @@ impl Client {
         Ok(Client {
             servers: Arc::new(servers),
             current: Arc::new(AtomicUsize::new(0)),
+            fence: None,
         })
+    }
+
+    /// The same client with every write fenced by the leader `term`: the store refuses
+    /// such a write when it is committed in another term (a deposed leader's decision).
+    pub fn with_fence(&self, term: u64) -> Client {
+        Client {
+            fence: Some(term),
+            ..self.clone()
+        }
+    }
+
+    /// Binds a pod to a node (`pods/binding`), as a scheduler does.
+    ///
+    /// # Errors
+    /// Conflict when the pod is already bound or being deleted; NotFound.
+    pub async fn bind(&self, namespace: &str, pod: &str, node: &str) -> Result<Value> {
+        let binding = serde_json::json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": pod, "namespace": namespace}, "target": {"kind": "Node", "name": node}});
+        let req = WriteRequest {
+            resource: "pods".into(),
+            namespace: namespace.into(),
+            subresource: "binding".into(),
+            object: bytes(&binding),
+            dry_run: false,
+        };
+        let r = self
+            .call(|mut c, fence| {
+                let req = req.clone();
+                async move { c.create(fenced(req, fence)).await }
+            })
+            .await?;
+        object(&r.object)
     }
 
     /// The server that answered the last call.
@@ -179,7 +227,7 @@ impl Client {
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: Fn(ResourcesClient<Channel>) -> Fut,
+        F: Fn(ResourcesClient<Channel>, Option<u64>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         let n = self.servers.len();
@@ -190,7 +238,7 @@ impl Client {
             let client = ResourcesClient::new(self.servers[idx].1.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
-            match f(client).await {
+            match f(client, self.fence).await {
                 Ok(r) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(r.into_inner());
@@ -222,9 +270,9 @@ impl Client {
             ..Default::default()
         };
         let r = self
-            .call(|mut c| {
+            .call(|mut c, fence| {
                 let req = req.clone();
-                async move { c.create(req).await }
+                async move { c.create(fenced(req, fence)).await }
             })
             .await?;
         object(&r.object)
@@ -244,9 +292,9 @@ impl Client {
             }),
         };
         let r = self
-            .call(|mut c| {
+            .call(|mut c, fence| {
                 let req = req.clone();
-                async move { c.get(req).await }
+                async move { c.get(fenced(req, fence)).await }
             })
             .await?;
         object(&r.object)
@@ -266,9 +314,9 @@ impl Client {
             continue_token: q.continue_token.clone(),
         };
         let r = self
-            .call(|mut c| {
+            .call(|mut c, fence| {
                 let req = req.clone();
-                async move { c.list(req).await }
+                async move { c.list(fenced(req, fence)).await }
             })
             .await?;
         Ok(List {
@@ -307,9 +355,9 @@ impl Client {
             ..Default::default()
         };
         let r = self
-            .call(|mut c| {
+            .call(|mut c, fence| {
                 let req = req.clone();
-                async move { c.update(req).await }
+                async move { c.update(fenced(req, fence)).await }
             })
             .await?;
         object(&r.object)
@@ -338,9 +386,9 @@ impl Client {
             dry_run: false,
         };
         let r = self
-            .call(|mut c| {
+            .call(|mut c, fence| {
                 let req = req.clone();
-                async move { c.patch(req).await }
+                async move { c.patch(fenced(req, fence)).await }
             })
             .await?;
         object(&r.object)
@@ -368,9 +416,9 @@ impl Client {
             ..Default::default()
         };
         let r = self
-            .call(|mut c| {
+            .call(|mut c, fence| {
                 let req = req.clone();
-                async move { c.delete(req).await }
+                async move { c.delete(fenced(req, fence)).await }
             })
             .await?;
         object(&r.object)
@@ -382,9 +430,9 @@ impl Client {
     /// As [`Client::delete`].
     pub async fn delete_with(&self, req: DeleteRequest) -> Result<Value> {
         let r = self
-            .call(|mut c| {
+            .call(|mut c, fence| {
                 let req = req.clone();
-                async move { c.delete(req).await }
+                async move { c.delete(fenced(req, fence)).await }
             })
             .await?;
         object(&r.object)
@@ -401,9 +449,9 @@ impl Client {
             dry_run: false,
         };
         let r = self
-            .call(|mut c| {
+            .call(|mut c, fence| {
                 let req = req.clone();
-                async move { c.apply(req).await }
+                async move { c.apply(fenced(req, fence)).await }
             })
             .await?;
         Ok(Applied {
@@ -417,9 +465,9 @@ impl Client {
     /// # Errors
     /// Forbidden when impersonating without the right to.
     pub async fn review(&self, req: ReviewRequest) -> Result<ReviewReply> {
-        self.call(|mut c| {
+        self.call(|mut c, fence| {
             let req = req.clone();
-            async move { c.review(req).await }
+            async move { c.review(fenced(req, fence)).await }
         })
         .await
     }
@@ -443,9 +491,9 @@ impl Client {
             allow_bookmarks: bookmarks,
         };
         let stream = self
-            .call(|mut c| {
+            .call(|mut c, fence| {
                 let req = req.clone();
-                async move { c.watch(req).await }
+                async move { c.watch(fenced(req, fence)).await }
             })
             .await?;
         Ok(stream.map(|m| {

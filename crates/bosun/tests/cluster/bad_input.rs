@@ -122,6 +122,12 @@ fn a_corrupted_data_dir_or_config_is_refused_with_a_clear_error() {
         .unwrap()
         .issue_server(&bosun_pki::ca::ServerSpec::parse("s1=127.0.99.11").unwrap())
         .unwrap();
+    // What `bosun pki init` writes beside the CA.
+    std::fs::write(
+        pki.join("secrets.key"),
+        bosun_apiserver::SecretKeys::generate_line("key1"),
+    )
+    .unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("db")).unwrap();
     std::fs::write(data.join("db/000001.sst"), b"not a table").unwrap();
@@ -153,6 +159,20 @@ fn a_corrupted_data_dir_or_config_is_refused_with_a_clear_error() {
     std::fs::write(data.join("db/CURRENT"), b"MANIFEST-999999\n").unwrap();
     let err = server_refuses(&cfg);
     assert!(err.contains("opening database"), "{err}");
+
+    // A missing or malformed Secrets key: refused, naming the file.
+    std::fs::write(pki.join("secrets.key"), "key1 not-base64!\n").unwrap();
+    let err = server_refuses(&cfg);
+    assert!(
+        err.contains("secrets.key") && err.contains("line 1"),
+        "{err}"
+    );
+    std::fs::remove_file(pki.join("secrets.key")).unwrap();
+    let err = server_refuses(&cfg);
+    assert!(
+        err.contains("secrets.key") && err.contains("No such file"),
+        "{err}"
+    );
 
     std::fs::write(&cfg, "name = 1\n").unwrap();
     let err = server_refuses(&cfg);
