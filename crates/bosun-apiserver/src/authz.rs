@@ -136,6 +136,10 @@ impl Authorizer {
         if user.groups.iter().any(|g| g == rbac::SUPERUSER_GROUP) {
             return Decision::Allow("superuser".into());
         }
+        // The control plane servers themselves: their scheduler and controllers.
+        if user.groups.iter().any(|g| g == bosun_pki::SERVERS_GROUP) {
+            return Decision::Allow("control plane server".into());
+        }
         if let Some(node) = rbac::node_name(user) {
             return rbac::authorize_node(node, attrs, pod_node);
         }

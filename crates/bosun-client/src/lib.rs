@@ -4,8 +4,11 @@
 //!
 //! Where to start: [`Client::connect`], then the verbs ([`Client::apply`], [`Client::list`],
 //! [`Client::watch`], …). A call goes to the server that answered last; when that server
-//! is unreachable or has no leader, the next one is tried.
+//! is unreachable or has no leader, the next one is tried. [`informer::Informer`] keeps a
+//! watch-backed cache of one resource, for controllers.
 #![forbid(unsafe_code)]
+
+pub mod informer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,7 +19,8 @@ use bosun_pki::TlsMaterial;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
+pub use tonic::Code;
+use tonic::Status;
 
 /// Largest message the client accepts (a list of many objects).
 const MAX_MESSAGE: usize = 256 << 20;

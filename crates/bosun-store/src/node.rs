@@ -283,6 +283,41 @@ impl Node {
         m.state == ServerState::Leader && m.current_leader == Some(self.config.id)
     }
 
+    /// `Some(term)` while this server leads in `term`, `None` otherwise, updated on every
+    /// Raft state change until `cancel`: what leader-only work (scheduler, controllers)
+    /// starts and stops on, and fences its writes with.
+    pub fn leadership(
+        &self,
+        cancel: CancellationToken,
+    ) -> (
+        tokio::sync::watch::Receiver<Option<u64>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let id = self.config.id;
+        let mut metrics = self.raft.metrics();
+        let read = move |m: &openraft::RaftMetrics<u64, Member>| {
+            (m.state == ServerState::Leader && m.current_leader == Some(id))
+                .then_some(m.current_term)
+        };
+        let first = read(&metrics.borrow_and_update());
+        let (tx, rx) = tokio::sync::watch::channel(first);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = metrics.changed() => if r.is_err() { return },
+                }
+                let now = read(&metrics.borrow_and_update());
+                tx.send_if_modified(|cur| {
+                    let changed = *cur != now;
+                    *cur = now;
+                    changed
+                });
+            }
+        });
+        (rx, task)
+    }
+
     /// The leader's id as this server knows it. A restarted ex-leader's persisted vote
     /// names itself until it hears from the others: only a server in the Leader state
     /// reports itself.

@@ -27,8 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a control plane server (store, API).
+    /// Run a control plane server (store, API, and on the leader the scheduler and
+    /// controllers).
     Server(cmd::server::Args),
+    /// Run a node agent (this release: hollow nodes, for tests and benchmarks).
+    Agent(cmd::agent::Args),
     /// Make and issue certificates.
     #[command(subcommand)]
     Pki(cmd::pki::Pki),
@@ -67,7 +70,7 @@ fn main() -> std::process::ExitCode {
             "{default_level},openraft=warn,h2=warn,tower=warn,hyper=warn"
         ))
     });
-    let is_server = matches!(cli.command, Command::Server(_));
+    let is_server = matches!(cli.command, Command::Server(_) | Command::Agent(_));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -90,6 +93,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Server(a) => cmd::server::run(a).await,
             Command::Pki(p) => cmd::pki::run(p),
+            Command::Agent(a) => cmd::agent::run(a, cli.config.as_deref()).await,
             Command::Cluster(c) => cmd::cluster::run(c, cli.config.as_deref(), cli.verbose).await,
             Command::Bench(b) => cmd::bench::run(b, cli.config.as_deref()).await,
             Command::Apply(a) => cmd::objects::apply(a, cli.config.as_deref(), cli.verbose).await,

@@ -1,5 +1,6 @@
 //! One module per verb.
 
+pub mod agent;
 pub mod bench;
 pub mod bench_api;
 pub mod cluster;

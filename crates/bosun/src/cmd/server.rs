@@ -38,8 +38,27 @@ pub async fn run(args: Args) -> Result<()> {
     });
     tracing::info!(name = %cfg.name, id = cfg.id, dir = %cfg.data_dir.display(), "starting server");
     let api = cfg.api()?;
-    let extension: bosun_store::server::Extension =
-        Box::new(move |node, stop| bosun_apiserver::start(node, api, stop));
+    // The scheduler and controllers reach the API like any client, on this server's own
+    // client port, with its server certificate.
+    let own = bosun_client::Client::connect(&[cfg.client_addr.to_string()], &cfg.listen().tls)
+        .context("a client of this server's own API")?;
+    let extension: bosun_store::server::Extension = Box::new(move |node, stop| {
+        let (routes, mut tasks) = bosun_apiserver::start(node.clone(), api, stop.clone());
+        let (leadership, watcher) = node.leadership(stop.clone());
+        tasks.push(watcher);
+        tasks.push(tokio::spawn(bosun_controllers::leader::while_leading(
+            leadership,
+            stop,
+            move |term, cancel| {
+                let client = own.with_fence(term);
+                vec![
+                    tokio::spawn(bosun_scheduler::run(client.clone(), cancel.clone())),
+                    tokio::spawn(bosun_controllers::replicaset::run(client, cancel)),
+                ]
+            },
+        )));
+        (routes, tasks)
+    });
     bosun_store::server::run(cfg.node(), cfg.listen(), Some(extension), shutdown)
         .await
         .with_context(|| format!("server {}", cfg.name))

@@ -2,6 +2,7 @@
 //! certificates, Kubernetes objects through the resource API and the CLI.
 
 mod cli;
+mod control;
 mod crud;
 mod rbac;
 mod secrets;

@@ -1,0 +1,261 @@
+//! Hollow nodes: N simulated nodes in one process.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use bosun_client::informer::Informer;
+use bosun_client::{Client, Code};
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How often each node renews its Ready condition.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Status writes in flight at most.
+const IN_FLIGHT: usize = 32;
+
+/// What the hollow nodes look like.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Node names are `<prefix>-<i>`.
+    pub prefix: String,
+    /// How many.
+    pub count: usize,
+    /// Allocatable cpu per node (a Kubernetes quantity).
+    pub cpu: String,
+    /// Allocatable memory per node.
+    pub memory: String,
+    /// Pods per node.
+    pub pods: u32,
+}
+
+fn now() -> String {
+    let t = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
+}
+
+fn node_status(cfg: &Config, i: usize) -> Value {
+    let at = now();
+    json!({
+        "capacity": {"cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods.to_string()},
+        "allocatable": {"cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods.to_string()},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "HollowReady",
+            "message": "hollow node is posting ready status", "lastHeartbeatTime": at, "lastTransitionTime": at}],
+        "addresses": [{"type": "InternalIP", "address": host_ip(i)},
+            {"type": "Hostname", "address": format!("{}-{i}", cfg.prefix)}],
+        "nodeInfo": {"kubeletVersion": "bosun-hollow", "containerRuntimeVersion": "hollow://0", "osImage": "hollow",
+            "kernelVersion": "hollow", "operatingSystem": "linux", "architecture": "amd64",
+            "machineID": "", "systemUUID": "", "bootID": "", "kubeProxyVersion": ""},
+    })
+}
+
+async fn register(client: &Client, cfg: &Config, i: usize) -> bosun_client::Result<()> {
+    let name = format!("{}-{i}", cfg.prefix);
+    let node = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "bosun.io/hollow": "true"}},
+        "status": node_status(cfg, i)});
+    match client.create("nodes", "", &node).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(Code::AlreadyExists) => heartbeat(client, cfg, i).await,
+        Err(e) => Err(e),
+    }
+}
+
+async fn heartbeat(client: &Client, cfg: &Config, i: usize) -> bosun_client::Result<()> {
+    let name = format!("{}-{i}", cfg.prefix);
+    client
+        .patch(
+            "nodes",
+            "",
+            &name,
+            "status",
+            &json!({"status": node_status(cfg, i)}),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// The address hollow node `i` reports.
+fn host_ip(i: usize) -> String {
+    format!(
+        "10.{}.{}.{}",
+        200 + (i / 65_536) % 50,
+        (i / 256) % 256,
+        i % 256
+    )
+}
+
+fn pod_ip(uid: &str) -> String {
+    let h = uid
+        .bytes()
+        .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!(
+        "10.{}.{}.{}",
+        128 + (h >> 16) % 64,
+        (h >> 8) % 256,
+        2 + h % 250
+    )
+}
+
+fn running_status(pod: &Value, host_ip: &str) -> Value {
+    let at = now();
+    let uid = pod
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let containers: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| json!({"name": c.get("name"), "image": c.get("image"), "imageID": "", "ready": true, "started": true,
+            "restartCount": 0, "containerID": format!("hollow://{uid}"), "state": {"running": {"startedAt": at}}}))
+        .collect();
+    let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": at});
+    json!({"status": {"phase": "Running", "podIP": pod_ip(uid), "podIPs": [{"ip": pod_ip(uid)}], "hostIP": host_ip,
+        "startTime": at, "qosClass": "BestEffort",
+        "conditions": [cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready")],
+        "containerStatuses": containers}})
+}
+
+/// Registers the nodes, then heartbeats them and runs their pods (hollowly) until `cancel`.
+///
+/// # Errors
+/// When the nodes cannot be registered.
+pub async fn run(
+    client: Client,
+    cfg: Config,
+    cancel: CancellationToken,
+) -> bosun_client::Result<()> {
+    let names: BTreeSet<String> = (0..cfg.count)
+        .map(|i| format!("{}-{i}", cfg.prefix))
+        .collect();
+    let mut set = JoinSet::new();
+    for i in 0..cfg.count {
+        while set.len() >= IN_FLIGHT {
+            if let Some(r) = set.join_next().await {
+                r.map_err(|e| bosun_client::Error::Setup(e.to_string()))??;
+            }
+        }
+        let (client, cfg) = (client.clone(), cfg.clone());
+        set.spawn(async move { register(&client, &cfg, i).await });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| bosun_client::Error::Setup(e.to_string()))??;
+    }
+    tracing::info!(nodes = cfg.count, prefix = %cfg.prefix, "hollow nodes registered");
+
+    let beats = {
+        let (client, cfg, cancel) = (client.clone(), cfg.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let mut set = JoinSet::new();
+                for i in 0..cfg.count {
+                    while set.len() >= IN_FLIGHT {
+                        let _ = set.join_next().await;
+                    }
+                    let (client, cfg) = (client.clone(), cfg.clone());
+                    set.spawn(async move {
+                        if let Err(e) = heartbeat(&client, &cfg, i).await {
+                            tracing::debug!(error = %e, node = i, "heartbeat failed");
+                        }
+                    });
+                }
+                while set.join_next().await.is_some() {}
+            }
+        })
+    };
+
+    let (pods, informer) = Informer::start(client.clone(), "pods", cancel.clone());
+    // Pods whose Running status (or final delete) was written; forgotten once the cache
+    // shows it, or the pod is gone.
+    let mut done: HashSet<String> = HashSet::new();
+    loop {
+        let changed = pods.changed();
+        let woken = changed.notified();
+        let mine: Vec<_> = pods
+            .list()
+            .into_iter()
+            .filter(|p| {
+                names.contains(
+                    p.pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                )
+            })
+            .collect();
+        let live: HashSet<String> = mine
+            .iter()
+            .filter_map(|p| {
+                p.pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .collect();
+        done.retain(|a| a.split('/').next().is_some_and(|u| live.contains(u)));
+        let mut set = JoinSet::new();
+        for p in mine {
+            let uid = p
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let ns = p
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let name = p
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let deleting = p.pointer("/metadata/deletionTimestamp").is_some();
+            let running = p.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
+            let action = format!("{uid}/{deleting}");
+            if done.contains(&action) || (running && !deleting) {
+                continue;
+            }
+            done.insert(action);
+            while set.len() >= IN_FLIGHT {
+                let _ = set.join_next().await;
+            }
+            let client = client.clone();
+            let node = p
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            set.spawn(async move {
+                let res = if deleting {
+                    // Nothing to stop: the pod's grace period is over at once.
+                    client.delete("pods", &ns, &name, Some(0)).await.map(|_| ())
+                } else {
+                    let i: usize = node.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                    client.patch("pods", &ns, &name, "status", &running_status(&p, &host_ip(i))).await.map(|_| ())
+                };
+                if let Err(e) = res {
+                    if e.code() != Some(Code::NotFound) {
+                        tracing::debug!(pod = %format!("{ns}/{name}"), error = %e, "hollow pod update failed");
+                    }
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = woken => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+    let _ = beats.await;
+    let _ = informer.await;
+    Ok(())
+}

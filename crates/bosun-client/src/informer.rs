@@ -1,0 +1,228 @@
+//! A watch-backed cache of one resource: list, then watch from the list's revision,
+//! applying every event; list again when the watch ends or its revision was compacted.
+//! Readers get cheap `Arc` snapshots of objects and a notification on every change.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Client, Query};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the informer is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading the full list (at start, after an error or an expired watch).
+    Listing,
+    /// Applying watch events from the list's revision on.
+    Watching,
+}
+
+/// The cache (cheap to clone; every clone sees the same objects).
+#[derive(Clone)]
+pub struct Informer {
+    objects: Arc<RwLock<BTreeMap<String, Arc<Value>>>>,
+    revision: Arc<AtomicI64>,
+    changed: Arc<Notify>,
+    synced: watch::Receiver<bool>,
+}
+
+fn key(obj: &Value) -> String {
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    format!("{ns}/{name}")
+}
+
+fn rv(obj: &Value) -> i64 {
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Informer {
+    /// Starts caching `resource` (all namespaces) through `client`, until `cancel`.
+    pub fn start(
+        client: Client,
+        resource: &str,
+        cancel: CancellationToken,
+    ) -> (Informer, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = watch::channel(false);
+        let inf = Informer {
+            objects: Arc::new(RwLock::new(BTreeMap::new())),
+            revision: Arc::new(AtomicI64::new(0)),
+            changed: Arc::new(Notify::new()),
+            synced: rx,
+        };
+        let task = tokio::spawn(inf.clone().run(client, resource.to_string(), tx, cancel));
+        (inf, task)
+    }
+
+    /// Every cached object.
+    pub fn list(&self) -> Vec<Arc<Value>> {
+        self.objects
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// One object by namespace and name.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.objects
+            .read()
+            .ok()?
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+    }
+
+    /// The store revision the cache reflects (every change up to it is in).
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Notified after every change.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// Waits until the first list is in.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    async fn run(
+        self,
+        client: Client,
+        resource: String,
+        synced: watch::Sender<bool>,
+        cancel: CancellationToken,
+    ) {
+        let q = Query {
+            resource: resource.clone(),
+            limit: 500,
+            ..Default::default()
+        };
+        let mut state = State::Listing;
+        let mut backoff = FIRST_BACKOFF;
+        let mut from = String::new();
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            match state {
+                State::Listing => {
+                    let listed = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        l = client.list_all(&q) => l,
+                    };
+                    match listed {
+                        Ok(l) => {
+                            let map: BTreeMap<String, Arc<Value>> = l
+                                .items
+                                .into_iter()
+                                .map(|o| (key(&o), Arc::new(o)))
+                                .collect();
+                            if let Ok(mut g) = self.objects.write() {
+                                *g = map;
+                            }
+                            let r: i64 = l.resource_version.parse().unwrap_or(0);
+                            self.revision.store(r, Ordering::Release);
+                            from = l.resource_version;
+                            let _ = synced.send(true);
+                            self.changed.notify_waiters();
+                            state = State::Watching;
+                            backoff = FIRST_BACKOFF;
+                        }
+                        Err(e) => {
+                            tracing::debug!(resource, error = %e, backoff_ms = backoff.as_millis() as u64, "list failed; retrying");
+                            if !pause(&cancel, &mut backoff).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+                State::Watching => {
+                    let started = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        w = client.watch(&q, &from, true) => w,
+                    };
+                    let mut stream = match started {
+                        Ok(s) => Box::pin(s),
+                        Err(e) => {
+                            tracing::debug!(resource, error = %e, "watch failed; listing again");
+                            state = State::Listing;
+                            if !pause(&cancel, &mut backoff).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    loop {
+                        let ev = tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            ev = stream.next() => ev,
+                        };
+                        let ev = match ev {
+                            Some(Ok(ev)) => ev,
+                            // The server went away: resume from where we are, elsewhere.
+                            Some(Err(_)) | None => break,
+                        };
+                        let r = rv(&ev.object);
+                        match ev.kind.as_str() {
+                            "ADDED" | "MODIFIED" => {
+                                if let Ok(mut g) = self.objects.write() {
+                                    g.insert(key(&ev.object), Arc::new(ev.object));
+                                }
+                            }
+                            "DELETED" => {
+                                if let Ok(mut g) = self.objects.write() {
+                                    g.remove(&key(&ev.object));
+                                }
+                            }
+                            "BOOKMARK" => {}
+                            _ => {
+                                // ERROR: expired; list again.
+                                state = State::Listing;
+                                break;
+                            }
+                        }
+                        if r > 0 {
+                            self.revision.store(r, Ordering::Release);
+                            from = r.to_string();
+                        }
+                        self.changed.notify_waiters();
+                    }
+                    if state == State::Watching && !pause(&cancel, &mut backoff).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps a jittered, doubling back-off; false when cancelled.
+async fn pause(cancel: &CancellationToken, backoff: &mut Duration) -> bool {
+    let jitter = rand::random::<f64>() * 0.5 + 0.75;
+    let d = backoff.mul_f64(jitter);
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}

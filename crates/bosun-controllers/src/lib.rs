@@ -1,0 +1,10 @@
+//! bosun's controllers: level-triggered loops that move the cluster towards what its
+//! objects ask for. They run only on the Raft leader ([`leader::while_leading`]) and talk
+//! to the store only through the resource API, with every write fenced by the leader term
+//! they were started under: a deposed leader's decision is refused by the store.
+//!
+//! Controllers in this release: [`replicaset`].
+#![forbid(unsafe_code)]
+
+pub mod leader;
+pub mod replicaset;

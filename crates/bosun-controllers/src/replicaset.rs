@@ -1,0 +1,299 @@
+//! The ReplicaSet controller: keeps as many live pods as `spec.replicas` asks for, each
+//! owned by its ReplicaSet, and reports the counts in the status.
+//!
+//! Level-triggered: any change to ReplicaSets or pods (or a periodic resync) re-reads
+//! every ReplicaSet from the cache and reconciles it. After it acts on a ReplicaSet it
+//! waits until the pod cache has seen its own writes before acting on it again, so a
+//! lagging cache never makes it create (or delete) twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_client::informer::Informer;
+use bosun_client::Client;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// Periodic resync: catches anything an event did not trigger.
+const RESYNC: Duration = Duration::from_secs(5);
+/// Pods created or deleted per ReplicaSet per pass at most (a slow start, as Kubernetes'
+/// burst limit does).
+const BURST: usize = 500;
+
+fn uid(o: &Value) -> &str {
+    o.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn name(o: &Value) -> &str {
+    o.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn namespace(o: &Value) -> &str {
+    o.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The uid of a pod's controlling owner.
+pub fn controller_uid(pod: &Value) -> Option<&str> {
+    pod.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .and_then(|r| r.get("uid"))
+        .and_then(Value::as_str)
+}
+
+/// Whether a pod counts towards its owner's replicas: not being deleted, not finished.
+pub fn is_active(pod: &Value) -> bool {
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    pod.pointer("/metadata/deletionTimestamp").is_none()
+        && phase != "Succeeded"
+        && phase != "Failed"
+}
+
+/// Whether the pod's Ready condition is True.
+pub fn is_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Ready")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+}
+
+/// A new pod for a ReplicaSet, from its template.
+fn pod_for(rs: &Value) -> Value {
+    let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        m.insert("generateName".into(), json!(format!("{}-", name(rs))));
+        m.insert("namespace".into(), json!(namespace(rs)));
+        m.remove("name");
+        m.insert(
+            "ownerReferences".into(),
+            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name(rs), "uid": uid(rs),
+                "controller": true, "blockOwnerDeletion": true}]),
+        );
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec").cloned().unwrap_or(json!({}))})
+}
+
+/// Which pods to delete first when scaling down: unbound, then not ready, then newest.
+fn deletion_order(pods: &mut [Arc<Value>]) {
+    pods.sort_by_key(|p| {
+        let bound = p
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let created = p
+            .pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        (bound, is_ready(p), std::cmp::Reverse(created))
+    });
+}
+
+/// Runs the controller until `cancel`.
+pub async fn run(client: Client, cancel: CancellationToken) {
+    let (sets, t1) = Informer::start(client.clone(), "replicasets", cancel.clone());
+    let (pods, t2) = Informer::start(client.clone(), "pods", cancel.clone());
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = async { sets.wait_synced().await; pods.wait_synced().await } => {}
+    }
+    tracing::info!("replicaset controller started");
+    let mut expect = Expectations::default();
+    loop {
+        let (c1, c2) = (sets.changed(), pods.changed());
+        let woken = async {
+            tokio::select! {
+                _ = c1.notified() => {}
+                _ = c2.notified() => {}
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        };
+        expect.forget_gone(&pods);
+        for rs in sets.list() {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if expect
+                .created
+                .get(uid(&rs))
+                .is_some_and(|r| pods.revision() < *r)
+            {
+                continue;
+            }
+            match reconcile(&client, &rs, &pods, &mut expect).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(replicaset = %format!("{}/{}", namespace(&rs), name(&rs)), error = %e, "reconcile failed; retrying")
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = woken => {}
+        }
+    }
+    let _ = t1.await;
+    let _ = t2.await;
+}
+
+/// What the controller's own writes will do to the pod cache, once it sees them.
+#[derive(Default)]
+struct Expectations {
+    /// Per ReplicaSet uid: the revision of its last created pod; the ReplicaSet is left
+    /// alone until the pod cache has reached it.
+    created: HashMap<String, i64>,
+    /// Uids of pods this controller deleted that the cache may still show as live.
+    deleted: std::collections::HashSet<String>,
+}
+
+impl Expectations {
+    /// Drops deleted pods the cache no longer shows as live.
+    fn forget_gone(&mut self, pods: &Informer) {
+        if self.deleted.is_empty() {
+            return;
+        }
+        let live: std::collections::HashSet<String> = pods
+            .list()
+            .iter()
+            .filter(|p| is_active(p))
+            .map(|p| uid(p).to_string())
+            .collect();
+        self.deleted.retain(|u| live.contains(u));
+    }
+}
+
+/// Brings one ReplicaSet to its replica count.
+async fn reconcile(
+    client: &Client,
+    rs: &Value,
+    pods: &Informer,
+    expect: &mut Expectations,
+) -> bosun_client::Result<()> {
+    if rs.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(());
+    }
+    let want = rs
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+        .max(0) as usize;
+    let mut owned: Vec<Arc<Value>> = pods
+        .list()
+        .into_iter()
+        .filter(|p| {
+            namespace(p) == namespace(rs)
+                && controller_uid(p) == Some(uid(rs))
+                && is_active(p)
+                && !expect.deleted.contains(uid(p))
+        })
+        .collect();
+    let mut wrote = false;
+    let ns = namespace(rs);
+    if owned.len() < want {
+        for _ in 0..(want - owned.len()).min(BURST) {
+            let created = client.create("pods", ns, &pod_for(rs)).await?;
+            expect.created.insert(uid(rs).to_string(), rev(&created));
+            wrote = true;
+        }
+    } else if owned.len() > want {
+        deletion_order(&mut owned);
+        for p in owned.iter().take((owned.len() - want).min(BURST)) {
+            expect.deleted.insert(uid(p).to_string());
+            wrote = true;
+            match client.delete("pods", ns, name(p), None).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(bosun_client::Code::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    // Status, from the cache (the next pass corrects it after the writes above land).
+    let ready = owned.iter().filter(|p| is_ready(p)).count();
+    let status = json!({
+        "replicas": owned.len(),
+        "fullyLabeledReplicas": owned.len(),
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(0)),
+    });
+    let same = [
+        "replicas",
+        "readyReplicas",
+        "availableReplicas",
+        "observedGeneration",
+    ]
+    .iter()
+    .all(|k| {
+        rs.pointer(&format!("/status/{k}")).unwrap_or(&json!(0))
+            == status.get(*k).unwrap_or(&json!(0))
+    });
+    if !same && !wrote {
+        client
+            .patch(
+                "replicasets",
+                ns,
+                name(rs),
+                "status",
+                &json!({"status": status}),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+fn rev(o: &Value) -> i64 {
+    o.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_pod_is_owned_by_its_replicaset_and_carries_the_template() {
+        let rs = json!({"metadata": {"name": "web-1", "namespace": "n", "uid": "u1"},
+            "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let p = pod_for(&rs);
+        assert_eq!(p["metadata"]["generateName"], "web-1-");
+        assert_eq!(p["metadata"]["labels"]["app"], "web");
+        assert_eq!(controller_uid(&p), Some("u1"));
+        assert_eq!(p["spec"]["containers"][0]["image"], "i");
+    }
+
+    #[test]
+    fn unbound_and_unready_pods_go_first() {
+        let mk = |n: &str, node: Option<&str>, ready: bool, t: &str| {
+            Arc::new(json!({"metadata": {"name": n, "creationTimestamp": t},
+                "spec": {"nodeName": node},
+                "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
+        };
+        let mut pods = vec![
+            mk("ready-old", Some("n1"), true, "2026-01-01T00:00:00Z"),
+            mk("ready-new", Some("n1"), true, "2026-01-02T00:00:00Z"),
+            mk("unready", Some("n1"), false, "2026-01-01T00:00:00Z"),
+            mk("unbound", None, false, "2026-01-01T00:00:00Z"),
+        ];
+        deletion_order(&mut pods);
+        let order: Vec<&str> = pods.iter().map(|p| name(p)).collect();
+        assert_eq!(order, ["unbound", "unready", "ready-new", "ready-old"]);
+    }
+}

@@ -1,0 +1,471 @@
+//! bosun's scheduler: places unbound pods on nodes, on the Raft leader only, through the
+//! resource API (`pods/binding`, a compare-and-swap), every binding fenced by the leader
+//! term.
+//!
+//! Filters: node Ready and schedulable, taints (NoSchedule, NoExecute) tolerated,
+//! nodeSelector, cpu / memory / pod count fit. Score: least allocated, minus a penalty for
+//! nodes already running pods of the same owner (spreading replicas). A pod that fits
+//! nowhere gets a `FailedScheduling` Event naming why, per reason ("0/5 nodes are
+//! available: 3 Insufficient memory, 2 node(s) had untolerated taint"), and is retried
+//! whenever pods or nodes change.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_api::admission::parse_quantity;
+use bosun_client::informer::Informer;
+use bosun_client::Client;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// Periodic retry of unschedulable pods.
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// Free capacity of one node, in milli-units (cpu millicores, memory millibytes) and pods.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Room {
+    cpu: i128,
+    memory: i128,
+    pods: i128,
+    cpu_total: i128,
+    memory_total: i128,
+}
+
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn quantity(v: Option<&Value>) -> i128 {
+    match v {
+        Some(Value::String(q)) => parse_quantity(q).unwrap_or(0),
+        Some(Value::Number(n)) => n.as_i64().map_or(0, |n| i128::from(n) * 1000),
+        _ => 0,
+    }
+}
+
+/// cpu and memory a pod requests (sum over its containers; limits stand in for missing
+/// requests, as Kubernetes defaults them).
+fn requests(pod: &Value) -> (i128, i128) {
+    let mut cpu = 0;
+    let mut mem = 0;
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let req = c.pointer("/resources/requests");
+        let lim = c.pointer("/resources/limits");
+        let pick = |k: &str| {
+            let r = quantity(req.and_then(|r| r.get(k)));
+            if r > 0 {
+                r
+            } else {
+                quantity(lim.and_then(|l| l.get(k)))
+            }
+        };
+        cpu += pick("cpu");
+        mem += pick("memory");
+    }
+    (cpu, mem)
+}
+
+fn ready(node: &Value) -> bool {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True")
+        })
+}
+
+fn tolerates(pod: &Value, taint: &Value) -> bool {
+    pod.pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .is_some_and(|ts| {
+            ts.iter().any(|t| {
+                let key_ok = s(t, "/key").is_empty() || s(t, "/key") == s(taint, "/key");
+                let effect_ok =
+                    s(t, "/effect").is_empty() || s(t, "/effect") == s(taint, "/effect");
+                let value_ok =
+                    s(t, "/operator") == "Exists" || s(t, "/value") == s(taint, "/value");
+                key_ok && effect_ok && value_ok
+            })
+        })
+}
+
+fn owner(pod: &Value) -> Option<&str> {
+    pod.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))?
+        .get("uid")?
+        .as_str()
+}
+
+/// Why a node does not fit a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Misfit {
+    NotReady,
+    Unschedulable,
+    Taint,
+    Selector,
+    Cpu,
+    Memory,
+    Pods,
+}
+
+impl Misfit {
+    fn text(self) -> &'static str {
+        match self {
+            Misfit::NotReady => "node(s) were not ready",
+            Misfit::Unschedulable => "node(s) were unschedulable",
+            Misfit::Taint => "node(s) had untolerated taint",
+            Misfit::Selector => "node(s) didn't match Pod's node affinity/selector",
+            Misfit::Cpu => "Insufficient cpu",
+            Misfit::Memory => "Insufficient memory",
+            Misfit::Pods => "Too many pods",
+        }
+    }
+}
+
+fn fits(pod: &Value, node: &Value, room: &Room) -> Result<(), Misfit> {
+    if !ready(node) {
+        return Err(Misfit::NotReady);
+    }
+    if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        return Err(Misfit::Unschedulable);
+    }
+    for t in node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let hard = matches!(s(t, "/effect"), "NoSchedule" | "NoExecute");
+        if hard && !tolerates(pod, t) {
+            return Err(Misfit::Taint);
+        }
+    }
+    if let Some(sel) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object) {
+        let labels = node.pointer("/metadata/labels");
+        for (k, v) in sel {
+            if labels.and_then(|l| l.get(k)) != Some(v) {
+                return Err(Misfit::Selector);
+            }
+        }
+    }
+    let (cpu, mem) = requests(pod);
+    if room.pods < 1 {
+        return Err(Misfit::Pods);
+    }
+    if cpu > room.cpu {
+        return Err(Misfit::Cpu);
+    }
+    if mem > room.memory {
+        return Err(Misfit::Memory);
+    }
+    Ok(())
+}
+
+fn score(pod: &Value, room: &Room, same_owner_here: usize) -> i128 {
+    let (cpu, mem) = requests(pod);
+    let free = |free: i128, total: i128, want: i128| {
+        if total <= 0 {
+            0
+        } else {
+            (free - want).max(0) * 100 / total
+        }
+    };
+    let least_allocated =
+        (free(room.cpu, room.cpu_total, cpu) + free(room.memory, room.memory_total, mem)) / 2;
+    least_allocated - 50 * same_owner_here as i128
+}
+
+/// Free room per node, from the pods bound to it.
+fn rooms(nodes: &[Arc<Value>], pods: &[Arc<Value>]) -> BTreeMap<String, Room> {
+    let mut out: BTreeMap<String, Room> = nodes
+        .iter()
+        .map(|n| {
+            let alloc = n
+                .pointer("/status/allocatable")
+                .or_else(|| n.pointer("/status/capacity"));
+            let cpu = quantity(alloc.and_then(|a| a.get("cpu")));
+            let memory = quantity(alloc.and_then(|a| a.get("memory")));
+            let pods = quantity(alloc.and_then(|a| a.get("pods"))) / 1000;
+            (
+                s(n, "/metadata/name").to_string(),
+                Room {
+                    cpu,
+                    memory,
+                    pods,
+                    cpu_total: cpu,
+                    memory_total: memory,
+                },
+            )
+        })
+        .collect();
+    for p in pods {
+        let node = s(p, "/spec/nodeName");
+        let phase = s(p, "/status/phase");
+        if node.is_empty() || phase == "Succeeded" || phase == "Failed" {
+            continue;
+        }
+        if let Some(r) = out.get_mut(node) {
+            let (cpu, mem) = requests(p);
+            r.cpu -= cpu;
+            r.memory -= mem;
+            r.pods -= 1;
+        }
+    }
+    out
+}
+
+/// Runs the scheduler until `cancel`.
+pub async fn run(client: Client, cancel: CancellationToken) {
+    let (pods, t1) = Informer::start(client.clone(), "pods", cancel.clone());
+    let (nodes, t2) = Informer::start(client.clone(), "nodes", cancel.clone());
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = async { pods.wait_synced().await; nodes.wait_synced().await } => {}
+    }
+    tracing::info!("scheduler started");
+    // Pods reported unschedulable, with the message last reported (one Event per change).
+    let mut reported: HashMap<String, String> = HashMap::new();
+    // Bindings made but not yet seen in the cache: pod uid -> node.
+    let mut placed: HashMap<String, String> = HashMap::new();
+    loop {
+        let (c1, c2) = (pods.changed(), nodes.changed());
+        let woken = async {
+            tokio::select! {
+                _ = c1.notified() => {}
+                _ = c2.notified() => {}
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        };
+        let all_pods = pods.list();
+        let all_nodes = nodes.list();
+        placed.retain(|uid, _| {
+            all_pods
+                .iter()
+                .any(|p| s(p, "/metadata/uid") == uid && s(p, "/spec/nodeName").is_empty())
+        });
+        let mut room = rooms(&all_nodes, &all_pods);
+        // Account for our own bindings the cache has not shown yet.
+        for (uid, node) in &placed {
+            if let (Some(p), Some(r)) = (
+                all_pods.iter().find(|p| s(p, "/metadata/uid") == uid),
+                room.get_mut(node),
+            ) {
+                let (cpu, mem) = requests(p);
+                r.cpu -= cpu;
+                r.memory -= mem;
+                r.pods -= 1;
+            }
+        }
+        let mut per_owner: HashMap<(String, String), usize> = HashMap::new();
+        for p in &all_pods {
+            let node = s(p, "/spec/nodeName");
+            if let (Some(o), false) = (owner(p), node.is_empty()) {
+                *per_owner
+                    .entry((o.to_string(), node.to_string()))
+                    .or_default() += 1;
+            }
+        }
+        let unbound: Vec<&Arc<Value>> = all_pods
+            .iter()
+            .filter(|p| {
+                s(p, "/spec/nodeName").is_empty()
+                    && p.pointer("/metadata/deletionTimestamp").is_none()
+                    && matches!(s(p, "/spec/schedulerName"), "" | "default-scheduler")
+                    && !placed.contains_key(s(p, "/metadata/uid"))
+            })
+            .collect();
+        for pod in unbound {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let mut misfits: BTreeMap<Misfit, usize> = BTreeMap::new();
+            let mut best: Option<(i128, String)> = None;
+            for n in &all_nodes {
+                let name = s(n, "/metadata/name");
+                let Some(r) = room.get(name) else { continue };
+                match fits(pod, n, r) {
+                    Ok(()) => {
+                        let same = owner(pod)
+                            .map(|o| {
+                                per_owner
+                                    .get(&(o.to_string(), name.to_string()))
+                                    .copied()
+                                    .unwrap_or(0)
+                            })
+                            .unwrap_or(0);
+                        let sc = score(pod, r, same);
+                        if best
+                            .as_ref()
+                            .is_none_or(|(b, bn)| sc > *b || (sc == *b && name < bn.as_str()))
+                        {
+                            best = Some((sc, name.to_string()));
+                        }
+                    }
+                    Err(m) => *misfits.entry(m).or_default() += 1,
+                }
+            }
+            let ns = s(pod, "/metadata/namespace");
+            let name = s(pod, "/metadata/name");
+            let uid = s(pod, "/metadata/uid").to_string();
+            match best {
+                Some((_, node)) => match client.bind(ns, name, &node).await {
+                    Ok(_) => {
+                        if let Some(r) = room.get_mut(&node) {
+                            let (cpu, mem) = requests(pod);
+                            r.cpu -= cpu;
+                            r.memory -= mem;
+                            r.pods -= 1;
+                        }
+                        if let Some(o) = owner(pod) {
+                            *per_owner.entry((o.to_string(), node.clone())).or_default() += 1;
+                        }
+                        reported.remove(&uid);
+                        placed.insert(uid, node);
+                    }
+                    Err(e) => {
+                        tracing::debug!(pod = %format!("{ns}/{name}"), error = %e, "binding failed; will retry")
+                    }
+                },
+                None => {
+                    let mut parts: Vec<String> = misfits
+                        .iter()
+                        .map(|(m, n)| format!("{n} {}", m.text()))
+                        .collect();
+                    parts.sort();
+                    let msg = format!(
+                        "0/{} nodes are available: {}.",
+                        all_nodes.len(),
+                        if parts.is_empty() {
+                            "no nodes registered".to_string()
+                        } else {
+                            parts.join(", ")
+                        }
+                    );
+                    if reported.get(&uid) != Some(&msg) {
+                        if let Err(e) = unschedulable(&client, pod, &msg).await {
+                            tracing::debug!(error = %e, "recording FailedScheduling failed");
+                        }
+                        reported.insert(uid, msg);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = woken => {}
+        }
+    }
+    let _ = t1.await;
+    let _ = t2.await;
+}
+
+async fn unschedulable(client: &Client, pod: &Value, msg: &str) -> bosun_client::Result<()> {
+    let ns = s(pod, "/metadata/namespace");
+    let now = now();
+    let ev = json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{}.", s(pod, "/metadata/name")), "namespace": ns},
+        "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": s(pod, "/metadata/name"), "uid": s(pod, "/metadata/uid")},
+        "reason": "FailedScheduling", "type": "Warning", "message": msg, "count": 1,
+        "firstTimestamp": now, "lastTimestamp": now,
+        "source": {"component": "default-scheduler"}, "reportingComponent": "default-scheduler"});
+    client.create("events", ns, &ev).await.map(|_| ())
+}
+
+/// The current time, RFC 3339 in seconds (UTC).
+fn now() -> String {
+    let t = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cpu: &str, mem: &str) -> Arc<Value> {
+        Arc::new(
+            json!({"metadata": {"name": name, "labels": {"disk": "ssd"}},
+            "status": {"allocatable": {"cpu": cpu, "memory": mem, "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True"}]}}),
+        )
+    }
+
+    fn pod(cpu: &str, mem: &str) -> Value {
+        json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}})
+    }
+
+    #[test]
+    fn a_pod_fits_where_there_is_room_and_nowhere_else() {
+        let nodes = vec![node("a", "1", "1Gi"), node("b", "4", "8Gi")];
+        let room = rooms(&nodes, &[]);
+        let p = pod("2", "1Gi");
+        assert_eq!(fits(&p, &nodes[0], &room["a"]), Err(Misfit::Cpu));
+        assert_eq!(fits(&p, &nodes[1], &room["b"]), Ok(()));
+        let big = pod("1", "16Gi");
+        assert_eq!(fits(&big, &nodes[1], &room["b"]), Err(Misfit::Memory));
+    }
+
+    #[test]
+    fn bound_pods_use_up_room() {
+        let nodes = vec![node("a", "2", "2Gi")];
+        let mut bound = pod("1500m", "1Gi");
+        bound["spec"]["nodeName"] = json!("a");
+        let room = rooms(&nodes, &[Arc::new(bound)]);
+        assert_eq!(
+            fits(&pod("600m", "100Mi"), &nodes[0], &room["a"]),
+            Err(Misfit::Cpu)
+        );
+        assert_eq!(fits(&pod("500m", "100Mi"), &nodes[0], &room["a"]), Ok(()));
+    }
+
+    #[test]
+    fn taints_selectors_and_readiness_filter() {
+        let mut tainted = (*node("t", "4", "4Gi")).clone();
+        tainted["spec"] =
+            json!({"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]});
+        let room = Room {
+            cpu: 4000,
+            memory: 1 << 40,
+            pods: 10,
+            cpu_total: 4000,
+            memory_total: 1 << 40,
+        };
+        let p = pod("1", "1Mi");
+        assert_eq!(fits(&p, &tainted, &room), Err(Misfit::Taint));
+        let mut tol = p.clone();
+        tol["spec"]["tolerations"] = json!([{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]);
+        assert_eq!(fits(&tol, &tainted, &room), Ok(()));
+        let mut sel = p.clone();
+        sel["spec"]["nodeSelector"] = json!({"disk": "hdd"});
+        assert_eq!(
+            fits(&sel, &node("n", "4", "4Gi"), &room),
+            Err(Misfit::Selector)
+        );
+        let mut down = (*node("d", "4", "4Gi")).clone();
+        down["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+        assert_eq!(fits(&p, &down, &room), Err(Misfit::NotReady));
+    }
+
+    #[test]
+    fn replicas_of_one_owner_spread() {
+        let room = Room {
+            cpu: 4000,
+            memory: 4 << 30,
+            pods: 10,
+            cpu_total: 4000,
+            memory_total: 4 << 30,
+        };
+        let p = pod("100m", "100Mi");
+        assert!(score(&p, &room, 0) > score(&p, &room, 1));
+    }
+}

@@ -1,0 +1,291 @@
+//! Leader-only work with hollow nodes: the scheduler binds, the ReplicaSet controller keeps
+//! the count, through a leader kill; fenced writes of a deposed term are refused.
+
+use std::collections::HashSet;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use bosun_client::{Client, Code};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+/// A `bosun agent --hollow N` process, killed on drop.
+struct Hollow(Child);
+
+impl Drop for Hollow {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hollow(c: &Cluster, n: usize) -> Hollow {
+    let log = std::fs::File::create(c.dir.path().join("hollow.log")).unwrap();
+    Hollow(
+        Command::new(bin())
+            .args(["agent", "--hollow", &n.to_string()])
+            .env("BOSUN_CONFIG", c.dir.path().join("client.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn replicaset(name: &str, replicas: i64) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"rs": name}},
+            "template": {"metadata": {"labels": {"rs": name}},
+                "spec": {"containers": [{"name": "c", "image": "bosun/busybox:latest", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}})
+}
+
+fn active_running(pods: &[Value], rs: &str) -> Vec<Value> {
+    pods.iter()
+        .filter(|p| p["metadata"]["labels"]["rs"] == rs)
+        .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+        .filter(|p| p["status"]["phase"] == "Running" && p["spec"]["nodeName"].is_string())
+        .cloned()
+        .collect()
+}
+
+async fn wait_running(client: &Client, rs: &str, n: usize) -> Vec<Value> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} running pods of {rs}"),
+        || async {
+            let pods = client.list_all(&query("pods", "default")).await.ok()?.items;
+            let all: Vec<&Value> = pods
+                .iter()
+                .filter(|p| {
+                    p["metadata"]["labels"]["rs"] == rs
+                        && p["metadata"].get("deletionTimestamp").is_none()
+                })
+                .collect();
+            let running = active_running(&pods, rs);
+            (running.len() == n && all.len() == n).then_some(running)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replicaset_is_scheduled_and_kept_at_its_count() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 4);
+    client
+        .create("replicasets", "default", &replicaset("web", 3))
+        .await
+        .unwrap();
+    let pods = wait_running(&client, "web", 3).await;
+    let nodes: HashSet<&str> = pods
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 3, "replicas spread over nodes: {nodes:?}");
+    assert!(nodes.iter().all(|n| n.starts_with("hollow-")));
+
+    // A deleted pod is replaced.
+    let victim = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+    client
+        .delete("pods", "default", &victim, Some(0))
+        .await
+        .unwrap();
+    let again = wait_running(&client, "web", 3).await;
+    assert!(again
+        .iter()
+        .all(|p| p["metadata"]["name"] != victim.as_str()));
+
+    // Scale up and down.
+    client
+        .patch(
+            "replicasets",
+            "default",
+            "web",
+            "",
+            &json!({"spec": {"replicas": 8}}),
+        )
+        .await
+        .unwrap();
+    wait_running(&client, "web", 8).await;
+    client
+        .patch(
+            "replicasets",
+            "default",
+            "web",
+            "",
+            &json!({"spec": {"replicas": 2}}),
+        )
+        .await
+        .unwrap();
+    wait_running(&client, "web", 2).await;
+    let status = eventually(Duration::from_secs(20), "status caught up", || async {
+        let rs = client.get("replicasets", "default", "web").await.ok()?;
+        (rs["status"]["readyReplicas"] == 2 && rs["status"]["replicas"] == 2).then_some(rs)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status["status"]["observedGeneration"],
+        status["metadata"]["generation"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scale_up_survives_a_leader_kill_without_ever_overshooting() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 5);
+    client
+        .create("replicasets", "default", &replicaset("big", 2))
+        .await
+        .unwrap();
+    wait_running(&client, "big", 2).await;
+    // Count live pods of the ReplicaSet at every change, on a follower: the leader is
+    // about to be killed.
+    let leader = c.leader(&ALL).await.unwrap();
+    let follower = *ALL.iter().find(|n| **n != leader.as_str()).unwrap();
+    let watcher = client_of(&c, &[follower], &c.admin_tls());
+    let mut q = query("pods", "default");
+    q.labels = "rs=big".into();
+    let mut stream = Box::pin(watcher.watch(&q, "", false).await.unwrap());
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = most.clone();
+    let counter = tokio::spawn(async move {
+        let mut live: HashSet<String> = HashSet::new();
+        while let Some(Ok(ev)) = stream.next().await {
+            let uid = ev.object["metadata"]["uid"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let gone =
+                ev.kind == "DELETED" || ev.object["metadata"].get("deletionTimestamp").is_some();
+            if gone {
+                live.remove(&uid);
+            } else {
+                live.insert(uid);
+            }
+            seen.fetch_max(live.len(), std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    client
+        .patch(
+            "replicasets",
+            "default",
+            "big",
+            "",
+            &json!({"spec": {"replicas": 30}}),
+        )
+        .await
+        .unwrap();
+    c.ctl(&["kill", &leader]).unwrap();
+    wait_running(&client, "big", 30).await;
+    // The watcher sees every pod (the count is exact, so the check below can fail).
+    eventually(
+        Duration::from_secs(10),
+        "the watcher saw 30 pods",
+        || async { (most.load(std::sync::atomic::Ordering::SeqCst) >= 30).then_some(()) },
+    )
+    .await
+    .unwrap();
+    counter.abort();
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        most, 30,
+        "the ReplicaSet had {most} live pods at some point, more than 30"
+    );
+    let new_leader = c.leader(&ALL).await.unwrap();
+    assert_ne!(new_leader, leader);
+    assert!(c.log(&new_leader).contains("leader-only work started"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unschedulable_pod_gets_an_event_naming_why() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 3);
+    eventually(Duration::from_secs(20), "hollow nodes", || async {
+        (client.list(&query("nodes", "")).await.ok()?.items.len() == 3).then_some(())
+    })
+    .await
+    .unwrap();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "picky", "namespace": "default"},
+        "spec": {"nodeSelector": {"disk": "nvme"}, "containers": [{"name": "c", "image": "bosun/busybox:latest"}]}});
+    client.create("pods", "default", &pod).await.unwrap();
+    let huge = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "huge", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "bosun/busybox:latest", "resources": {"requests": {"memory": "64Gi"}}}]}});
+    client.create("pods", "default", &huge).await.unwrap();
+    for (pod, why) in [
+        (
+            "picky",
+            "3 node(s) didn't match Pod's node affinity/selector",
+        ),
+        ("huge", "3 Insufficient memory"),
+    ] {
+        let msg = eventually(
+            Duration::from_secs(20),
+            "FailedScheduling event",
+            || async {
+                let mut q = query("events", "default");
+                q.fields = format!("involvedObject.name={pod},reason=FailedScheduling");
+                let evs = client.list(&q).await.ok()?.items;
+                evs.first()
+                    .and_then(|e| e["message"].as_str().map(str::to_string))
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(msg, format!("0/3 nodes are available: {why}."));
+        let p = client.get("pods", "default", pod).await.unwrap();
+        assert!(p["spec"].get("nodeName").is_none(), "{pod} was bound");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_fenced_by_a_deposed_term_is_refused() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let mut m = c.maintenance("s1").unwrap();
+    let term = m
+        .status(bosun_api::etcd::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .raft_term;
+    let stale = client.with_fence(term - 1);
+    let err = stale
+        .create(
+            "configmaps",
+            "default",
+            &configmap("default", "stale", json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    assert!(err.to_string().contains("fenced"), "{err}");
+    assert_eq!(
+        client
+            .get("configmaps", "default", "stale")
+            .await
+            .unwrap_err()
+            .code(),
+        Some(Code::NotFound)
+    );
+    // The current term's writes go through.
+    client
+        .with_fence(term)
+        .create(
+            "configmaps",
+            "default",
+            &configmap("default", "fresh", json!({})),
+        )
+        .await
+        .unwrap();
+}
