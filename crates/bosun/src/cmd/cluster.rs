@@ -91,6 +91,7 @@ pub async fn run(c: Cluster, config: Option<&Path>, verbose: bool) -> Result<()>
                 "REVISION"
             );
             let mut leader_members = None;
+            let mut leader_at: Option<(String, u64)> = None;
             let mut healthy = 0;
             for (addr, st) in &all {
                 match st {
@@ -106,6 +107,7 @@ pub async fn run(c: Cluster, config: Option<&Path>, verbose: bool) -> Result<()>
                         );
                         if s.leader_id == s.id {
                             leader_members = Some(s.members.clone());
+                            leader_at = Some((s.name.clone(), s.term));
                         }
                     }
                     Err(e) => println!("{:<8} {:<6} {:<22} {:<10} {:>6} {:>10} {:>10} {:>10} {:>10}  unreachable: {}", "?", "?", addr, "-", "-", "-", "-", "-", "-", e.message()),
@@ -125,7 +127,9 @@ pub async fn run(c: Cluster, config: Option<&Path>, verbose: bool) -> Result<()>
                         m.name, m.id, m.peer_addr, m.client_addr
                     );
                 }
-                println!("\nscheduler and controllers: not part of this release (the store runs on every server)");
+                if let Some((name, term)) = &leader_at {
+                    println!("\nscheduler and controllers: on the leader, {name} (term {term}; stopped on any other server)");
+                }
             }
             if healthy == 0 {
                 bail!("no server reports a leader");

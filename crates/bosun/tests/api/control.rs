@@ -202,6 +202,18 @@ async fn a_scale_up_survives_a_leader_kill_without_ever_overshooting() {
     let new_leader = c.leader(&ALL).await.unwrap();
     assert_ne!(new_leader, leader);
     assert!(c.log(&new_leader).contains("leader-only work started"));
+    let out = Command::new(bin())
+        .args(["cluster", "status"])
+        .env("BOSUN_CONFIG", c.dir.path().join("client.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "scheduler and controllers: on the leader, {new_leader}"
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
