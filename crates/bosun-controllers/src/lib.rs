@@ -3,8 +3,17 @@
 //! to the store only through the resource API, with every write fenced by the leader term
 //! they were started under: a deposed leader's decision is refused by the store.
 //!
-//! Controllers in this release: [`replicaset`].
+//! Controllers in this release: [`replicaset`], [`deployment`].
 #![forbid(unsafe_code)]
 
+pub mod deployment;
 pub mod leader;
 pub mod replicaset;
+
+/// The current time as Kubernetes writes it (RFC 3339, seconds, UTC).
+pub fn now() -> String {
+    let t = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
+}

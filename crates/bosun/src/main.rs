@@ -49,6 +49,20 @@ enum Command {
     Describe(cmd::objects::DescribeArgs),
     /// Delete objects by name, selector or manifest.
     Delete(cmd::objects::DeleteArgs),
+    /// Set the replica count of a Deployment or ReplicaSet.
+    Scale(cmd::workloads::ScaleArgs),
+    /// Change fields of workloads (images).
+    #[command(subcommand)]
+    Set(cmd::workloads::Set),
+    /// Follow, list and undo Deployment rollouts.
+    #[command(subcommand)]
+    Rollout(cmd::workloads::Rollout),
+    /// Mark a node unschedulable.
+    Cordon(cmd::workloads::NodeArgs),
+    /// Mark a node schedulable again.
+    Uncordon(cmd::workloads::NodeArgs),
+    /// Cordon a node and move its pods elsewhere.
+    Drain(cmd::workloads::NodeArgs),
     /// Inspect authorization.
     #[command(subcommand)]
     Auth(cmd::objects::Auth),
@@ -107,6 +121,12 @@ fn main() -> std::process::ExitCode {
                 Ok(false) => return Ok(false),
                 Err(e) => Err(e),
             },
+            Command::Scale(a) => cmd::workloads::scale(a, cli.config.as_deref()).await,
+            Command::Set(a) => cmd::workloads::set(a, cli.config.as_deref()).await,
+            Command::Rollout(r) => cmd::workloads::rollout(r, cli.config.as_deref()).await,
+            Command::Cordon(a) => cmd::workloads::cordon(a, true, cli.config.as_deref()).await,
+            Command::Uncordon(a) => cmd::workloads::cordon(a, false, cli.config.as_deref()).await,
+            Command::Drain(a) => cmd::workloads::drain(a, cli.config.as_deref()).await,
             Command::Secrets(s) => {
                 cmd::objects::secrets(s, cli.config.as_deref(), cli.verbose).await
             }

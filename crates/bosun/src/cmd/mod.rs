@@ -7,3 +7,4 @@ pub mod cluster;
 pub mod objects;
 pub mod pki;
 pub mod server;
+pub mod workloads;

@@ -53,7 +53,11 @@ pub async fn run(args: Args) -> Result<()> {
                 let client = own.with_fence(term);
                 vec![
                     tokio::spawn(bosun_scheduler::run(client.clone(), cancel.clone())),
-                    tokio::spawn(bosun_controllers::replicaset::run(client, cancel)),
+                    tokio::spawn(bosun_controllers::replicaset::run(
+                        client.clone(),
+                        cancel.clone(),
+                    )),
+                    tokio::spawn(bosun_controllers::deployment::run(client, cancel)),
                 ]
             },
         )));

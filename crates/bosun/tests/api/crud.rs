@@ -523,18 +523,20 @@ async fn generated_names_server_fields_and_the_size_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_an_owner_propagates_to_its_dependents_as_asked() {
+    // The pods name the ReplicaSet as a (non-controlling) owner, so the ReplicaSet
+    // controller leaves them alone; replicas 0: it creates none of its own.
     let c = up();
     let client = admin(&c);
     ready(&client).await;
     let rs = |name: &str| {
         json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "namespace": "default"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"rs": name}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"rs": name}},
             "template": {"metadata": {"labels": {"rs": name}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}})
     };
     let owned_pod = |name: &str, owner: &Value| {
         json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": true}]},
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": false}]},
         "spec": {"containers": [{"name": "c", "image": "i:1"}]}})
     };
     for (policy, survives) in [
