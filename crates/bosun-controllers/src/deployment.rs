@@ -298,11 +298,21 @@ async fn reconcile(client: &Client, d: &Value, sets: &Informer) -> bosun_client:
                     ));
                 }
             }
-            // Scale old ones down while enough pods stay available.
-            let available: i64 = owned
-                .iter()
-                .map(|r| i(r, "/status/availableReplicas"))
-                .sum();
+            // Scale old ones down while enough pods stay available — judged only on
+            // ReplicaSet statuses that are current (their controller has acted on their
+            // latest spec and counted the result): a stale count would remove too many.
+            let settled = owned.iter().all(|r| {
+                i(r, "/status/observedGeneration") >= i(r, "/metadata/generation")
+                    && i(r, "/status/replicas") == i(r, "/spec/replicas")
+            });
+            let available: i64 = if settled {
+                owned
+                    .iter()
+                    .map(|r| i(r, "/status/availableReplicas"))
+                    .sum()
+            } else {
+                0
+            };
             let mut removable = available - (replicas - unavailable);
             // Old ReplicaSets with no available pods can go at once: they serve nothing.
             for r in &old {
@@ -311,7 +321,7 @@ async fn reconcile(client: &Client, d: &Value, sets: &Informer) -> bosun_client:
                     continue;
                 }
                 let avail = i(r, "/status/availableReplicas");
-                let unhealthy = (want - avail).max(0);
+                let unhealthy = if settled { (want - avail).max(0) } else { 0 };
                 let mut cut = unhealthy.min(want);
                 let extra = (removable.max(0)).min(want - cut);
                 cut += extra;
@@ -583,16 +593,19 @@ async fn rollback(
         .map(bare_template)
         .unwrap_or(json!({}));
     tracing::warn!(deployment = %s(d, "/metadata/name"), to_revision = revision(good), "progress deadline exceeded: rolling back");
-    client
-        .patch(
-            "deployments",
-            s(d, "/metadata/namespace"),
-            s(d, "/metadata/name"),
-            "",
-            &json!({"spec": {"template": template}}),
-        )
-        .await
-        .map(|_| ())
+    // The template is replaced whole (a merge patch would keep fields the bad revision
+    // added), with compare-and-swap, retried on a concurrent change.
+    let (ns, name) = (s(d, "/metadata/namespace"), s(d, "/metadata/name"));
+    for _ in 0..5 {
+        let mut current = client.get("deployments", ns, name).await?;
+        current["spec"]["template"] = template.clone();
+        match client.update("deployments", "", &current).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some(bosun_client::Code::FailedPrecondition) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

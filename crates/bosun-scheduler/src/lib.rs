@@ -267,7 +267,11 @@ pub async fn run(client: Client, cancel: CancellationToken) {
         }
         let mut per_owner: HashMap<(String, String), usize> = HashMap::new();
         for p in &all_pods {
-            let node = s(p, "/spec/nodeName");
+            // Our own bindings the cache does not show yet count where we put them.
+            let node = match placed.get(s(p, "/metadata/uid")) {
+                Some(n) => n.as_str(),
+                None => s(p, "/spec/nodeName"),
+            };
             if let (Some(o), false) = (owner(p), node.is_empty()) {
                 *per_owner
                     .entry((o.to_string(), node.to_string()))

@@ -34,6 +34,16 @@ fn hollow(c: &Cluster, n: usize) -> Hollow {
     )
 }
 
+async fn wait_nodes(client: &Client, n: usize) {
+    eventually(
+        Duration::from_secs(20),
+        "hollow nodes registered",
+        || async { (client.list(&query("nodes", "")).await.ok()?.items.len() == n).then_some(()) },
+    )
+    .await
+    .unwrap();
+}
+
 fn replicaset(name: &str, replicas: i64) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "namespace": "default"},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"rs": name}},
@@ -77,6 +87,7 @@ async fn a_replicaset_is_scheduled_and_kept_at_its_count() {
     let client = admin(&c);
     ready(&client).await;
     let _agent = hollow(&c, 4);
+    wait_nodes(&client, 4).await;
     client
         .create("replicasets", "default", &replicaset("web", 3))
         .await
@@ -300,4 +311,265 @@ async fn a_write_fenced_by_a_deposed_term_is_refused() {
         )
         .await
         .unwrap();
+}
+
+fn deployment(name: &str, replicas: i64, image: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 2, "maxUnavailable": 1}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": image, "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}}}]}}}})
+}
+
+/// Live (not terminating) and ready pods of one Deployment, from a stream of pod events.
+#[derive(Default)]
+struct Census {
+    live: std::collections::HashMap<String, bool>,
+    worst_total: usize,
+    worst_ready: usize,
+}
+
+impl Census {
+    fn apply(&mut self, ev: &bosun_client::Event) {
+        let o = &ev.object;
+        let uid = o["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        if ev.kind == "DELETED" || o["metadata"].get("deletionTimestamp").is_some() {
+            self.live.remove(&uid);
+        } else if ev.kind != "BOOKMARK" {
+            let ready = o["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            self.live.insert(uid, ready);
+        }
+        self.worst_total = self.worst_total.max(self.live.len());
+    }
+    fn ready(&self) -> usize {
+        self.live.values().filter(|r| **r).count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_update_stays_within_surge_and_unavailability_through_a_leader_kill() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 5);
+    client
+        .apply("default", &deployment("roll", 10, "img:v1"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), "10 ready replicas", || async {
+        let d = client.get("deployments", "default", "roll").await.ok()?;
+        (d["status"]["availableReplicas"] == 10 && d["status"]["updatedReplicas"] == 10)
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let leader = c.leader(&ALL).await.unwrap();
+    let follower = *ALL.iter().find(|n| **n != leader.as_str()).unwrap();
+    let watcher = client_of(&c, &[follower], &c.admin_tls());
+    let mut q = query("pods", "default");
+    q.labels = "app=roll".into();
+    let mut stream = Box::pin(watcher.watch(&q, "", true).await.unwrap());
+    // The initial state: every pod, then a bookmark.
+    let mut census = Census::default();
+    loop {
+        let ev = stream.next().await.unwrap().unwrap();
+        if ev.kind == "BOOKMARK" {
+            break;
+        }
+        census.apply(&ev);
+    }
+    assert_eq!((census.live.len(), census.ready()), (10, 10));
+    census.worst_total = 0;
+    let mut worst_ready = usize::MAX;
+    client
+        .apply("default", &deployment("roll", 10, "img:v2"))
+        .await
+        .unwrap();
+    // Kill the leader in the middle of the rollout.
+    let killer = {
+        let c_leader = leader.clone();
+        let dir = c.dir.path().to_path_buf();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = std::process::Command::new("bash")
+                .arg(bosun_testkit::repo_root().join("scripts/cluster.sh"))
+                .args(["kill", &c_leader, "--dir"])
+                .arg(&dir)
+                .output();
+        })
+    };
+    let done = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(Ok(ev)) = stream.next().await {
+            census.apply(&ev);
+            worst_ready = worst_ready.min(census.ready());
+            let d = client.get("deployments", "default", "roll").await.ok();
+            if let Some(d) = d {
+                let s = &d["status"];
+                if s["updatedReplicas"] == 10
+                    && s["availableReplicas"] == 10
+                    && s["replicas"] == 10
+                    && d["metadata"]["generation"] == s["observedGeneration"]
+                    && census.live.len() == 10
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    killer.await.unwrap();
+    assert_eq!(done, Ok(true), "the rollout did not complete");
+    assert!(
+        census.worst_total <= 12,
+        "{} pods at once: more than replicas + maxSurge (12)",
+        census.worst_total
+    );
+    assert!(
+        worst_ready >= 9,
+        "{worst_ready} ready pods at some point: fewer than replicas - maxUnavailable (9)"
+    );
+    // Every pod runs the new image.
+    let pods = client.list_all(&q).await.unwrap().items;
+    let live: Vec<&Value> = pods
+        .iter()
+        .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+        .collect();
+    assert_eq!(live.len(), 10);
+    assert!(live
+        .iter()
+        .all(|p| p["spec"]["containers"][0]["image"] == "img:v2"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_that_misses_its_deadline_is_rolled_back_when_asked() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 3);
+    let mut d = deployment("safe", 3, "img:good");
+    d["metadata"]["annotations"] = json!({"bosun.io/auto-rollback": "true"});
+    d["spec"]["progressDeadlineSeconds"] = json!(3);
+    client.apply("default", &d).await.unwrap();
+    eventually(Duration::from_secs(30), "3 available", || async {
+        let d = client.get("deployments", "default", "safe").await.ok()?;
+        (d["status"]["availableReplicas"] == 3).then_some(())
+    })
+    .await
+    .unwrap();
+    // The new revision can never be scheduled: no node has this label.
+    let mut bad = d.clone();
+    bad["spec"]["template"]["spec"]["containers"][0]["image"] = json!("img:bad");
+    bad["spec"]["template"]["spec"]["nodeSelector"] = json!({"zone": "nowhere"});
+    client.apply("default", &bad).await.unwrap();
+    let back = eventually(
+        Duration::from_secs(40),
+        "rolled back to the good image",
+        || async {
+            let d = client.get("deployments", "default", "safe").await.ok()?;
+            let img = d["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()?
+                .to_string();
+            let s = &d["status"];
+            (img == "img:good"
+                && s["updatedReplicas"] == 3
+                && s["availableReplicas"] == 3
+                && s["replicas"] == 3)
+                .then_some(d)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(back["spec"]["template"]["spec"]
+        .get("nodeSelector")
+        .is_none());
+    // At no point did the failed rollout take the service below maxUnavailable: the good
+    // pods kept running.
+    let mut q = query("pods", "default");
+    q.labels = "app=safe".into();
+    let pods = client.list_all(&q).await.unwrap().items;
+    let good = pods
+        .iter()
+        .filter(|p| {
+            p["spec"]["containers"][0]["image"] == "img:good"
+                && p["metadata"].get("deletionTimestamp").is_none()
+        })
+        .count();
+    assert_eq!(good, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_scales_rolls_out_undoes_and_drains() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 3);
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .env("BOSUN_CONFIG", c.dir.path().join("client.toml"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    client
+        .apply("default", &deployment("cli", 2, "img:v1"))
+        .await
+        .unwrap();
+    let out = run(&["rollout", "status", "deployment/cli", "--timeout", "60"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    run(&["scale", "deployment", "cli", "--replicas", "4"]);
+    run(&["set", "image", "deployment/cli", "c=img:v2"]);
+    let out = run(&["rollout", "status", "deployment/cli", "--timeout", "60"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let out = run(&["rollout", "history", "deployment/cli"]);
+    assert!(out.contains("img:v1") && out.contains("img:v2"), "{out}");
+    run(&["rollout", "undo", "deployment/cli"]);
+    run(&["rollout", "status", "deployment/cli", "--timeout", "60"]);
+    let d = client.get("deployments", "default", "cli").await.unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "img:v1"
+    );
+    assert_eq!(d["status"]["availableReplicas"], 4);
+
+    // Drain a node that runs some of the pods: they move, and it stays cordoned.
+    let mut q = query("pods", "default");
+    q.labels = "app=cli".into();
+    let pods = client.list_all(&q).await.unwrap().items;
+    let node = pods[0]["spec"]["nodeName"].as_str().unwrap().to_string();
+    let out = run(&["drain", &node]);
+    assert!(out.contains("drained"), "{out}");
+    let moved = eventually(
+        Duration::from_secs(30),
+        "4 running pods elsewhere",
+        || async {
+            let pods = client.list_all(&q).await.ok()?.items;
+            let running: Vec<&Value> = pods
+                .iter()
+                .filter(|p| {
+                    p["metadata"].get("deletionTimestamp").is_none()
+                        && p["status"]["phase"] == "Running"
+                })
+                .collect();
+            (running.len() == 4
+                && running
+                    .iter()
+                    .all(|p| p["spec"]["nodeName"] != node.as_str()))
+            .then_some(())
+        },
+    )
+    .await;
+    assert!(moved.is_ok(), "pods still on the drained node");
+    let n = client.get("nodes", "", &node).await.unwrap();
+    assert_eq!(n["spec"]["unschedulable"], true);
+    run(&["uncordon", &node]);
+    let n = client.get("nodes", "", &node).await.unwrap();
+    assert!(n["spec"].get("unschedulable").is_none(), "{n}");
 }
