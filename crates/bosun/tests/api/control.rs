@@ -326,7 +326,6 @@ fn deployment(name: &str, replicas: i64, image: &str) -> Value {
 struct Census {
     live: std::collections::HashMap<String, bool>,
     worst_total: usize,
-    worst_ready: usize,
 }
 
 impl Census {
