@@ -2,6 +2,7 @@
 # A local bosun cluster on loopback: the one way tests, chaos, benchmarks and people start one.
 #
 #   scripts/cluster.sh up    --dir DIR [--servers N] [--ip-base 127.0.0] [--snapshot-every N] [--election-ms MIN-MAX] [--compact RETAIN:INTERVAL_MS]
+#                            [--hollow N] [--heartbeat-ms MS] [--node-grace GRACE_MS:EVICTION_MS]
 #   scripts/cluster.sh stop  NAME --dir DIR     # SIGTERM, then SIGKILL after 10 s
 #   scripts/cluster.sh kill  NAME --dir DIR     # SIGKILL
 #   scripts/cluster.sh start NAME --dir DIR     # (re)start one server
@@ -25,6 +26,7 @@ cmd="${1:-}"; shift || true
 name=""
 if [[ "$cmd" =~ ^(stop|kill|start|join)$ ]]; then name="${1:-}"; shift || true; [[ -n "$name" ]] || die "$cmd needs a server name"; fi
 dir=""; servers=3; ip_base="127.0.0"; snapshot_every=10000; election=""; compact=""
+hollow=0; heartbeat_ms=2500; node_grace=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dir) dir="$2"; shift 2;;
@@ -33,6 +35,9 @@ while [[ $# -gt 0 ]]; do
     --snapshot-every) snapshot_every="$2"; shift 2;;
     --election-ms) election="$2"; shift 2;;   # MIN-MAX, e.g. 200-400
     --compact) compact="$2"; shift 2;;        # RETAIN:INTERVAL_MS, e.g. 10000:30000
+    --hollow) hollow="$2"; shift 2;;          # start N hollow nodes (bosun agent --hollow N)
+    --heartbeat-ms) heartbeat_ms="$2"; shift 2;;
+    --node-grace) node_grace="$2"; shift 2;;  # GRACE_MS:EVICTION_MS, e.g. 10000:30000
     *) die "unknown argument $1";;
   esac
 done
@@ -57,6 +62,11 @@ write_config() { # name id join
     if [[ -n "$compact" ]]; then
       echo "compaction_retain_revisions = ${compact%:*}"
       echo "compaction_interval_ms = ${compact#*:}"
+    fi
+    if [[ -n "$node_grace" ]]; then
+      echo "[controllers]"
+      echo "node_grace_ms = ${node_grace%:*}"
+      echo "eviction_ms = ${node_grace#*:}"
     fi
     echo "[tls]"
     echo "ca = \"$dir/pki/ca.crt\""
@@ -132,7 +142,12 @@ ENV
     write_ctl "$here/cluster.sh"
     for i in $(seq 1 "$servers"); do start_one "s$i"; done
     wait_leader 60
+    if [[ "$hollow" -gt 0 ]]; then
+      nohup "$bin" agent --hollow "$hollow" --heartbeat-ms "$heartbeat_ms" --config "$dir/client.toml" >> "$dir/hollow.log" 2>&1 &
+      echo $! > "$dir/hollow.pid"
+    fi
     cat "$dir/status.out"
+    if [[ "$hollow" -gt 0 ]]; then echo "hollow nodes: $hollow (log $dir/hollow.log)"; fi
     echo "cluster up in $dir: source $dir/env"
     ;;
   start) start_one "$name"; ;;

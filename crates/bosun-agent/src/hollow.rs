@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// How often each node renews its Ready condition.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How often each node renews its Lease and Ready condition, by default.
+pub const HEARTBEAT: Duration = Duration::from_millis(2500);
 /// Status writes in flight at most.
 const IN_FLIGHT: usize = 32;
 
@@ -27,6 +27,8 @@ pub struct Config {
     pub memory: String,
     /// Pods per node.
     pub pods: u32,
+    /// How often each node renews its Lease and Ready condition.
+    pub heartbeat: Duration,
 }
 
 fn now() -> String {
@@ -57,14 +59,40 @@ async fn register(client: &Client, cfg: &Config, i: usize) -> bosun_client::Resu
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "bosun.io/hollow": "true"}},
         "status": node_status(cfg, i)});
     match client.create("nodes", "", &node).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(Code::AlreadyExists) => heartbeat(client, cfg, i).await,
-        Err(e) => Err(e),
+        Ok(_) => {}
+        Err(e) if e.code() == Some(Code::AlreadyExists) => {}
+        Err(e) => return Err(e),
     }
+    heartbeat(client, cfg, i).await
 }
 
 async fn heartbeat(client: &Client, cfg: &Config, i: usize) -> bosun_client::Result<()> {
     let name = format!("{}-{i}", cfg.prefix);
+    let lease_s = (cfg.heartbeat.as_secs() * 4).max(1);
+    let spec = json!({"holderIdentity": name, "leaseDurationSeconds": lease_s, "renewTime": now()});
+    let renewed = client
+        .patch(
+            "leases",
+            "kube-node-lease",
+            &name,
+            "",
+            &json!({"spec": spec}),
+        )
+        .await;
+    match renewed {
+        Err(e) if e.code() == Some(Code::NotFound) => {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease"}, "spec": spec});
+            match client.create("leases", "kube-node-lease", &lease).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(Code::AlreadyExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        other => {
+            other?;
+        }
+    }
     client
         .patch(
             "nodes",
@@ -150,7 +178,7 @@ pub async fn run(
     let beats = {
         let (client, cfg, cancel) = (client.clone(), cfg.clone(), cancel.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HEARTBEAT);
+            let mut tick = tokio::time::interval(cfg.heartbeat);
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -223,9 +251,11 @@ pub async fn run(
             if done.contains(&action) || (running && !deleting) {
                 continue;
             }
-            done.insert(action);
+            done.insert(action.clone());
             while set.len() >= IN_FLIGHT {
-                let _ = set.join_next().await;
+                if let Some(Ok(Some(failed))) = set.join_next().await {
+                    done.remove(&failed);
+                }
             }
             let client = client.clone();
             let node = p
@@ -241,18 +271,33 @@ pub async fn run(
                     let i: usize = node.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
                     client.patch("pods", &ns, &name, "status", &running_status(&p, &host_ip(i))).await.map(|_| ())
                 };
-                if let Err(e) = res {
-                    if e.code() != Some(Code::NotFound) {
-                        tracing::debug!(pod = %format!("{ns}/{name}"), error = %e, "hollow pod update failed");
+                match res {
+                    Err(e) if e.code() != Some(Code::NotFound) => {
+                        tracing::debug!(pod = %format!("{ns}/{name}"), error = %e, "hollow pod update failed; retrying");
+                        // Forgotten, so the next pass tries again.
+                        Some(action)
                     }
+                    _ => None,
                 }
             });
         }
-        while set.join_next().await.is_some() {}
+        let mut retry = false;
+        while let Some(r) = set.join_next().await {
+            if let Ok(Some(failed)) = r {
+                done.remove(&failed);
+                retry = true;
+            }
+        }
+        // A failed update (a server went away) is retried after a short pause.
+        let pause = if retry {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = woken => {}
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
     let _ = beats.await;

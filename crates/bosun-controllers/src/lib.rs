@@ -3,11 +3,12 @@
 //! to the store only through the resource API, with every write fenced by the leader term
 //! they were started under: a deposed leader's decision is refused by the store.
 //!
-//! Controllers in this release: [`replicaset`], [`deployment`].
+//! Controllers in this release: [`replicaset`], [`deployment`], [`nodelifecycle`].
 #![forbid(unsafe_code)]
 
 pub mod deployment;
 pub mod leader;
+pub mod nodelifecycle;
 pub mod replicaset;
 
 /// The current time as Kubernetes writes it (RFC 3339, seconds, UTC).

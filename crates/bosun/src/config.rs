@@ -122,6 +122,30 @@ pub struct ServerConfig {
     /// API server settings.
     #[serde(default)]
     pub api: ApiSettings,
+    /// Controller settings.
+    #[serde(default)]
+    pub controllers: ControllerSettings,
+}
+
+/// Controller settings (`[controllers]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerSettings {
+    /// A node is Ready=Unknown and tainted unreachable after this long without a
+    /// heartbeat, ms.
+    pub node_grace_ms: u64,
+    /// Pods on an unreachable node are evicted this long after it was tainted (unless
+    /// they tolerate it longer), ms.
+    pub eviction_ms: u64,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            node_grace_ms: 10_000,
+            eviction_ms: 30_000,
+        }
+    }
 }
 
 /// API server settings (`[api]`).

@@ -26,6 +26,10 @@ pub struct Args {
     /// Pods per hollow node.
     #[arg(long, default_value_t = 110)]
     pods: u32,
+    /// How often each hollow node renews its Lease and Ready condition, ms (well under the
+    /// servers' node grace period, 10 s by default).
+    #[arg(long = "heartbeat-ms", default_value_t = 2_500)]
+    heartbeat_ms: u64,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -55,6 +59,7 @@ pub async fn run(a: Args, config: Option<&Path>) -> Result<()> {
         cpu: a.cpu,
         memory: a.memory,
         pods: a.pods,
+        heartbeat: std::time::Duration::from_millis(a.heartbeat_ms.max(100)),
     };
     bosun_agent::hollow::run(client, hc, cancel).await?;
     Ok(())

@@ -42,6 +42,10 @@ pub async fn run(args: Args) -> Result<()> {
     // client port, with its server certificate.
     let own = bosun_client::Client::connect(&[cfg.client_addr.to_string()], &cfg.listen().tls)
         .context("a client of this server's own API")?;
+    let timing = bosun_controllers::nodelifecycle::Timing {
+        grace: std::time::Duration::from_millis(cfg.controllers.node_grace_ms),
+        eviction: std::time::Duration::from_millis(cfg.controllers.eviction_ms),
+    };
     let extension: bosun_store::server::Extension = Box::new(move |node, stop| {
         let (routes, mut tasks) = bosun_apiserver::start(node.clone(), api, stop.clone());
         let (leadership, watcher) = node.leadership(stop.clone());
@@ -57,7 +61,13 @@ pub async fn run(args: Args) -> Result<()> {
                         client.clone(),
                         cancel.clone(),
                     )),
-                    tokio::spawn(bosun_controllers::deployment::run(client, cancel)),
+                    tokio::spawn(bosun_controllers::deployment::run(
+                        client.clone(),
+                        cancel.clone(),
+                    )),
+                    tokio::spawn(bosun_controllers::nodelifecycle::run(
+                        client, timing, cancel,
+                    )),
                 ]
             },
         )));

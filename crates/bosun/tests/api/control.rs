@@ -572,3 +572,100 @@ async fn the_cli_scales_rolls_out_undoes_and_drains() {
     let n = client.get("nodes", "", &node).await.unwrap();
     assert!(n["spec"].get("unschedulable").is_none(), "{n}");
 }
+
+fn hollow_named(c: &Cluster, prefix: &str, n: usize) -> Hollow {
+    let log = std::fs::File::create(c.dir.path().join(format!("hollow-{prefix}.log"))).unwrap();
+    Hollow(
+        Command::new(bin())
+            .args([
+                "agent",
+                "--hollow",
+                &n.to_string(),
+                "--prefix",
+                prefix,
+                "--heartbeat-ms",
+                "300",
+            ])
+            .env("BOSUN_CONFIG", c.dir.path().join("client.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_whose_heartbeats_stop_has_its_pods_replaced_elsewhere() {
+    let c = match Cluster::up(bin(), 3, &["--node-grace", "1500:2000"]) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let client = admin(&c);
+    ready(&client).await;
+    let doomed = hollow_named(&c, "a", 2);
+    let _survivor = hollow_named(&c, "b", 2);
+    wait_nodes(&client, 4).await;
+    client
+        .create("replicasets", "default", &replicaset("ha", 4))
+        .await
+        .unwrap();
+    let pods = wait_running(&client, "ha", 4).await;
+    let on_a = pods
+        .iter()
+        .filter(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("a-")
+        })
+        .count();
+    assert!(on_a > 0, "no pod landed on the nodes about to die");
+    drop(doomed);
+    // The dead nodes are marked and tainted, their pods evicted and replaced on b-*.
+    let moved = eventually(
+        Duration::from_secs(30),
+        "pods replaced on live nodes",
+        || async {
+            let pods = client.list_all(&query("pods", "default")).await.ok()?.items;
+            let running = active_running(&pods, "ha");
+            let live: Vec<&Value> = pods
+                .iter()
+                .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+                .collect();
+            (running.len() == 4
+                && live.len() == 4
+                && running.iter().all(|p| {
+                    p["spec"]["nodeName"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("b-")
+                }))
+            .then_some(running)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved.len(), 4);
+    let node = client.get("nodes", "", "a-0").await.unwrap();
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "Unknown", "{ready}");
+    let taints = node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute"),
+        "{taints:?}"
+    );
+    // A live node keeps Ready=True and no taint.
+    let b = client.get("nodes", "", "b-0").await.unwrap();
+    assert!(b["spec"].get("taints").is_none(), "{b}");
+}
