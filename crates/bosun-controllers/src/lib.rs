@@ -3,10 +3,12 @@
 //! to the store only through the resource API, with every write fenced by the leader term
 //! they were started under: a deposed leader's decision is refused by the store.
 //!
-//! Controllers in this release: [`replicaset`], [`deployment`], [`nodelifecycle`].
+//! Controllers in this release: [`replicaset`], [`deployment`], [`nodelifecycle`],
+//! [`endpoints`].
 #![forbid(unsafe_code)]
 
 pub mod deployment;
+pub mod endpoints;
 pub mod leader;
 pub mod nodelifecycle;
 pub mod replicaset;

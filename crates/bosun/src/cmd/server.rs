@@ -65,6 +65,10 @@ pub async fn run(args: Args) -> Result<()> {
                         client.clone(),
                         cancel.clone(),
                     )),
+                    tokio::spawn(bosun_controllers::endpoints::run(
+                        client.clone(),
+                        cancel.clone(),
+                    )),
                     tokio::spawn(bosun_controllers::nodelifecycle::run(
                         client, timing, cancel,
                     )),

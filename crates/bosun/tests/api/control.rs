@@ -669,3 +669,80 @@ async fn a_node_whose_heartbeats_stop_has_its_pods_replaced_elsewhere() {
     let b = client.get("nodes", "", "b-0").await.unwrap();
     assert!(b["spec"].get("taints").is_none(), "{b}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_lists_the_ready_pods_it_selects() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 3);
+    wait_nodes(&client, 3).await;
+    let mut rs = replicaset("ep", 3);
+    rs["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        json!([{"name": "http", "containerPort": 8080}]);
+    client.create("replicasets", "default", &rs).await.unwrap();
+    client
+        .create("services", "default", &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ep", "namespace": "default"},
+            "spec": {"selector": {"rs": "ep"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}}))
+        .await
+        .unwrap();
+    let ips = |want: usize| {
+        let client = client.clone();
+        async move {
+            eventually(
+                Duration::from_secs(30),
+                &format!("{want} endpoint addresses"),
+                || async {
+                    let pods = client.list_all(&query("pods", "default")).await.ok()?.items;
+                    let mut pod_ips: Vec<String> = active_running(&pods, "ep")
+                        .iter()
+                        .map(|p| p["status"]["podIP"].as_str().unwrap_or("").to_string())
+                        .collect();
+                    pod_ips.sort();
+                    let ep = client.get("endpoints", "default", "ep").await.ok()?;
+                    let mut got: Vec<String> = ep["subsets"][0]["addresses"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|a| a["ip"].as_str().unwrap_or("").to_string())
+                        .collect();
+                    got.sort();
+                    (got.len() == want
+                        && got == pod_ips
+                        && ep["subsets"][0]["ports"]
+                            == json!([{"name": "web", "port": 8080, "protocol": "TCP"}]))
+                    .then_some(got)
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    ips(3).await;
+    client
+        .patch(
+            "replicasets",
+            "default",
+            "ep",
+            "",
+            &json!({"spec": {"replicas": 1}}),
+        )
+        .await
+        .unwrap();
+    ips(1).await;
+    client
+        .delete("services", "default", "ep", None)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "endpoints removed with the service",
+        || async {
+            (client.get("endpoints", "default", "ep").await.err()?.code() == Some(Code::NotFound))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
