@@ -18,10 +18,13 @@ use bosun_api::admission::parse_quantity;
 use bosun_client::informer::Informer;
 use bosun_client::Client;
 use serde_json::{json, Value};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Periodic retry of unschedulable pods.
 const RESYNC: Duration = Duration::from_secs(5);
+/// Bindings in flight at most.
+const BINDS_IN_FLIGHT: usize = 64;
 
 /// Free capacity of one node, in milli-units (cpu millicores, memory millibytes) and pods.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -131,33 +134,58 @@ impl Misfit {
     }
 }
 
+/// What the filters look at on a node, read once per pass.
+struct NodeView<'a> {
+    name: &'a str,
+    ready: bool,
+    unschedulable: bool,
+    hard_taints: Vec<&'a Value>,
+    labels: Option<&'a Value>,
+}
+
+fn view(node: &Value) -> NodeView<'_> {
+    NodeView {
+        name: s(node, "/metadata/name"),
+        ready: ready(node),
+        unschedulable: node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true),
+        hard_taints: node
+            .pointer("/spec/taints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|t| matches!(s(t, "/effect"), "NoSchedule" | "NoExecute"))
+            .collect(),
+        labels: node.pointer("/metadata/labels"),
+    }
+}
+
+#[cfg(test)]
 fn fits(pod: &Value, node: &Value, room: &Room) -> Result<(), Misfit> {
-    if !ready(node) {
+    fits_view(pod, requests(pod), &view(node), room)
+}
+
+fn fits_view(
+    pod: &Value,
+    (cpu, mem): (i128, i128),
+    node: &NodeView<'_>,
+    room: &Room,
+) -> Result<(), Misfit> {
+    if !node.ready {
         return Err(Misfit::NotReady);
     }
-    if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+    if node.unschedulable {
         return Err(Misfit::Unschedulable);
     }
-    for t in node
-        .pointer("/spec/taints")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let hard = matches!(s(t, "/effect"), "NoSchedule" | "NoExecute");
-        if hard && !tolerates(pod, t) {
-            return Err(Misfit::Taint);
-        }
+    if node.hard_taints.iter().any(|t| !tolerates(pod, t)) {
+        return Err(Misfit::Taint);
     }
     if let Some(sel) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object) {
-        let labels = node.pointer("/metadata/labels");
         for (k, v) in sel {
-            if labels.and_then(|l| l.get(k)) != Some(v) {
+            if node.labels.and_then(|l| l.get(k)) != Some(v) {
                 return Err(Misfit::Selector);
             }
         }
     }
-    let (cpu, mem) = requests(pod);
     if room.pods < 1 {
         return Err(Misfit::Pods);
     }
@@ -170,8 +198,7 @@ fn fits(pod: &Value, node: &Value, room: &Room) -> Result<(), Misfit> {
     Ok(())
 }
 
-fn score(pod: &Value, room: &Room, same_owner_here: usize) -> i128 {
-    let (cpu, mem) = requests(pod);
+fn score((cpu, mem): (i128, i128), room: &Room, same_owner_here: usize) -> i128 {
     let free = |free: i128, total: i128, want: i128| {
         if total <= 0 {
             0
@@ -247,18 +274,19 @@ pub async fn run(client: Client, cancel: CancellationToken) {
         };
         let all_pods = pods.list();
         let all_nodes = nodes.list();
+        let by_uid: HashMap<&str, &Arc<Value>> = all_pods
+            .iter()
+            .map(|p| (s(p, "/metadata/uid"), p))
+            .collect();
         placed.retain(|uid, _| {
-            all_pods
-                .iter()
-                .any(|p| s(p, "/metadata/uid") == uid && s(p, "/spec/nodeName").is_empty())
+            by_uid
+                .get(uid.as_str())
+                .is_some_and(|p| s(p, "/spec/nodeName").is_empty())
         });
         let mut room = rooms(&all_nodes, &all_pods);
         // Account for our own bindings the cache has not shown yet.
         for (uid, node) in &placed {
-            if let (Some(p), Some(r)) = (
-                all_pods.iter().find(|p| s(p, "/metadata/uid") == uid),
-                room.get_mut(node),
-            ) {
+            if let (Some(p), Some(r)) = (by_uid.get(uid.as_str()), room.get_mut(node)) {
                 let (cpu, mem) = requests(p);
                 r.cpu -= cpu;
                 r.memory -= mem;
@@ -278,6 +306,7 @@ pub async fn run(client: Client, cancel: CancellationToken) {
                     .or_default() += 1;
             }
         }
+        let views: Vec<NodeView<'_>> = all_nodes.iter().map(|n| view(n)).collect();
         let unbound: Vec<&Arc<Value>> = all_pods
             .iter()
             .filter(|p| {
@@ -287,58 +316,63 @@ pub async fn run(client: Client, cancel: CancellationToken) {
                     && !placed.contains_key(s(p, "/metadata/uid"))
             })
             .collect();
+        // Bindings go out concurrently (the store folds them into few log entries).
+        let mut binds: JoinSet<(String, bosun_client::Result<()>)> = JoinSet::new();
         for pod in unbound {
             if cancel.is_cancelled() {
                 break;
             }
+            let req = requests(pod);
             let mut misfits: BTreeMap<Misfit, usize> = BTreeMap::new();
-            let mut best: Option<(i128, String)> = None;
-            for n in &all_nodes {
-                let name = s(n, "/metadata/name");
-                let Some(r) = room.get(name) else { continue };
-                match fits(pod, n, r) {
+            let mut best: Option<(i128, &str)> = None;
+            for n in &views {
+                let Some(r) = room.get(n.name) else { continue };
+                match fits_view(pod, req, n, r) {
                     Ok(()) => {
                         let same = owner(pod)
                             .map(|o| {
                                 per_owner
-                                    .get(&(o.to_string(), name.to_string()))
+                                    .get(&(o.to_string(), n.name.to_string()))
                                     .copied()
                                     .unwrap_or(0)
                             })
                             .unwrap_or(0);
-                        let sc = score(pod, r, same);
-                        if best
-                            .as_ref()
-                            .is_none_or(|(b, bn)| sc > *b || (sc == *b && name < bn.as_str()))
-                        {
-                            best = Some((sc, name.to_string()));
+                        let sc = score(req, r, same);
+                        if best.is_none_or(|(b, bn)| sc > b || (sc == b && n.name < bn)) {
+                            best = Some((sc, n.name));
                         }
                     }
                     Err(m) => *misfits.entry(m).or_default() += 1,
                 }
             }
-            let ns = s(pod, "/metadata/namespace");
-            let name = s(pod, "/metadata/name");
+            let ns = s(pod, "/metadata/namespace").to_string();
+            let name = s(pod, "/metadata/name").to_string();
             let uid = s(pod, "/metadata/uid").to_string();
             match best {
-                Some((_, node)) => match client.bind(ns, name, &node).await {
-                    Ok(_) => {
-                        if let Some(r) = room.get_mut(&node) {
-                            let (cpu, mem) = requests(pod);
-                            r.cpu -= cpu;
-                            r.memory -= mem;
-                            r.pods -= 1;
-                        }
-                        if let Some(o) = owner(pod) {
-                            *per_owner.entry((o.to_string(), node.clone())).or_default() += 1;
-                        }
-                        reported.remove(&uid);
-                        placed.insert(uid, node);
+                Some((_, node)) => {
+                    let node = node.to_string();
+                    if let Some(r) = room.get_mut(&node) {
+                        r.cpu -= req.0;
+                        r.memory -= req.1;
+                        r.pods -= 1;
                     }
-                    Err(e) => {
-                        tracing::debug!(pod = %format!("{ns}/{name}"), error = %e, "binding failed; will retry")
+                    if let Some(o) = owner(pod) {
+                        *per_owner.entry((o.to_string(), node.clone())).or_default() += 1;
                     }
-                },
+                    reported.remove(&uid);
+                    placed.insert(uid.clone(), node.clone());
+                    while binds.len() >= BINDS_IN_FLIGHT {
+                        if let Some(Ok((uid, Err(e)))) = binds.join_next().await {
+                            tracing::debug!(pod = %uid, error = %e, "binding failed; will retry");
+                            placed.remove(&uid);
+                        }
+                    }
+                    let client = client.clone();
+                    binds.spawn(async move {
+                        let r = client.bind(&ns, &name, &node).await.map(|_| ());
+                        (uid, r)
+                    });
+                }
                 None => {
                     let mut parts: Vec<String> = misfits
                         .iter()
@@ -361,6 +395,12 @@ pub async fn run(client: Client, cancel: CancellationToken) {
                         reported.insert(uid, msg);
                     }
                 }
+            }
+        }
+        while let Some(r) = binds.join_next().await {
+            if let Ok((uid, Err(e))) = r {
+                tracing::debug!(pod = %uid, error = %e, "binding failed; will retry");
+                placed.remove(&uid);
             }
         }
         tokio::select! {
@@ -470,6 +510,6 @@ mod tests {
             memory_total: 4 << 30,
         };
         let p = pod("100m", "100Mi");
-        assert!(score(&p, &room, 0) > score(&p, &room, 1));
+        assert!(score(requests(&p), &room, 0) > score(requests(&p), &room, 1));
     }
 }

@@ -22,6 +22,8 @@ pub enum Bench {
     Failover(FailoverArgs),
     /// Create throughput and list latency of pods through the resource API (bosun only).
     Api(super::bench_api::ApiArgs),
+    /// Scheduling throughput and Deployment start-up on the cluster's (hollow) nodes.
+    Schedule(super::bench_api::ScheduleArgs),
 }
 
 /// Where to connect.
@@ -101,6 +103,7 @@ pub async fn run(b: Bench, config: Option<&Path>) -> Result<()> {
         Bench::Kv(a) => kv(a).await,
         Bench::Failover(a) => failover(a).await,
         Bench::Api(a) => super::bench_api::run(a, config).await,
+        Bench::Schedule(a) => super::bench_api::schedule(a, config).await,
     }
 }
 

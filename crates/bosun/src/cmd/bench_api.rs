@@ -157,3 +157,144 @@ pub async fn run(a: ApiArgs, config: Option<&Path>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Arguments of `bench schedule`.
+#[derive(clap::Args)]
+pub struct ScheduleArgs {
+    /// Unbound pods to create and have scheduled.
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Replicas of the Deployment timed from apply to all running (0: skip).
+    #[arg(long, default_value_t = 1_000)]
+    deployment: usize,
+    /// Concurrent clients creating pods.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+}
+
+/// Scheduling throughput on the cluster's (hollow) nodes: `scripts/cluster.sh up --hollow N`
+/// first.
+///
+/// # Errors
+/// When the cluster cannot be reached, has no ready node, or a request fails.
+pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
+    let cfg = ClientConfig::find(config)?;
+    let admin = Client::connect(&cfg.servers, &cfg.tls())?;
+    let nodes = admin
+        .list_all(&Query {
+            resource: "nodes".into(),
+            ..Default::default()
+        })
+        .await?
+        .items;
+    if nodes.is_empty() {
+        bail!("no nodes: start hollow nodes first (scripts/cluster.sh up --hollow N, or bosun agent --hollow N)");
+    }
+    println!("{} nodes", nodes.len());
+    let ns = format!("bench-sched-{}", std::process::id());
+    admin
+        .create(
+            "namespaces",
+            "",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
+    let q = Query {
+        resource: "pods".into(),
+        namespace: ns.clone(),
+        ..Default::default()
+    };
+    let mut events = Box::pin(admin.watch(&q, "", false).await?);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let clients = a.clients.max(1);
+    for w in 0..clients {
+        let mut servers = cfg.servers.clone();
+        let n = servers.len().max(1);
+        servers.rotate_left(w % n);
+        let client = Client::connect(&servers, &cfg.tls())?;
+        let (ns, total) = (ns.clone(), a.pods);
+        tasks.spawn(async move {
+            let mut i = w;
+            while i < total {
+                let mut p = pod(&ns, i);
+                if let Some(spec) = p.get_mut("spec").and_then(|s| s.as_object_mut()) {
+                    spec.remove("nodeName");
+                }
+                client.create("pods", &ns, &p).await?;
+                i += clients;
+            }
+            Ok::<_, bosun_client::Error>(())
+        });
+    }
+    let mut bound = std::collections::HashSet::new();
+    let mut created_at = None;
+    while bound.len() < a.pods {
+        tokio::select! {
+            Some(r) = tasks.join_next(), if !tasks.is_empty() => {
+                r.context("a benchmark task panicked")??;
+                if tasks.is_empty() {
+                    created_at = Some(started.elapsed());
+                }
+            }
+            ev = futures::StreamExt::next(&mut events) => {
+                let Some(ev) = ev else { bail!("the watch ended") };
+                let ev = ev?;
+                if ev.object.pointer("/spec/nodeName").and_then(|n| n.as_str()).is_some_and(|n| !n.is_empty()) {
+                    if let Some(name) = ev.object.pointer("/metadata/name").and_then(|n| n.as_str()) {
+                        bound.insert(name.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let took = started.elapsed();
+    println!(
+        "schedule: {} pods created in {:.2} s, all bound after {:.2} s = {:.0} pods/s from creation to binding",
+        a.pods,
+        created_at.unwrap_or(took).as_secs_f64(),
+        took.as_secs_f64(),
+        a.pods as f64 / took.as_secs_f64()
+    );
+    admin.delete("namespaces", "", &ns, None).await?;
+    if a.deployment > 0 {
+        let ns = format!("{ns}-d");
+        admin
+            .create(
+                "namespaces",
+                "",
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .await?;
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "big", "namespace": ns},
+            "spec": {"replicas": a.deployment, "selector": {"matchLabels": {"app": "big"}},
+                "template": {"metadata": {"labels": {"app": "big"}}, "spec": {"containers": [{"name": "c", "image": "bosun/busybox:latest",
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}});
+        let t = Instant::now();
+        admin.apply(&ns, &d).await?;
+        let q = Query {
+            resource: "deployments".into(),
+            namespace: ns.clone(),
+            ..Default::default()
+        };
+        let mut w = Box::pin(admin.watch(&q, "", false).await?);
+        while let Some(ev) = futures::StreamExt::next(&mut w).await {
+            let ev = ev?;
+            if ev
+                .object
+                .pointer("/status/availableReplicas")
+                .and_then(|v| v.as_u64())
+                == Some(a.deployment as u64)
+            {
+                break;
+            }
+        }
+        println!(
+            "deployment: {} replicas from apply to all running and available in {:.2} s",
+            a.deployment,
+            t.elapsed().as_secs_f64()
+        );
+        admin.delete("namespaces", "", &ns, None).await?;
+    }
+    Ok(())
+}
