@@ -142,7 +142,7 @@ ENV
     write_ctl "$here/cluster.sh"
     for i in $(seq 1 "$servers"); do start_one "s$i"; done
     wait_leader 60
-    if [[ "$hollow" -gt 0 ]]; then
+    if [[ "$hollow" -gt 0 ]] && ! alive hollow; then
       nohup "$bin" agent --hollow "$hollow" --heartbeat-ms "$heartbeat_ms" --config "$dir/client.toml" >> "$dir/hollow.log" 2>&1 &
       echo $! > "$dir/hollow.pid"
     fi
