@@ -22,10 +22,23 @@ impl Drop for Hollow {
 }
 
 fn hollow(c: &Cluster, n: usize) -> Hollow {
-    let log = std::fs::File::create(c.dir.path().join("hollow.log")).unwrap();
+    hollow_named(c, "hollow", n)
+}
+
+/// Hollow nodes `<prefix>-<i>`, heartbeating every 300 ms.
+fn hollow_named(c: &Cluster, prefix: &str, n: usize) -> Hollow {
+    let log = std::fs::File::create(c.dir.path().join(format!("hollow-{prefix}.log"))).unwrap();
     Hollow(
         Command::new(bin())
-            .args(["agent", "--hollow", &n.to_string()])
+            .args([
+                "agent",
+                "--hollow",
+                &n.to_string(),
+                "--prefix",
+                prefix,
+                "--heartbeat-ms",
+                "300",
+            ])
             .env("BOSUN_CONFIG", c.dir.path().join("client.toml"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -571,27 +584,6 @@ async fn the_cli_scales_rolls_out_undoes_and_drains() {
     run(&["uncordon", &node]);
     let n = client.get("nodes", "", &node).await.unwrap();
     assert!(n["spec"].get("unschedulable").is_none(), "{n}");
-}
-
-fn hollow_named(c: &Cluster, prefix: &str, n: usize) -> Hollow {
-    let log = std::fs::File::create(c.dir.path().join(format!("hollow-{prefix}.log"))).unwrap();
-    Hollow(
-        Command::new(bin())
-            .args([
-                "agent",
-                "--hollow",
-                &n.to_string(),
-                "--prefix",
-                prefix,
-                "--heartbeat-ms",
-                "300",
-            ])
-            .env("BOSUN_CONFIG", c.dir.path().join("client.toml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

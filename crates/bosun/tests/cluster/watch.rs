@@ -150,9 +150,28 @@ async fn watches_replay_follow_report_progress_cancel_and_report_compaction() {
 async fn the_leader_compacts_old_history_on_its_own() {
     let c = up(3, &["--compact", "10:100"]);
     let mut kv = c.kv("s1").unwrap();
+    // The API server writes the cluster's default objects at start (the binding last):
+    // wait for them, so that nothing else moves the revision during the test.
+    eventually(Duration::from_secs(20), "default objects written", || {
+        let mut kv = kv.clone();
+        async move {
+            get(
+                &mut kv,
+                "/registry/clusterrolebindings/cluster-admin",
+                false,
+            )
+            .await
+            .ok()
+            .flatten()
+        }
+    })
+    .await
+    .unwrap();
+    let mut last = 0;
     for i in 0..40 {
-        put(&mut kv, "/c/k", &i.to_string()).await.unwrap();
+        last = put(&mut kv, "/c/k", &i.to_string()).await.unwrap();
     }
+    let recent = last - 3;
     for n in ALL {
         let mut kv = c.kv(n).unwrap();
         eventually(Duration::from_secs(20), "old revisions compacted", || {
@@ -175,7 +194,7 @@ async fn the_leader_compacts_old_history_on_its_own() {
         let r = kv
             .range(bosun_api::etcd::RangeRequest {
                 key: "/c/k".into(),
-                revision: 38,
+                revision: recent,
                 ..Default::default()
             })
             .await;
