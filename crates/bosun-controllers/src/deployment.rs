@@ -563,7 +563,15 @@ async fn status(
             )
             .await?;
     }
-    if exceeded
+    // Retried on every pass while the rollout that timed out is still the current one
+    // (a failed attempt is not lost); once rolled back, the new ReplicaSet is another.
+    let timed_out_here = exceeded
+        || conds.iter().any(|c| {
+            s(c, "/type") == "Progressing"
+                && s(c, "/reason") == "ProgressDeadlineExceeded"
+                && s(c, "/message").contains(&format!("{name:?}"))
+        });
+    if timed_out_here
         && d.pointer("/metadata/annotations")
             .and_then(|a| a.get(AUTO_ROLLBACK))
             .and_then(Value::as_str)

@@ -493,8 +493,29 @@ async fn a_rollout_that_misses_its_deadline_is_rolled_back_when_asked() {
                 .then_some(d)
         },
     )
-    .await
-    .unwrap();
+    .await;
+    let back = match back {
+        Ok(d) => d,
+        Err(e) => {
+            let d = client.get("deployments", "default", "safe").await;
+            let sets = client.list_all(&query("replicasets", "default")).await;
+            let summary: Vec<String> = sets
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} rev={} spec={} status={}",
+                        r["metadata"]["name"],
+                        r["metadata"]["annotations"],
+                        r["spec"]["replicas"],
+                        r["status"]
+                    )
+                })
+                .collect();
+            panic!("{e}\ndeployment: {d:?}\nreplicasets: {summary:#?}");
+        }
+    };
     assert!(back["spec"]["template"]["spec"]
         .get("nodeSelector")
         .is_none());
