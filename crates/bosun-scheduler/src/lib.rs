@@ -3,12 +3,16 @@
 //! term.
 //!
 //! Filters: node Ready and schedulable, taints (NoSchedule, NoExecute) tolerated,
-//! nodeSelector, cpu / memory / pod count fit. Score: least allocated, minus a penalty for
-//! nodes already running pods of the same owner (spreading replicas). A pod that fits
+//! nodeSelector and required node affinity, required pod affinity and anti-affinity (any
+//! topology key), cpu / memory / pod count fit. Score: least allocated, plus preferred node
+//! affinity weights, minus a penalty for nodes already running pods of the same owner
+//! (spreading replicas). A pod that fits
 //! nowhere gets a `FailedScheduling` Event naming why, per reason ("0/5 nodes are
 //! available: 3 Insufficient memory, 2 node(s) had untolerated taint"), and is retried
 //! whenever pods or nodes change.
 #![forbid(unsafe_code)]
+
+mod affinity;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -118,6 +122,8 @@ enum Misfit {
     Cpu,
     Memory,
     Pods,
+    PodAffinity,
+    PodAntiAffinity,
 }
 
 impl Misfit {
@@ -130,6 +136,8 @@ impl Misfit {
             Misfit::Cpu => "Insufficient cpu",
             Misfit::Memory => "Insufficient memory",
             Misfit::Pods => "Too many pods",
+            Misfit::PodAffinity => "node(s) didn't match pod affinity rules",
+            Misfit::PodAntiAffinity => "node(s) didn't match pod anti-affinity rules",
         }
     }
 }
@@ -185,6 +193,9 @@ fn fits_view(
                 return Err(Misfit::Selector);
             }
         }
+    }
+    if !affinity::node_required(pod, node.name, node.labels) {
+        return Err(Misfit::Selector);
     }
     if room.pods < 1 {
         return Err(Misfit::Pods);
@@ -307,6 +318,26 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             }
         }
         let views: Vec<NodeView<'_>> = all_nodes.iter().map(|n| view(n)).collect();
+        let mut index = affinity::PodIndex::default();
+        for v in &views {
+            index.labels.insert(v.name, v.labels);
+        }
+        for p in &all_pods {
+            let phase = s(p, "/status/phase");
+            if p.pointer("/metadata/deletionTimestamp").is_some()
+                || phase == "Succeeded"
+                || phase == "Failed"
+            {
+                continue;
+            }
+            let node = match placed.get(s(p, "/metadata/uid")) {
+                Some(n) => n.clone(),
+                None => s(p, "/spec/nodeName").to_string(),
+            };
+            if !node.is_empty() {
+                index.pods.entry(node).or_default().push(p.clone());
+            }
+        }
         let unbound: Vec<&Arc<Value>> = all_pods
             .iter()
             .filter(|p| {
@@ -327,7 +358,13 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             let mut best: Option<(i128, &str)> = None;
             for n in &views {
                 let Some(r) = room.get(n.name) else { continue };
-                match fits_view(pod, req, n, r) {
+                let fit = fits_view(pod, req, n, r).and_then(|()| {
+                    affinity::inter_pod(pod, n.labels, &index).map_err(|e| match e {
+                        affinity::InterPod::Affinity => Misfit::PodAffinity,
+                        affinity::InterPod::AntiAffinity => Misfit::PodAntiAffinity,
+                    })
+                });
+                match fit {
                     Ok(()) => {
                         let same = owner(pod)
                             .map(|o| {
@@ -337,7 +374,8 @@ pub async fn run(client: Client, cancel: CancellationToken) {
                                     .unwrap_or(0)
                             })
                             .unwrap_or(0);
-                        let sc = score(req, r, same);
+                        let sc =
+                            score(req, r, same) + affinity::node_preferred(pod, n.name, n.labels);
                         if best.is_none_or(|(b, bn)| sc > b || (sc == b && n.name < bn)) {
                             best = Some((sc, n.name));
                         }
@@ -361,6 +399,11 @@ pub async fn run(client: Client, cancel: CancellationToken) {
                     }
                     reported.remove(&uid);
                     placed.insert(uid.clone(), node.clone());
+                    index
+                        .pods
+                        .entry(node.clone())
+                        .or_default()
+                        .push((*pod).clone());
                     while binds.len() >= BINDS_IN_FLIGHT {
                         if let Some(Ok((uid, Err(e)))) = binds.join_next().await {
                             tracing::debug!(pod = %uid, error = %e, "binding failed; will retry");

@@ -759,3 +759,43 @@ async fn a_service_lists_the_ready_pods_it_selects() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anti_affinity_keeps_replicas_on_separate_nodes_and_says_why_one_waits() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 2);
+    wait_nodes(&client, 2).await;
+    let mut rs = replicaset("apart", 3);
+    rs["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"rs": "apart"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+    client.create("replicasets", "default", &rs).await.unwrap();
+    let msg = eventually(
+        Duration::from_secs(30),
+        "two placed, one waiting with a reason",
+        || async {
+            let pods = client.list_all(&query("pods", "default")).await.ok()?.items;
+            let running = active_running(&pods, "apart");
+            let mut q = query("events", "default");
+            q.fields = "reason=FailedScheduling".into();
+            let ev = client.list(&q).await.ok()?.items;
+            let msg = ev
+                .iter()
+                .find_map(|e| e["message"].as_str().map(str::to_string))?;
+            (running.len() == 2).then_some((running, msg))
+        },
+    )
+    .await
+    .unwrap();
+    let nodes: HashSet<&str> = msg
+        .0
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 2, "two replicas on one node: {nodes:?}");
+    assert_eq!(
+        msg.1,
+        "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
+    );
+}
