@@ -127,6 +127,37 @@ fn pod_ip(uid: &str) -> String {
     )
 }
 
+/// The annotation that makes a hollow pod's containers exit with this code once running
+/// (for Jobs: "0" succeeds, anything else fails).
+pub const EXIT_CODE: &str = "bosun.io/hollow-exit-code";
+
+/// What the hollow agent does next for one pod.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Report it running.
+    Run,
+    /// Report its containers exited with this code.
+    Exit(i64),
+    /// Finish its deletion.
+    Delete,
+}
+
+fn exited_status(pod: &Value, code: i64) -> Value {
+    let at = now();
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    let containers: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| json!({"name": c.get("name"), "image": c.get("image"), "imageID": "", "ready": false, "started": false,
+            "restartCount": 0, "state": {"terminated": {"exitCode": code, "reason": reason, "finishedAt": at}}}))
+        .collect();
+    let cond = |t: &str| json!({"type": t, "status": "False", "reason": "PodCompleted", "lastTransitionTime": at});
+    json!({"status": {"phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "conditions": [cond("Ready"), cond("ContainersReady")], "containerStatuses": containers}})
+}
+
 fn running_status(pod: &Value, host_ip: &str) -> Value {
     let at = now();
     let uid = pod
@@ -246,9 +277,24 @@ pub async fn run(
                 .unwrap_or("")
                 .to_string();
             let deleting = p.pointer("/metadata/deletionTimestamp").is_some();
-            let running = p.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
-            let action = format!("{uid}/{deleting}");
-            if done.contains(&action) || (running && !deleting) {
+            let phase = p
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let exit: Option<i64> = p
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(EXIT_CODE))
+                .and_then(Value::as_str)
+                .and_then(|c| c.parse().ok());
+            let step = match (deleting, phase, exit) {
+                (true, _, _) => Step::Delete,
+                (false, "Succeeded" | "Failed", _) => continue,
+                (false, "Running", Some(code)) => Step::Exit(code),
+                (false, "Running", None) => continue,
+                (false, _, _) => Step::Run,
+            };
+            let action = format!("{uid}/{step:?}");
+            if done.contains(&action) {
                 continue;
             }
             done.insert(action.clone());
@@ -264,12 +310,17 @@ pub async fn run(
                 .unwrap_or("")
                 .to_string();
             set.spawn(async move {
-                let res = if deleting {
+                let res = match step {
                     // Nothing to stop: the pod's grace period is over at once.
-                    client.delete("pods", &ns, &name, Some(0)).await.map(|_| ())
-                } else {
-                    let i: usize = node.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-                    client.patch("pods", &ns, &name, "status", &running_status(&p, &host_ip(i))).await.map(|_| ())
+                    Step::Delete => client.delete("pods", &ns, &name, Some(0)).await.map(|_| ()),
+                    Step::Run => {
+                        let i: usize = node.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                        client.patch("pods", &ns, &name, "status", &running_status(&p, &host_ip(i))).await.map(|_| ())
+                    }
+                    Step::Exit(code) => client
+                        .patch("pods", &ns, &name, "status", &exited_status(&p, code))
+                        .await
+                        .map(|_| ()),
                 };
                 match res {
                     Err(e) if e.code() != Some(Code::NotFound) => {

@@ -4,11 +4,12 @@
 //! they were started under: a deposed leader's decision is refused by the store.
 //!
 //! Controllers in this release: [`replicaset`], [`deployment`], [`nodelifecycle`],
-//! [`endpoints`].
+//! [`endpoints`], [`job`].
 #![forbid(unsafe_code)]
 
 pub mod deployment;
 pub mod endpoints;
+pub mod job;
 pub mod leader;
 pub mod nodelifecycle;
 pub mod replicaset;

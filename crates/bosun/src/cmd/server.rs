@@ -69,6 +69,7 @@ pub async fn run(args: Args) -> Result<()> {
                         client.clone(),
                         cancel.clone(),
                     )),
+                    tokio::spawn(bosun_controllers::job::run(client.clone(), cancel.clone())),
                     tokio::spawn(bosun_controllers::nodelifecycle::run(
                         client, timing, cancel,
                     )),

@@ -799,3 +799,55 @@ async fn anti_affinity_keeps_replicas_on_separate_nodes_and_says_why_one_waits()
         "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
     );
 }
+
+fn job(name: &str, completions: i64, parallelism: i64, exit: &str) -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"completions": completions, "parallelism": parallelism, "backoffLimit": 2,
+            "template": {"metadata": {"annotations": {"bosun.io/hollow-exit-code": exit}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "bosun/busybox:latest"}]}}}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_run_to_completion_or_stop_at_their_backoff_limit() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 2);
+    wait_nodes(&client, 2).await;
+    client
+        .create("jobs", "default", &job("ok", 4, 2, "0"))
+        .await
+        .unwrap();
+    client
+        .create("jobs", "default", &job("bad", 3, 1, "1"))
+        .await
+        .unwrap();
+    let condition = |j: &Value, kind: &str| {
+        j["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+    };
+    let ok = eventually(Duration::from_secs(40), "job ok complete", || async {
+        let j = client.get("jobs", "default", "ok").await.ok()?;
+        condition(&j, "Complete").then_some(j)
+    })
+    .await
+    .unwrap();
+    assert_eq!(ok["status"]["succeeded"], 4);
+    assert_eq!(ok["status"]["active"], 0);
+    assert!(ok["status"]["completionTime"].is_string());
+    let bad = eventually(Duration::from_secs(40), "job bad failed", || async {
+        let j = client.get("jobs", "default", "bad").await.ok()?;
+        condition(&j, "Failed").then_some(j)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        bad["status"]["failed"], 3,
+        "backoffLimit 2: the third failure stops it"
+    );
+    assert!(bad["status"]["conditions"]
+        .to_string()
+        .contains("BackoffLimitExceeded"));
+    assert!(!condition(&bad, "Complete"));
+}

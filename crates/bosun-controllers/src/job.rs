@@ -1,0 +1,208 @@
+//! The Job controller: runs pods until `completions` of them succeed, at most
+//! `parallelism` at a time; gives up (condition Failed, reason BackoffLimitExceeded) after
+//! more than `backoffLimit` failed pods; `suspend` stops it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_client::informer::Informer;
+use bosun_client::Client;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::replicaset::{controller_uid, is_ready};
+
+/// Periodic resync.
+const RESYNC: Duration = Duration::from_secs(5);
+
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn int(v: &Value, ptr: &str, default: i64) -> i64 {
+    v.pointer(ptr).and_then(Value::as_i64).unwrap_or(default)
+}
+
+fn has_condition(job: &Value, kind: &str) -> bool {
+    job.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| s(c, "/type") == kind && s(c, "/status") == "True")
+        })
+}
+
+/// A pod for a Job, from its template.
+fn pod_for(job: &Value) -> Value {
+    let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        m.insert(
+            "generateName".into(),
+            json!(format!("{}-", s(job, "/metadata/name"))),
+        );
+        m.insert("namespace".into(), json!(s(job, "/metadata/namespace")));
+        m.remove("name");
+        m.insert(
+            "ownerReferences".into(),
+            json!([{"apiVersion": "batch/v1", "kind": "Job", "name": s(job, "/metadata/name"),
+                "uid": s(job, "/metadata/uid"), "controller": true, "blockOwnerDeletion": true}]),
+        );
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec").cloned().unwrap_or(json!({}))})
+}
+
+/// Runs the controller until `cancel`.
+pub async fn run(client: Client, cancel: CancellationToken) {
+    let (jobs, t1) = Informer::start(client.clone(), "jobs", cancel.clone());
+    let (pods, t2) = Informer::start(client.clone(), "pods", cancel.clone());
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = async { jobs.wait_synced().await; pods.wait_synced().await } => {}
+    }
+    tracing::info!("job controller started");
+    // Per job uid: the revision of its last created pod (wait for the cache to show it).
+    let mut waiting: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    loop {
+        let (c1, c2) = (jobs.changed(), pods.changed());
+        let woken = async {
+            tokio::select! {
+                _ = c1.notified() => {}
+                _ = c2.notified() => {}
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        };
+        for job in jobs.list() {
+            let uid = s(&job, "/metadata/uid").to_string();
+            if waiting.get(&uid).is_some_and(|r| pods.revision() < *r) {
+                continue;
+            }
+            match reconcile(&client, &job, &pods).await {
+                Ok(Some(r)) => {
+                    waiting.insert(uid, r);
+                }
+                Ok(None) => {
+                    waiting.remove(&uid);
+                }
+                Err(e) => {
+                    tracing::warn!(job = %format!("{}/{}", s(&job, "/metadata/namespace"), s(&job, "/metadata/name")), error = %e, "reconcile failed; retrying")
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = woken => {}
+        }
+    }
+    let _ = t1.await;
+    let _ = t2.await;
+}
+
+async fn reconcile(
+    client: &Client,
+    job: &Value,
+    pods: &Informer,
+) -> bosun_client::Result<Option<i64>> {
+    if job.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(None);
+    }
+    let ns = s(job, "/metadata/namespace");
+    let name = s(job, "/metadata/name");
+    let uid = s(job, "/metadata/uid");
+    let owned: Vec<Arc<Value>> = pods
+        .list()
+        .into_iter()
+        .filter(|p| s(p, "/metadata/namespace") == ns && controller_uid(p) == Some(uid))
+        .collect();
+    let phase = |p: &Value| s(p, "/status/phase").to_string();
+    let succeeded = owned.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
+    let failed = owned.iter().filter(|p| phase(p) == "Failed").count() as i64;
+    let active: Vec<&Arc<Value>> = owned
+        .iter()
+        .filter(|p| {
+            !matches!(phase(p).as_str(), "Succeeded" | "Failed")
+                && p.pointer("/metadata/deletionTimestamp").is_none()
+        })
+        .collect();
+    let completions = int(job, "/spec/completions", 1);
+    let parallelism = int(job, "/spec/parallelism", 1);
+    let backoff = int(job, "/spec/backoffLimit", 6);
+    let suspended = job.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
+    let finished = has_condition(job, "Complete") || has_condition(job, "Failed");
+    let now = crate::now();
+    let mut conditions: Vec<Value> = job
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut completion_time = job.pointer("/status/completionTime").cloned();
+    let mut last = None;
+    let done = succeeded >= completions;
+    let gave_up = failed > backoff;
+    if done || gave_up || suspended || finished {
+        // Nothing more runs.
+        for p in &active {
+            match client
+                .delete("pods", ns, s(p, "/metadata/name"), Some(0))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(bosun_client::Code::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !finished && done {
+            conditions.push(json!({"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}));
+            completion_time = Some(json!(now));
+            tracing::info!(job = name, succeeded, "job complete");
+        } else if !finished && gave_up {
+            conditions.push(json!({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now}));
+            tracing::info!(job = name, failed, "job failed: backoff limit exceeded");
+        }
+    } else {
+        let want = parallelism.min(completions - succeeded).max(0);
+        let have = active.len() as i64;
+        for _ in have..want {
+            let created = client.create("pods", ns, &pod_for(job)).await?;
+            last = Some(
+                s(&created, "/metadata/resourceVersion")
+                    .parse()
+                    .unwrap_or(0),
+            );
+        }
+        if have > want {
+            for p in active.iter().take((have - want) as usize) {
+                let _ = client
+                    .delete("pods", ns, s(p, "/metadata/name"), Some(0))
+                    .await;
+            }
+        }
+    }
+    let status = json!({
+        "active": if done || gave_up || suspended { 0 } else { active.len() },
+        "ready": active.iter().filter(|p| is_ready(p)).count(),
+        "succeeded": succeeded,
+        "failed": failed,
+        "startTime": job.pointer("/status/startTime").cloned().unwrap_or(json!(now)),
+        "completionTime": completion_time,
+        "conditions": conditions,
+    });
+    let old = job.pointer("/status").cloned().unwrap_or(json!({}));
+    let same = [
+        "active",
+        "ready",
+        "succeeded",
+        "failed",
+        "conditions",
+        "completionTime",
+    ]
+    .iter()
+    .all(|k| old.get(*k).unwrap_or(&Value::Null) == status.get(*k).unwrap_or(&Value::Null));
+    if (!same || old.get("startTime").is_none()) && last.is_none() {
+        client
+            .patch("jobs", ns, name, "status", &json!({"status": status}))
+            .await?;
+    }
+    Ok(last)
+}
