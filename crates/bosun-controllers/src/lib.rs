@@ -4,9 +4,10 @@
 //! they were started under: a deposed leader's decision is refused by the store.
 //!
 //! Controllers in this release: [`replicaset`], [`deployment`], [`nodelifecycle`],
-//! [`endpoints`], [`job`].
+//! [`endpoints`], [`job`], [`daemonset`].
 #![forbid(unsafe_code)]
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod job;

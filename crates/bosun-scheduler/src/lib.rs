@@ -181,7 +181,11 @@ fn fits_view(
     if !node.ready {
         return Err(Misfit::NotReady);
     }
-    if node.unschedulable {
+    // A cordoned node takes only pods that tolerate it (DaemonSet pods), as the taint
+    // node.kubernetes.io/unschedulable works in Kubernetes.
+    let cordon =
+        serde_json::json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"});
+    if node.unschedulable && !tolerates(pod, &cordon) {
         return Err(Misfit::Unschedulable);
     }
     if node.hard_taints.iter().any(|t| !tolerates(pod, t)) {

@@ -851,3 +851,74 @@ async fn jobs_run_to_completion_or_stop_at_their_backoff_limit() {
         .contains("BackoffLimitExceeded"));
     assert!(!condition(&bad, "Complete"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemonset_runs_one_pod_per_node_and_follows_new_nodes_and_templates() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _first = hollow_named(&c, "a", 2);
+    wait_nodes(&client, 2).await;
+    let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "c", "image": "img:v1"}]}}}});
+    client.apply("default", &ds).await.unwrap();
+    let placed = |n: usize, image: &'static str| {
+        let client = client.clone();
+        async move {
+            eventually(
+                Duration::from_secs(30),
+                &format!("{n} daemon pods running {image}"),
+                || async {
+                    let mut q = query("pods", "default");
+                    q.labels = "app=agent".into();
+                    let pods = client.list_all(&q).await.ok()?.items;
+                    let live: Vec<&Value> = pods
+                        .iter()
+                        .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+                        .collect();
+                    let nodes: HashSet<&str> = live
+                        .iter()
+                        .filter_map(|p| p["spec"]["nodeName"].as_str())
+                        .collect();
+                    let ok = live.len() == n
+                        && nodes.len() == n
+                        && live.iter().all(|p| {
+                            p["status"]["phase"] == "Running"
+                                && p["spec"]["containers"][0]["image"] == image
+                        });
+                    ok.then_some(())
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    placed(2, "img:v1").await;
+    // A new node gets its pod, even cordoned.
+    let _second = hollow_named(&c, "b", 1);
+    wait_nodes(&client, 3).await;
+    client
+        .patch(
+            "nodes",
+            "",
+            "b-0",
+            "",
+            &json!({"spec": {"unschedulable": true}}),
+        )
+        .await
+        .unwrap();
+    placed(3, "img:v1").await;
+    // A new template rolls over every node.
+    let mut v2 = ds.clone();
+    v2["spec"]["template"]["spec"]["containers"][0]["image"] = json!("img:v2");
+    client.apply("default", &v2).await.unwrap();
+    placed(3, "img:v2").await;
+    let d = eventually(Duration::from_secs(20), "status", || async {
+        let d = client.get("daemonsets", "default", "agent").await.ok()?;
+        (d["status"]["numberReady"] == 3 && d["status"]["updatedNumberScheduled"] == 3).then_some(d)
+    })
+    .await
+    .unwrap();
+    assert_eq!(d["status"]["desiredNumberScheduled"], 3);
+}
