@@ -227,8 +227,8 @@ fn score((cpu, mem): (i128, i128), room: &Room, same_owner_here: usize) -> i128 
 }
 
 /// Free room per node, from the pods bound to it.
-fn rooms(nodes: &[Arc<Value>], pods: &[Arc<Value>]) -> BTreeMap<String, Room> {
-    let mut out: BTreeMap<String, Room> = nodes
+fn rooms(nodes: &[Arc<Value>], pods: &[Arc<Value>]) -> HashMap<String, Room> {
+    let mut out: HashMap<String, Room> = nodes
         .iter()
         .map(|n| {
             let alloc = n
@@ -265,6 +265,17 @@ fn rooms(nodes: &[Arc<Value>], pods: &[Arc<Value>]) -> BTreeMap<String, Room> {
     out
 }
 
+/// How many feasible nodes are enough to pick from: all of them up to 100 nodes, then a
+/// share falling from 50 % by one point per 125 nodes to at least 5 %, never fewer than
+/// 100 (kube-scheduler's adaptive percentageOfNodesToScore).
+fn nodes_to_score(nodes: usize) -> usize {
+    if nodes <= 100 {
+        return nodes.max(1);
+    }
+    let pct = 50usize.saturating_sub(nodes / 125).max(5);
+    (nodes * pct / 100).max(100)
+}
+
 /// Runs the scheduler until `cancel`.
 pub async fn run(client: Client, cancel: CancellationToken) {
     let (pods, t1) = Informer::start(client.clone(), "pods", cancel.clone());
@@ -278,6 +289,8 @@ pub async fn run(client: Client, cancel: CancellationToken) {
     let mut reported: HashMap<String, String> = HashMap::new();
     // Bindings made but not yet seen in the cache: pod uid -> node.
     let mut placed: HashMap<String, String> = HashMap::new();
+    // Where the next pod's search through the nodes starts.
+    let mut offset = 0usize;
     loop {
         let (c1, c2) = (pods.changed(), nodes.changed());
         let woken = async {
@@ -308,7 +321,8 @@ pub async fn run(client: Client, cancel: CancellationToken) {
                 r.pods -= 1;
             }
         }
-        let mut per_owner: HashMap<(String, String), usize> = HashMap::new();
+        // owner uid -> node -> pods of that owner there (looked up without allocating).
+        let mut per_owner: HashMap<String, HashMap<String, usize>> = HashMap::new();
         for p in &all_pods {
             // Our own bindings the cache does not show yet count where we put them.
             let node = match placed.get(s(p, "/metadata/uid")) {
@@ -317,11 +331,14 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             };
             if let (Some(o), false) = (owner(p), node.is_empty()) {
                 *per_owner
-                    .entry((o.to_string(), node.to_string()))
+                    .entry(o.to_string())
+                    .or_default()
+                    .entry(node.to_string())
                     .or_default() += 1;
             }
         }
         let views: Vec<NodeView<'_>> = all_nodes.iter().map(|n| view(n)).collect();
+        let enough = nodes_to_score(views.len());
         let mut index = affinity::PodIndex::default();
         for v in &views {
             index.labels.insert(v.name, v.labels);
@@ -360,7 +377,16 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             let req = requests(pod);
             let mut misfits: BTreeMap<Misfit, usize> = BTreeMap::new();
             let mut best: Option<(i128, &str)> = None;
-            for n in &views {
+            // Like kube-scheduler's percentageOfNodesToScore: in a large cluster, score the
+            // first feasible nodes found from a rotating start, not all of them.
+            let mut feasible = 0usize;
+            let start = offset % views.len().max(1);
+            offset = offset.wrapping_add(1);
+            let mine = owner(pod).and_then(|o| per_owner.get(o));
+            for n in views.iter().skip(start).chain(views.iter().take(start)) {
+                if feasible >= enough {
+                    break;
+                }
                 let Some(r) = room.get(n.name) else { continue };
                 let fit = fits_view(pod, req, n, r).and_then(|()| {
                     affinity::inter_pod(pod, n.labels, &index).map_err(|e| match e {
@@ -370,14 +396,8 @@ pub async fn run(client: Client, cancel: CancellationToken) {
                 });
                 match fit {
                     Ok(()) => {
-                        let same = owner(pod)
-                            .map(|o| {
-                                per_owner
-                                    .get(&(o.to_string(), n.name.to_string()))
-                                    .copied()
-                                    .unwrap_or(0)
-                            })
-                            .unwrap_or(0);
+                        feasible += 1;
+                        let same = mine.and_then(|m| m.get(n.name)).copied().unwrap_or(0);
                         let sc =
                             score(req, r, same) + affinity::node_preferred(pod, n.name, n.labels);
                         if best.is_none_or(|(b, bn)| sc > b || (sc == b && n.name < bn)) {
@@ -399,7 +419,11 @@ pub async fn run(client: Client, cancel: CancellationToken) {
                         r.pods -= 1;
                     }
                     if let Some(o) = owner(pod) {
-                        *per_owner.entry((o.to_string(), node.clone())).or_default() += 1;
+                        *per_owner
+                            .entry(o.to_string())
+                            .or_default()
+                            .entry(node.clone())
+                            .or_default() += 1;
                     }
                     reported.remove(&uid);
                     placed.insert(uid.clone(), node.clone());
@@ -545,6 +569,15 @@ mod tests {
         let mut down = (*node("d", "4", "4Gi")).clone();
         down["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
         assert_eq!(fits(&p, &down, &room), Err(Misfit::NotReady));
+    }
+
+    #[test]
+    fn large_clusters_score_a_share_of_their_nodes() {
+        assert_eq!(nodes_to_score(3), 3);
+        assert_eq!(nodes_to_score(100), 100);
+        assert_eq!(nodes_to_score(1000), 420);
+        assert_eq!(nodes_to_score(5000), 500);
+        assert_eq!(nodes_to_score(50_000), 2500);
     }
 
     #[test]
