@@ -76,27 +76,16 @@ fn target_node(pod: &Value) -> String {
 }
 
 fn pod_for(ds: &Value, node: &str, hash: &str) -> Value {
-    let template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
-    if let Some(m) = meta.as_object_mut() {
-        m.insert(
-            "generateName".into(),
-            json!(format!("{}-", s(ds, "/metadata/name"))),
-        );
-        m.insert("namespace".into(), json!(s(ds, "/metadata/namespace")));
-        m.remove("name");
-        let labels = m.entry("labels").or_insert_with(|| json!({}));
-        if let Some(l) = labels.as_object_mut() {
-            l.insert(HASH_LABEL.into(), json!(hash));
-        }
-        m.insert(
-            "ownerReferences".into(),
-            json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": s(ds, "/metadata/name"),
-                "uid": s(ds, "/metadata/uid"), "controller": true, "blockOwnerDeletion": true}]),
-        );
+    let mut pod = crate::replicaset::pod_from_template(ds, "apps/v1", "DaemonSet");
+    if let Some(l) = pod
+        .pointer_mut("/metadata")
+        .and_then(Value::as_object_mut)
+        .map(|m| m.entry("labels").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+    {
+        l.insert(HASH_LABEL.into(), json!(hash));
     }
-    let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
-    if let Some(sp) = spec.as_object_mut() {
+    if let Some(sp) = pod.get_mut("spec").and_then(Value::as_object_mut) {
         sp.insert(
             "affinity".into(),
             json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
@@ -113,7 +102,7 @@ fn pod_for(ds: &Value, node: &str, hash: &str) -> Value {
             t.push(json!({"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}));
         }
     }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+    pod
 }
 
 /// Runs the controller until `cancel`.

@@ -34,22 +34,7 @@ fn has_condition(job: &Value, kind: &str) -> bool {
 
 /// A pod for a Job, from its template.
 fn pod_for(job: &Value) -> Value {
-    let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
-    if let Some(m) = meta.as_object_mut() {
-        m.insert(
-            "generateName".into(),
-            json!(format!("{}-", s(job, "/metadata/name"))),
-        );
-        m.insert("namespace".into(), json!(s(job, "/metadata/namespace")));
-        m.remove("name");
-        m.insert(
-            "ownerReferences".into(),
-            json!([{"apiVersion": "batch/v1", "kind": "Job", "name": s(job, "/metadata/name"),
-                "uid": s(job, "/metadata/uid"), "controller": true, "blockOwnerDeletion": true}]),
-        );
-    }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec").cloned().unwrap_or(json!({}))})
+    crate::replicaset::pod_from_template(job, "batch/v1", "Job")
 }
 
 /// Runs the controller until `cancel`.

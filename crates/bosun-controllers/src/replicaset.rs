@@ -72,21 +72,30 @@ pub fn is_ready(pod: &Value) -> bool {
         })
 }
 
-/// A new pod for a ReplicaSet, from its template.
-fn pod_for(rs: &Value) -> Value {
-    let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
+/// A new pod from an owner's pod template (`spec.template`): named after the owner,
+/// in its namespace, controlled by it.
+pub(crate) fn pod_from_template(owner: &Value, api_version: &str, kind: &str) -> Value {
+    let template = owner
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(json!({}));
     let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
     if let Some(m) = meta.as_object_mut() {
-        m.insert("generateName".into(), json!(format!("{}-", name(rs))));
-        m.insert("namespace".into(), json!(namespace(rs)));
+        m.insert("generateName".into(), json!(format!("{}-", name(owner))));
+        m.insert("namespace".into(), json!(namespace(owner)));
         m.remove("name");
         m.insert(
             "ownerReferences".into(),
-            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name(rs), "uid": uid(rs),
+            json!([{"apiVersion": api_version, "kind": kind, "name": name(owner), "uid": uid(owner),
                 "controller": true, "blockOwnerDeletion": true}]),
         );
     }
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec").cloned().unwrap_or(json!({}))})
+}
+
+/// A new pod for a ReplicaSet, from its template.
+fn pod_for(rs: &Value) -> Value {
+    pod_from_template(rs, "apps/v1", "ReplicaSet")
 }
 
 /// Which pods to delete first when scaling down: unbound, then not ready, then newest.
