@@ -4,12 +4,13 @@
 //! they were started under: a deposed leader's decision is refused by the store.
 //!
 //! Controllers in this release: [`replicaset`], [`deployment`], [`nodelifecycle`],
-//! [`endpoints`], [`job`], [`daemonset`].
+//! [`endpoints`], [`job`], [`daemonset`], [`gc`].
 #![forbid(unsafe_code)]
 
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod gc;
 pub mod job;
 pub mod leader;
 pub mod nodelifecycle;

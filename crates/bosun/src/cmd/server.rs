@@ -70,6 +70,7 @@ pub async fn run(args: Args) -> Result<()> {
                         cancel.clone(),
                     )),
                     tokio::spawn(bosun_controllers::job::run(client.clone(), cancel.clone())),
+                    tokio::spawn(bosun_controllers::gc::run(client.clone(), cancel.clone())),
                     tokio::spawn(bosun_controllers::daemonset::run(
                         client.clone(),
                         cancel.clone(),

@@ -922,3 +922,59 @@ async fn a_daemonset_runs_one_pod_per_node_and_follows_new_nodes_and_templates()
     .unwrap();
     assert_eq!(d["status"]["desiredNumberScheduled"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_garbage_collector_removes_pods_whose_owner_vanished() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 2);
+    wait_nodes(&client, 2).await;
+    client
+        .create("replicasets", "default", &replicaset("gone", 2))
+        .await
+        .unwrap();
+    wait_running(&client, "gone", 2).await;
+    // The owner disappears behind the API server's back (raw store delete: no propagation).
+    let mut kv = c.kv("s1").unwrap();
+    kv.delete_range(bosun_api::etcd::DeleteRangeRequest {
+        key: b"/registry/replicasets/default/gone".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "orphaned pods collected",
+        || async {
+            let mut q = query("pods", "default");
+            q.labels = "rs=gone".into();
+            client.list(&q).await.ok()?.items.is_empty().then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // A pod whose owner lives is kept: once a stray pod (owned by a ReplicaSet that never
+    // existed) created after it has been collected, a full pass has looked at it.
+    client
+        .create("replicasets", "default", &replicaset("kept", 1))
+        .await
+        .unwrap();
+    let kept = wait_running(&client, "kept", 1).await;
+    let stray = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stray", "namespace": "default",
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "ghost",
+            "uid": "00000000-0000-4000-8000-000000000000", "controller": true}]},
+        "spec": {"containers": [{"name": "c", "image": "bosun/busybox:latest"}]}});
+    client.create("pods", "default", &stray).await.unwrap();
+    eventually(Duration::from_secs(30), "stray pod collected", || async {
+        (client.get("pods", "default", "stray").await.err()?.code() == Some(Code::NotFound))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let still = wait_running(&client, "kept", 1).await;
+    assert_eq!(
+        still[0]["metadata"]["uid"], kept[0]["metadata"]["uid"],
+        "the owned pod was collected"
+    );
+}
