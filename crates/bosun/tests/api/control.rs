@@ -400,23 +400,16 @@ async fn a_rolling_update_stays_within_surge_and_unavailability_through_a_leader
         .apply("default", &deployment("roll", 10, "img:v2"))
         .await
         .unwrap();
-    // Kill the leader in the middle of the rollout.
-    let killer = {
-        let c_leader = leader.clone();
-        let dir = c.dir.path().to_path_buf();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let _ = std::process::Command::new("bash")
-                .arg(bosun_testkit::repo_root().join("scripts/cluster.sh"))
-                .args(["kill", &c_leader, "--dir"])
-                .arg(&dir)
-                .output();
-        })
-    };
     let done = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut killed = false;
         while let Some(Ok(ev)) = stream.next().await {
             census.apply(&ev);
             worst_ready = worst_ready.min(census.ready());
+            // Kill the leader in the middle of the rollout: as soon as a new pod shows.
+            if !killed && ev.object["spec"]["containers"][0]["image"] == "img:v2" {
+                c.ctl(&["kill", &leader]).unwrap();
+                killed = true;
+            }
             let d = client.get("deployments", "default", "roll").await.ok();
             if let Some(d) = d {
                 let s = &d["status"];
@@ -433,7 +426,6 @@ async fn a_rolling_update_stays_within_surge_and_unavailability_through_a_leader
         false
     })
     .await;
-    killer.await.unwrap();
     assert_eq!(done, Ok(true), "the rollout did not complete");
     assert!(
         census.worst_total <= 12,
