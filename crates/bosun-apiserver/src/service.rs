@@ -299,7 +299,17 @@ impl Inner {
             let mut compare = vec![store::absent(&key)];
             let mut failure = vec![store::read(&key)];
             if let Some(k) = &ns_key {
-                compare.push(store::present(k));
+                // The namespace as it is now: it must exist and not be terminating, and
+                // still be so when the write commits.
+                match self.store.get(k)? {
+                    Some(n) if n.object.pointer("/metadata/deletionTimestamp").is_some() => {
+                        return Err(Error::Forbidden(format!(
+                            "unable to create new content in namespace {ns} because it is being terminated"
+                        )))
+                    }
+                    Some(n) => compare.push(store::unchanged_since(k, n.mod_revision)),
+                    None => compare.push(store::present(k)),
+                }
                 failure.push(store::read(k));
             }
             let owner = format!("{ns}/{name}");
@@ -873,51 +883,38 @@ impl Inner {
             .map(|(v, _)| v)
     }
 
-    /// Deletes a namespace and everything in it, in one transaction (bosun has no
-    /// namespace controller yet: nothing is left behind, and pods are not given a grace
-    /// period).
+    /// Marks a namespace for deletion, as Kubernetes does: `deletionTimestamp`, phase
+    /// Terminating and the `kubernetes` finalizer in its spec. No new object may be created
+    /// in it; the namespace controller deletes what it holds and then removes the
+    /// finalizer, which deletes the namespace.
     async fn delete_namespace(&self, name: &str, dry_run: bool) -> Result<Value> {
         let Some(ns_kind) = kinds::by_resource("namespaces") else {
             return Err(Error::BadRequest("namespaces are not served".into()));
         };
-        let key = ns_kind.key("", name);
-        self.store.barrier().await?;
-        let Some(stored) = self.store.get(&key)? else {
-            return Err(Error::NotFound {
-                resource: "namespaces".into(),
-                name: name.into(),
-            });
-        };
-        if dry_run {
-            return Ok(stored.object);
-        }
-        let mut success = vec![store::delete(&key)];
-        for k in kinds::KINDS.iter().filter(|k| k.namespaced) {
-            success.push(store::delete_prefix(&k.prefix(name)));
-        }
-        if let Some(svc) = kinds::by_resource("services") {
-            let (kvs, _, _) = self.store.scan(&svc.prefix(name), None, 0, 0)?;
-            for kv in &kvs {
-                if let Ok(s) = self.store.decode(kv) {
-                    for a in allocator::held(&s.object) {
-                        success.push(store::delete(&a));
-                    }
+        let mutate = |old: &Value| -> Result<Next> {
+            let mut new = old.clone();
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(Next::Write(new));
+            }
+            admission::meta_mut(&mut new)?
+                .insert("deletionTimestamp".into(), Value::String(admission::now()));
+            if let Some(map) = new.as_object_mut() {
+                map.insert("status".into(), serde_json::json!({"phase": "Terminating"}));
+                let spec = map.entry("spec").or_insert_with(|| serde_json::json!({}));
+                if let Some(spec) = spec.as_object_mut() {
+                    spec.insert("finalizers".into(), serde_json::json!(["kubernetes"]));
                 }
             }
-        }
-        // Guarded by the namespace and by the service prefix not changing since the scan.
-        let (_, res) = self
-            .store
-            .txn(
-                vec![store::unchanged_since(&key, stored.mod_revision)],
-                success,
-                vec![],
-            )
-            .await?;
-        if !res.succeeded {
-            return Err(conflict(ns_kind, name));
-        }
-        Ok(stored.object)
+            Ok(Next::Write(new))
+        };
+        let how = Cas {
+            pinned: None,
+            dry_run,
+            admit: false,
+        };
+        self.guaranteed_update(ns_kind, "", name, how, &mutate)
+            .await
+            .map(|(v, _)| v)
     }
 
     async fn list(&self, kind: &KindInfo, req: &ListRequest) -> Result<ListReply> {
@@ -1016,7 +1013,12 @@ fn finalize_or_write(old: &Value, new: Value) -> Next {
         .is_some_and(|f| !f.is_empty());
     let pod_on_node = old.pointer("/spec/nodeName").is_some()
         && old.get("kind").and_then(Value::as_str) == Some("Pod");
-    if deleting && !finalizers_left && !pod_on_node {
+    // A namespace also waits for the finalizers in its spec (the namespace controller's).
+    let namespace_held = new
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    if deleting && !finalizers_left && !pod_on_node && !namespace_held {
         Next::Delete
     } else {
         Next::Write(new)

@@ -4,7 +4,7 @@
 //! they were started under: a deposed leader's decision is refused by the store.
 //!
 //! Controllers in this release: [`replicaset`], [`deployment`], [`nodelifecycle`],
-//! [`endpoints`], [`job`], [`daemonset`], [`gc`].
+//! [`endpoints`], [`job`], [`daemonset`], [`gc`], [`namespace`].
 #![forbid(unsafe_code)]
 
 pub mod daemonset;
@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod job;
 pub mod leader;
+pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 

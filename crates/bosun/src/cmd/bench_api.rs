@@ -149,7 +149,7 @@ pub async fn run(a: ApiArgs, config: Option<&Path>) -> Result<()> {
     );
     if !a.keep {
         let t = Instant::now();
-        admin.delete("namespaces", "", &ns, None).await?;
+        delete_namespace(&admin, &ns).await?;
         println!(
             "deleted namespace {ns} with its pods in {}",
             ms(t.elapsed())
@@ -256,7 +256,7 @@ pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
         took.as_secs_f64(),
         a.pods as f64 / took.as_secs_f64()
     );
-    admin.delete("namespaces", "", &ns, None).await?;
+    delete_namespace(&admin, &ns).await?;
     if a.deployment > 0 {
         let ns = format!("{ns}-d");
         admin
@@ -294,7 +294,23 @@ pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
             a.deployment,
             t.elapsed().as_secs_f64()
         );
-        admin.delete("namespaces", "", &ns, None).await?;
+        delete_namespace(&admin, &ns).await?;
     }
     Ok(())
+}
+
+/// Deletes a namespace and waits until the namespace controller has emptied and removed it.
+async fn delete_namespace(admin: &Client, ns: &str) -> Result<()> {
+    admin.delete("namespaces", "", ns, None).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match admin.get("namespaces", "", ns).await {
+            Err(e) if e.code() == Some(bosun_client::Code::NotFound) => return Ok(()),
+            Err(e) => return Err(e.into()),
+            Ok(_) if Instant::now() >= deadline => {
+                bail!("namespace {ns} was not deleted within 600 s")
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }

@@ -101,6 +101,13 @@ pub struct DeleteArgs {
     /// Do not fail when an object is already gone.
     #[arg(long = "ignore-not-found")]
     ignore_not_found: bool,
+    /// Wait until the objects are gone (finalizers, pod grace periods, namespaces being
+    /// emptied), as kubectl does; `--wait=false` returns at once.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    wait: bool,
+    /// How long to wait, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
 }
 
 /// `bosun auth`.
@@ -553,6 +560,7 @@ pub async fn delete(d: DeleteArgs, config: Option<&Path>, verbose: bool) -> Resu
     }
     let _ = d.force;
     let mut failed = 0;
+    let mut gone = Vec::new();
     for (k, ns, name) in targets {
         let ns = if k.namespaced { ns } else { String::new() };
         let mut policy = d.cascade.clone();
@@ -571,7 +579,10 @@ pub async fn delete(d: DeleteArgs, config: Option<&Path>, verbose: bool) -> Resu
             ..Default::default()
         };
         match client.delete_with(req).await {
-            Ok(_) => println!("{} {:?} deleted", kind_ref(k), name),
+            Ok(_) => {
+                println!("{} {:?} deleted", kind_ref(k), name);
+                gone.push((k, ns.clone(), name.clone()));
+            }
             Err(e) if d.ignore_not_found && e.code() == Some(tonic::Code::NotFound) => {}
             Err(e) => {
                 eprintln!("{e}");
@@ -580,6 +591,24 @@ pub async fn delete(d: DeleteArgs, config: Option<&Path>, verbose: bool) -> Resu
         }
         if verbose {
             eprintln!("answered by {}", client.server());
+        }
+    }
+    if d.wait {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(d.timeout);
+        for (k, ns, name) in gone {
+            loop {
+                match client.get(k.resource, &ns, &name).await {
+                    Err(e) if e.code() == Some(tonic::Code::NotFound) => break,
+                    Err(e) => return Err(e.into()),
+                    Ok(_) if std::time::Instant::now() >= deadline => {
+                        bail!(
+                            "timed out waiting for {} {name:?} to be deleted",
+                            kind_ref(k)
+                        )
+                    }
+                    Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                }
+            }
         }
     }
     if failed > 0 {

@@ -71,6 +71,10 @@ pub async fn run(args: Args) -> Result<()> {
                     )),
                     tokio::spawn(bosun_controllers::job::run(client.clone(), cancel.clone())),
                     tokio::spawn(bosun_controllers::gc::run(client.clone(), cancel.clone())),
+                    tokio::spawn(bosun_controllers::namespace::run(
+                        client.clone(),
+                        cancel.clone(),
+                    )),
                     tokio::spawn(bosun_controllers::daemonset::run(
                         client.clone(),
                         cancel.clone(),

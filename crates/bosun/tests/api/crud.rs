@@ -2,6 +2,7 @@
 //! validation, allocation, pagination.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tonic::Code;
@@ -445,12 +446,36 @@ async fn delete_honours_preconditions_finalizers_and_grace_periods() {
         .create("configmaps", "doomed", &configmap("doomed", "x", json!({})))
         .await
         .unwrap();
-    client
+    let marked = client
         .delete("namespaces", "", "doomed", None)
         .await
         .unwrap();
-    let err = client.get("configmaps", "doomed", "x").await.unwrap_err();
-    assert_eq!(err.code(), Some(Code::NotFound));
+    // Terminating first, as in Kubernetes: nothing new may be created in it ...
+    assert_eq!(marked["status"]["phase"], "Terminating", "{marked}");
+    let err = client
+        .create(
+            "configmaps",
+            "doomed",
+            &configmap("doomed", "late", json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::PermissionDenied), "{err}");
+    assert!(err.to_string().contains("being terminated"), "{err}");
+    // ... then the namespace controller empties it and it goes.
+    eventually(
+        Duration::from_secs(30),
+        "namespace emptied and deleted",
+        || async {
+            let ns_gone =
+                client.get("namespaces", "", "doomed").await.err()?.code() == Some(Code::NotFound);
+            let cm_gone =
+                client.get("configmaps", "doomed", "x").await.err()?.code() == Some(Code::NotFound);
+            (ns_gone && cm_gone).then_some(())
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

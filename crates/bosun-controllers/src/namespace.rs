@@ -1,0 +1,94 @@
+//! The namespace controller: empties a namespace that is being deleted (every object in
+//! it, through the API, so pods get their grace period and Services release their
+//! addresses), then removes the `kubernetes` finalizer from its spec, which deletes it.
+
+use std::time::Duration;
+
+use bosun_api::kinds::KINDS;
+use bosun_client::informer::Informer;
+use bosun_client::{Client, Code, Query};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// How often terminating namespaces are revisited.
+const TICK: Duration = Duration::from_millis(500);
+
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Runs the controller until `cancel`.
+pub async fn run(client: Client, cancel: CancellationToken) {
+    let (namespaces, task) = Informer::start(client.clone(), "namespaces", cancel.clone());
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = namespaces.wait_synced() => {}
+    }
+    tracing::info!("namespace controller started");
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        for ns in namespaces.list() {
+            if ns.pointer("/metadata/deletionTimestamp").is_none() {
+                continue;
+            }
+            let name = s(&ns, "/metadata/name");
+            match empty(&client, name).await {
+                Ok(true) => {
+                    let done = client
+                        .patch(
+                            "namespaces",
+                            "",
+                            name,
+                            "",
+                            &json!({"spec": {"finalizers": null}}),
+                        )
+                        .await;
+                    match done {
+                        Ok(_) => tracing::info!(namespace = name, "namespace emptied and deleted"),
+                        Err(e) if e.code() == Some(Code::NotFound) => {}
+                        Err(e) => {
+                            tracing::debug!(namespace = name, error = %e, "finalizing failed; retrying")
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(namespace = name, error = %e, "emptying failed; retrying")
+                }
+            }
+        }
+    }
+    let _ = task.await;
+}
+
+/// Deletes what is left in `ns`; true when nothing is.
+async fn empty(client: &Client, ns: &str) -> bosun_client::Result<bool> {
+    let mut left = 0;
+    for k in KINDS.iter().filter(|k| k.namespaced) {
+        let q = Query {
+            resource: k.resource.into(),
+            namespace: ns.into(),
+            limit: 500,
+            ..Default::default()
+        };
+        for o in client.list_all(&q).await?.items {
+            left += 1;
+            if o.pointer("/metadata/deletionTimestamp").is_some() {
+                continue;
+            }
+            match client
+                .delete(k.resource, ns, s(&o, "/metadata/name"), None)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(Code::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(left == 0)
+}
