@@ -226,3 +226,52 @@ async fn pause(cancel: &CancellationToken, backoff: &mut Duration) -> bool {
         _ = tokio::time::sleep(d) => true,
     }
 }
+
+/// One informer per resource, shared by every controller that asks for it (as
+/// client-go's shared informer factory): one watch per resource, whatever the number of
+/// controllers.
+#[derive(Clone)]
+pub struct Informers {
+    client: Client,
+    cancel: CancellationToken,
+    started: Arc<std::sync::Mutex<Vec<Started>>>,
+}
+
+/// A started informer: its resource, the cache, and its task.
+type Started = (String, Informer, tokio::task::JoinHandle<()>);
+
+impl Informers {
+    /// Informers through `client`, all stopped by `cancel`.
+    pub fn new(client: Client, cancel: CancellationToken) -> Self {
+        Informers {
+            client,
+            cancel,
+            started: Arc::new(std::sync::Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The informer of `resource`, started on first use.
+    pub fn get(&self, resource: &str) -> Informer {
+        let Ok(mut started) = self.started.lock() else {
+            // A panicked holder: a private informer still works.
+            return Informer::start(self.client.clone(), resource, self.cancel.clone()).0;
+        };
+        if let Some((_, inf, _)) = started.iter().find(|(r, _, _)| r == resource) {
+            return inf.clone();
+        }
+        let (inf, task) = Informer::start(self.client.clone(), resource, self.cancel.clone());
+        started.push((resource.to_string(), inf.clone(), task));
+        inf
+    }
+
+    /// Waits for every informer task to end (after `cancel`).
+    pub async fn join(self) {
+        let tasks: Vec<tokio::task::JoinHandle<()>> = match self.started.lock() {
+            Ok(mut s) => s.drain(..).map(|(_, _, t)| t).collect(),
+            Err(_) => Vec::new(),
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::Informer;
+use bosun_client::informer::{Informer, Informers};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -106,10 +106,10 @@ fn pod_for(ds: &Value, node: &str, hash: &str) -> Value {
 }
 
 /// Runs the controller until `cancel`.
-pub async fn run(client: Client, cancel: CancellationToken) {
-    let (sets, t1) = Informer::start(client.clone(), "daemonsets", cancel.clone());
-    let (pods, t2) = Informer::start(client.clone(), "pods", cancel.clone());
-    let (nodes, t3) = Informer::start(client.clone(), "nodes", cancel.clone());
+pub async fn run(client: Client, informers: Informers, cancel: CancellationToken) {
+    let sets = informers.get("daemonsets");
+    let pods = informers.get("pods");
+    let nodes = informers.get("nodes");
     tokio::select! {
         _ = cancel.cancelled() => return,
         _ = async { sets.wait_synced().await; pods.wait_synced().await; nodes.wait_synced().await } => {}
@@ -149,9 +149,6 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             _ = woken => {}
         }
     }
-    let _ = t1.await;
-    let _ = t2.await;
-    let _ = t3.await;
 }
 
 async fn reconcile(

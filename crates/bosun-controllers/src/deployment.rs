@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::Informer;
+use bosun_client::informer::{Informer, Informers};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -107,9 +107,9 @@ struct Plan {
 }
 
 /// Runs the controller until `cancel`.
-pub async fn run(client: Client, cancel: CancellationToken) {
-    let (deps, t1) = Informer::start(client.clone(), "deployments", cancel.clone());
-    let (sets, t2) = Informer::start(client.clone(), "replicasets", cancel.clone());
+pub async fn run(client: Client, informers: Informers, cancel: CancellationToken) {
+    let deps = informers.get("deployments");
+    let sets = informers.get("replicasets");
     tokio::select! {
         _ = cancel.cancelled() => return,
         _ = async { deps.wait_synced().await; sets.wait_synced().await } => {}
@@ -152,8 +152,6 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             _ = woken => {}
         }
     }
-    let _ = t1.await;
-    let _ = t2.await;
 }
 
 async fn reconcile(client: &Client, d: &Value, sets: &Informer) -> bosun_client::Result<Plan> {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bosun_client::informer::Informer;
+use bosun_client::informer::Informers;
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -121,10 +121,10 @@ pub fn subsets(svc: &Value, pods: &[std::sync::Arc<Value>]) -> Value {
 }
 
 /// Runs the controller until `cancel`.
-pub async fn run(client: Client, cancel: CancellationToken) {
-    let (services, t1) = Informer::start(client.clone(), "services", cancel.clone());
-    let (pods, t2) = Informer::start(client.clone(), "pods", cancel.clone());
-    let (endpoints, t3) = Informer::start(client.clone(), "endpoints", cancel.clone());
+pub async fn run(client: Client, informers: Informers, cancel: CancellationToken) {
+    let services = informers.get("services");
+    let pods = informers.get("pods");
+    let endpoints = informers.get("endpoints");
     tokio::select! {
         _ = cancel.cancelled() => return,
         _ = async { services.wait_synced().await; pods.wait_synced().await; endpoints.wait_synced().await } => {}
@@ -186,9 +186,6 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             _ = woken => {}
         }
     }
-    let _ = t1.await;
-    let _ = t2.await;
-    let _ = t3.await;
 }
 
 #[cfg(test)]

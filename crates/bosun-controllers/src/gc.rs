@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bosun_client::informer::Informer;
+use bosun_client::informer::{Informer, Informers};
 use bosun_client::{Client, Code};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -43,17 +43,11 @@ async fn owner_exists(client: &Client, ns: &str, r: &Value) -> bosun_client::Res
 }
 
 /// Runs the collector until `cancel`.
-pub async fn run(client: Client, cancel: CancellationToken) {
-    let mut owner_caches = Vec::new();
-    let mut tasks = Vec::new();
-    for (resource, _) in OWNERS {
-        let (inf, t) = Informer::start(client.clone(), resource, cancel.clone());
-        owner_caches.push(inf);
-        tasks.push(t);
-    }
-    let (pods, t) = Informer::start(client.clone(), "pods", cancel.clone());
-    tasks.push(t);
-    for inf in owner_caches.iter().chain(std::iter::once(&pods)) {
+pub async fn run(client: Client, informers: Informers, cancel: CancellationToken) {
+    let owner_caches: Vec<Informer> = OWNERS.iter().map(|(r, _)| informers.get(r)).collect();
+    let pods = informers.get("pods");
+    let nodes = informers.get("nodes");
+    for inf in owner_caches.iter().chain([&pods, &nodes]) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = inf.wait_synced() => {}
@@ -71,6 +65,31 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             .flat_map(|c| c.list())
             .map(|o| s(&o, "/metadata/uid").to_string())
             .collect();
+        // Pods bound to a node that no longer exists can never be stopped by its agent:
+        // they go at once (Kubernetes' pod garbage collector does the same).
+        let node_names: HashSet<String> = nodes
+            .list()
+            .iter()
+            .map(|n| s(n, "/metadata/name").to_string())
+            .collect();
+        if nodes.revision() > 0 {
+            for p in pods.list() {
+                let node = s(&p, "/spec/nodeName");
+                if !node.is_empty()
+                    && !node_names.contains(node)
+                    && p.pointer("/metadata/deletionTimestamp").is_some()
+                {
+                    let (ns, name) = (s(&p, "/metadata/namespace"), s(&p, "/metadata/name"));
+                    match client.delete("pods", ns, name, Some(0)).await {
+                        Ok(_) => {
+                            tracing::info!(pod = %format!("{ns}/{name}"), node, "deleted: its node does not exist")
+                        }
+                        Err(e) if e.code() == Some(Code::NotFound) => {}
+                        Err(e) => tracing::debug!(error = %e, "pod gc failed; retrying later"),
+                    }
+                }
+            }
+        }
         let replicasets = &owner_caches[1];
         for (resource, cache) in DEPENDENTS.iter().zip([replicasets, &pods]) {
             for dep in cache.list() {
@@ -109,8 +128,5 @@ pub async fn run(client: Client, cancel: CancellationToken) {
                 }
             }
         }
-    }
-    for t in tasks {
-        let _ = t.await;
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::Informer;
+use bosun_client::informer::{Informer, Informers};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -38,9 +38,9 @@ fn pod_for(job: &Value) -> Value {
 }
 
 /// Runs the controller until `cancel`.
-pub async fn run(client: Client, cancel: CancellationToken) {
-    let (jobs, t1) = Informer::start(client.clone(), "jobs", cancel.clone());
-    let (pods, t2) = Informer::start(client.clone(), "pods", cancel.clone());
+pub async fn run(client: Client, informers: Informers, cancel: CancellationToken) {
+    let jobs = informers.get("jobs");
+    let pods = informers.get("pods");
     tokio::select! {
         _ = cancel.cancelled() => return,
         _ = async { jobs.wait_synced().await; pods.wait_synced().await } => {}
@@ -79,8 +79,6 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             _ = woken => {}
         }
     }
-    let _ = t1.await;
-    let _ = t2.await;
 }
 
 async fn reconcile(

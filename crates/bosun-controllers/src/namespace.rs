@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bosun_api::kinds::KINDS;
-use bosun_client::informer::Informer;
+use bosun_client::informer::Informers;
 use bosun_client::{Client, Code, Query};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -18,8 +18,8 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
 }
 
 /// Runs the controller until `cancel`.
-pub async fn run(client: Client, cancel: CancellationToken) {
-    let (namespaces, task) = Informer::start(client.clone(), "namespaces", cancel.clone());
+pub async fn run(client: Client, informers: Informers, cancel: CancellationToken) {
+    let namespaces = informers.get("namespaces");
     tokio::select! {
         _ = cancel.cancelled() => return,
         _ = namespaces.wait_synced() => {}
@@ -62,7 +62,6 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             }
         }
     }
-    let _ = task.await;
 }
 
 /// Deletes what is left in `ns`; true when nothing is.

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use bosun_client::informer::Informer;
+use bosun_client::informer::{Informer, Informers};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -78,10 +78,10 @@ fn tolerated_for(pod: &Value, default: Duration) -> Option<Duration> {
 }
 
 /// Runs the controller until `cancel`.
-pub async fn run(client: Client, timing: Timing, cancel: CancellationToken) {
-    let (nodes, t1) = Informer::start(client.clone(), "nodes", cancel.clone());
-    let (leases, t2) = Informer::start(client.clone(), "leases", cancel.clone());
-    let (pods, t3) = Informer::start(client.clone(), "pods", cancel.clone());
+pub async fn run(client: Client, informers: Informers, timing: Timing, cancel: CancellationToken) {
+    let nodes = informers.get("nodes");
+    let leases = informers.get("leases");
+    let pods = informers.get("pods");
     tokio::select! {
         _ = cancel.cancelled() => return,
         _ = async { nodes.wait_synced().await; leases.wait_synced().await; pods.wait_synced().await } => {}
@@ -126,9 +126,6 @@ pub async fn run(client: Client, timing: Timing, cancel: CancellationToken) {
             }
         }
     }
-    let _ = t1.await;
-    let _ = t2.await;
-    let _ = t3.await;
 }
 
 async fn reconcile_node(

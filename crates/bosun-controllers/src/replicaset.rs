@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::Informer;
+use bosun_client::informer::{Informer, Informers};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -115,9 +115,9 @@ fn deletion_order(pods: &mut [Arc<Value>]) {
 }
 
 /// Runs the controller until `cancel`.
-pub async fn run(client: Client, cancel: CancellationToken) {
-    let (sets, t1) = Informer::start(client.clone(), "replicasets", cancel.clone());
-    let (pods, t2) = Informer::start(client.clone(), "pods", cancel.clone());
+pub async fn run(client: Client, informers: Informers, cancel: CancellationToken) {
+    let sets = informers.get("replicasets");
+    let pods = informers.get("pods");
     tokio::select! {
         _ = cancel.cancelled() => return,
         _ = async { sets.wait_synced().await; pods.wait_synced().await } => {}
@@ -157,8 +157,6 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             _ = woken => {}
         }
     }
-    let _ = t1.await;
-    let _ = t2.await;
 }
 
 /// What the controller's own writes will do to the pod cache, once it sees them.

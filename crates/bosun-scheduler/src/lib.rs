@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_api::admission::parse_quantity;
-use bosun_client::informer::Informer;
+use bosun_client::informer::Informers;
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
@@ -277,9 +277,9 @@ fn nodes_to_score(nodes: usize) -> usize {
 }
 
 /// Runs the scheduler until `cancel`.
-pub async fn run(client: Client, cancel: CancellationToken) {
-    let (pods, t1) = Informer::start(client.clone(), "pods", cancel.clone());
-    let (nodes, t2) = Informer::start(client.clone(), "nodes", cancel.clone());
+pub async fn run(client: Client, informers: Informers, cancel: CancellationToken) {
+    let pods = informers.get("pods");
+    let nodes = informers.get("nodes");
     tokio::select! {
         _ = cancel.cancelled() => return,
         _ = async { pods.wait_synced().await; nodes.wait_synced().await } => {}
@@ -479,8 +479,6 @@ pub async fn run(client: Client, cancel: CancellationToken) {
             _ = woken => {}
         }
     }
-    let _ = t1.await;
-    let _ = t2.await;
 }
 
 async fn unschedulable(client: &Client, pod: &Value, msg: &str) -> bosun_client::Result<()> {

@@ -55,34 +55,33 @@ pub async fn run(args: Args) -> Result<()> {
             stop,
             move |term, cancel| {
                 let client = own.with_fence(term);
-                vec![
-                    tokio::spawn(bosun_scheduler::run(client.clone(), cancel.clone())),
-                    tokio::spawn(bosun_controllers::replicaset::run(
-                        client.clone(),
-                        cancel.clone(),
-                    )),
-                    tokio::spawn(bosun_controllers::deployment::run(
-                        client.clone(),
-                        cancel.clone(),
-                    )),
-                    tokio::spawn(bosun_controllers::endpoints::run(
-                        client.clone(),
-                        cancel.clone(),
-                    )),
-                    tokio::spawn(bosun_controllers::job::run(client.clone(), cancel.clone())),
-                    tokio::spawn(bosun_controllers::gc::run(client.clone(), cancel.clone())),
-                    tokio::spawn(bosun_controllers::namespace::run(
-                        client.clone(),
-                        cancel.clone(),
-                    )),
-                    tokio::spawn(bosun_controllers::daemonset::run(
-                        client.clone(),
-                        cancel.clone(),
-                    )),
-                    tokio::spawn(bosun_controllers::nodelifecycle::run(
-                        client, timing, cancel,
-                    )),
-                ]
+                // One watch per resource, shared by the scheduler and every controller.
+                let inf = bosun_client::informer::Informers::new(client.clone(), cancel.clone());
+                let c = || (client.clone(), inf.clone(), cancel.clone());
+                let mut tasks = Vec::new();
+                let (cl, i, x) = c();
+                tasks.push(tokio::spawn(bosun_scheduler::run(cl, i, x)));
+                let (cl, i, x) = c();
+                tasks.push(tokio::spawn(bosun_controllers::replicaset::run(cl, i, x)));
+                let (cl, i, x) = c();
+                tasks.push(tokio::spawn(bosun_controllers::deployment::run(cl, i, x)));
+                let (cl, i, x) = c();
+                tasks.push(tokio::spawn(bosun_controllers::endpoints::run(cl, i, x)));
+                let (cl, i, x) = c();
+                tasks.push(tokio::spawn(bosun_controllers::job::run(cl, i, x)));
+                let (cl, i, x) = c();
+                tasks.push(tokio::spawn(bosun_controllers::gc::run(cl, i, x)));
+                let (cl, i, x) = c();
+                tasks.push(tokio::spawn(bosun_controllers::namespace::run(cl, i, x)));
+                let (cl, i, x) = c();
+                tasks.push(tokio::spawn(bosun_controllers::daemonset::run(cl, i, x)));
+                let (cl, i, x) = c();
+                tasks.push(tokio::spawn(bosun_controllers::nodelifecycle::run(
+                    cl, i, timing, x,
+                )));
+                // The shared informers end with the controllers (same cancel token).
+                tasks.push(tokio::spawn(inf.join()));
+                tasks
             },
         )));
         (routes, tasks)
