@@ -184,6 +184,8 @@ async fn reconcile(client: &Client, d: &Value, sets: &Informer) -> bosun_client:
 
     let Some(new_rs) = new_rs else {
         if paused {
+            // The new template waits: report the paused state (no pod is updated yet).
+            status(client, d, &json!({}), &owned, replicas).await?;
             return Ok(plan);
         }
         // A new revision: its ReplicaSet starts at 0 (RollingUpdate scales it below) or,

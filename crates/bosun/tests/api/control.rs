@@ -970,3 +970,128 @@ async fn the_garbage_collector_removes_pods_whose_owner_vanished() {
         "the owned pod was collected"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recreate_replaces_all_pods_at_once_and_a_paused_deployment_waits() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let _agent = hollow(&c, 3);
+    wait_nodes(&client, 3).await;
+    let mut d = deployment("rec", 3, "img:v1");
+    d["spec"]["strategy"] = json!({"type": "Recreate"});
+    client.apply("default", &d).await.unwrap();
+    let available = |image: &'static str| {
+        let client = client.clone();
+        async move {
+            eventually(
+                Duration::from_secs(30),
+                &format!("3 pods of {image}"),
+                || async {
+                    let mut q = query("pods", "default");
+                    q.labels = "app=rec".into();
+                    let pods = client.list_all(&q).await.ok()?.items;
+                    let live: Vec<&Value> = pods
+                        .iter()
+                        .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+                        .collect();
+                    let ok = live.len() == 3
+                        && live.iter().all(|p| {
+                            p["status"]["phase"] == "Running"
+                                && p["spec"]["containers"][0]["image"] == image
+                        });
+                    ok.then_some(())
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    available("img:v1").await;
+    // Recreate: never an old and a new pod at the same time.
+    let mut q = query("pods", "default");
+    q.labels = "app=rec".into();
+    let mut stream = Box::pin(client.watch(&q, "", true).await.unwrap());
+    let mut live: std::collections::HashMap<String, String> = Default::default();
+    loop {
+        let ev = stream.next().await.unwrap().unwrap();
+        if ev.kind == "BOOKMARK" {
+            break;
+        }
+        live.insert(
+            ev.object["metadata"]["uid"].as_str().unwrap_or("").into(),
+            "img:v1".into(),
+        );
+    }
+    let mut v2 = d.clone();
+    v2["spec"]["template"]["spec"]["containers"][0]["image"] = json!("img:v2");
+    client.apply("default", &v2).await.unwrap();
+    let mixed = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(Ok(ev)) = stream.next().await {
+            let o = &ev.object;
+            let uid = o["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            if ev.kind == "DELETED" || o["metadata"].get("deletionTimestamp").is_some() {
+                live.remove(&uid);
+            } else if ev.kind != "BOOKMARK" {
+                live.insert(
+                    uid,
+                    o["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .unwrap_or("")
+                        .into(),
+                );
+            }
+            let images: HashSet<&String> = live.values().collect();
+            if images.len() > 1 {
+                return Some(images.into_iter().cloned().collect::<Vec<_>>());
+            }
+            if live.len() == 3 && live.values().all(|i| i == "img:v2") {
+                return None;
+            }
+        }
+        None
+    })
+    .await
+    .expect("the Recreate rollout did not finish");
+    assert!(mixed.is_none(), "old and new pods ran together: {mixed:?}");
+    available("img:v2").await;
+
+    // Paused: a new template is recorded but not rolled out until resumed.
+    client
+        .patch(
+            "deployments",
+            "default",
+            "rec",
+            "",
+            &json!({"spec": {"paused": true}}),
+        )
+        .await
+        .unwrap();
+    let mut v3 = v2.clone();
+    v3["spec"]["paused"] = json!(true);
+    v3["spec"]["template"]["spec"]["containers"][0]["image"] = json!("img:v3");
+    client.apply("default", &v3).await.unwrap();
+    let paused = eventually(Duration::from_secs(20), "paused condition", || async {
+        let d = client.get("deployments", "default", "rec").await.ok()?;
+        let cond = d["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Progressing")?
+            .clone();
+        (cond["reason"] == "DeploymentPaused"
+            && d["status"]["observedGeneration"] == d["metadata"]["generation"])
+            .then_some(d)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        paused["status"]["updatedReplicas"], 0,
+        "{}",
+        paused["status"]
+    );
+    available("img:v2").await;
+    let mut resumed = v3.clone();
+    resumed["spec"]["paused"] = json!(false);
+    client.apply("default", &resumed).await.unwrap();
+    available("img:v3").await;
+}
