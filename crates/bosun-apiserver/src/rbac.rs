@@ -508,7 +508,14 @@ mod tests {
         UserInfo::new(name, [AUTHENTICATED_GROUP])
     }
 
-    fn attrs(verb: &str, group: &str, resource: &str, ns: &str, name: &str) -> Attributes {
+    /// Request attributes (shared with the node authorizer's tests).
+    pub(super) fn attrs(
+        verb: &str,
+        group: &str,
+        resource: &str,
+        ns: &str,
+        name: &str,
+    ) -> Attributes {
         Attributes {
             verb: verb.into(),
             api_group: group.into(),
@@ -519,7 +526,8 @@ mod tests {
         }
     }
 
-    fn sub(mut a: Attributes, subresource: &str) -> Attributes {
+    /// The same attributes on a subresource.
+    pub(super) fn sub(mut a: Attributes, subresource: &str) -> Attributes {
         a.subresource = subresource.into();
         a
     }

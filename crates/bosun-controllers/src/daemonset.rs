@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::{Informer, Informers};
+use bosun_client::informer::Informers;
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -127,12 +127,14 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             }
         };
         let all_nodes = nodes.list();
+        let owned = crate::replicaset::by_controller(pods.list());
         for ds in sets.list() {
             let uid = s(&ds, "/metadata/uid").to_string();
             if waiting.get(&uid).is_some_and(|r| pods.revision() < *r) {
                 continue;
             }
-            match reconcile(&client, &ds, &pods, &all_nodes).await {
+            let mine = owned.get(&uid).map(Vec::as_slice).unwrap_or(&[]);
+            match reconcile(&client, &ds, mine, pods.revision(), &all_nodes).await {
                 Ok(Some(r)) => {
                     waiting.insert(uid, r);
                 }
@@ -154,7 +156,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
 async fn reconcile(
     client: &Client,
     ds: &Value,
-    pods: &Informer,
+    candidates: &[Arc<Value>],
+    pods_revision: i64,
     nodes: &[Arc<Value>],
 ) -> bosun_client::Result<Option<i64>> {
     if ds.pointer("/metadata/deletionTimestamp").is_some() {
@@ -164,7 +167,7 @@ async fn reconcile(
     let uid = s(ds, "/metadata/uid");
     let hash = template_hash(&ds.pointer("/spec/template").cloned().unwrap_or(json!({})));
     let mut per_node: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
-    for p in pods.list() {
+    for p in candidates.iter().cloned() {
         if s(&p, "/metadata/namespace") == ns && controller_uid(&p) == Some(uid) && is_active(&p) {
             per_node.entry(target_node(&p)).or_default().push(p);
         }
@@ -227,7 +230,7 @@ async fn reconcile(
         }
     }
     if !delete.is_empty() && last.is_none() {
-        last = Some(pods.revision() + 1);
+        last = Some(pods_revision + 1);
     }
     let scheduled = wanted.iter().filter(|n| per_node.contains_key(**n)).count();
     let ready = wanted

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::{Informer, Informers};
+use bosun_client::informer::Informers;
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -125,6 +125,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };
+        let owned_sets = crate::replicaset::by_controller(sets.list());
         for d in deps.list() {
             if cancel.is_cancelled() {
                 break;
@@ -133,7 +134,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             if waiting.get(&uid).is_some_and(|r| sets.revision() < *r) {
                 continue;
             }
-            match reconcile(&client, &d, &sets).await {
+            let mine = owned_sets.get(&uid).map(Vec::as_slice).unwrap_or(&[]);
+            match reconcile(&client, &d, mine).await {
                 Ok(plan) => match plan.wrote {
                     Some(r) => {
                         waiting.insert(uid, r);
@@ -154,7 +156,11 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     }
 }
 
-async fn reconcile(client: &Client, d: &Value, sets: &Informer) -> bosun_client::Result<Plan> {
+async fn reconcile(
+    client: &Client,
+    d: &Value,
+    candidates: &[Arc<Value>],
+) -> bosun_client::Result<Plan> {
     let mut plan = Plan::default();
     if d.pointer("/metadata/deletionTimestamp").is_some() {
         return Ok(plan);
@@ -168,10 +174,10 @@ async fn reconcile(client: &Client, d: &Value, sets: &Informer) -> bosun_client:
         .unwrap_or(1);
     let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let hash = template_hash(&template);
-    let mut owned: Vec<Arc<Value>> = sets
-        .list()
-        .into_iter()
+    let mut owned: Vec<Arc<Value>> = candidates
+        .iter()
         .filter(|r| s(r, "/metadata/namespace") == ns && controller_uid(r) == Some(uid))
+        .cloned()
         .collect();
     owned.sort_by_key(|r| revision(r));
     let max_rev = owned.iter().map(|r| revision(r)).max().unwrap_or(0);

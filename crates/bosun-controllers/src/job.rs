@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::{Informer, Informers};
+use bosun_client::informer::Informers;
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -57,12 +57,14 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };
+        let owned = crate::replicaset::by_controller(pods.list());
         for job in jobs.list() {
             let uid = s(&job, "/metadata/uid").to_string();
             if waiting.get(&uid).is_some_and(|r| pods.revision() < *r) {
                 continue;
             }
-            match reconcile(&client, &job, &pods).await {
+            let mine = owned.get(&uid).map(Vec::as_slice).unwrap_or(&[]);
+            match reconcile(&client, &job, mine).await {
                 Ok(Some(r)) => {
                     waiting.insert(uid, r);
                 }
@@ -84,7 +86,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
 async fn reconcile(
     client: &Client,
     job: &Value,
-    pods: &Informer,
+    candidates: &[Arc<Value>],
 ) -> bosun_client::Result<Option<i64>> {
     if job.pointer("/metadata/deletionTimestamp").is_some() {
         return Ok(None);
@@ -92,10 +94,10 @@ async fn reconcile(
     let ns = s(job, "/metadata/namespace");
     let name = s(job, "/metadata/name");
     let uid = s(job, "/metadata/uid");
-    let owned: Vec<Arc<Value>> = pods
-        .list()
-        .into_iter()
+    let owned: Vec<Arc<Value>> = candidates
+        .iter()
         .filter(|p| s(p, "/metadata/namespace") == ns && controller_uid(p) == Some(uid))
+        .cloned()
         .collect();
     let phase = |p: &Value| s(p, "/status/phase").to_string();
     let succeeded = owned.iter().filter(|p| phase(p) == "Succeeded").count() as i64;

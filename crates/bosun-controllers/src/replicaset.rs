@@ -49,6 +49,18 @@ pub fn controller_uid(pod: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// Objects grouped by the uid of their controlling owner, built once per pass: each
+/// owner's reconcile then reads its own objects instead of scanning every one.
+pub(crate) fn by_controller(objs: Vec<Arc<Value>>) -> HashMap<String, Vec<Arc<Value>>> {
+    let mut out: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
+    for o in objs {
+        if let Some(u) = controller_uid(&o).map(str::to_string) {
+            out.entry(u).or_default().push(o);
+        }
+    }
+    out
+}
+
 /// Whether a pod counts towards its owner's replicas: not being deleted, not finished.
 pub fn is_active(pod: &Value) -> bool {
     let phase = pod
@@ -134,6 +146,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             }
         };
         expect.forget_gone(&pods);
+        let owned = by_controller(pods.list());
         for rs in sets.list() {
             if cancel.is_cancelled() {
                 break;
@@ -145,7 +158,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             {
                 continue;
             }
-            match reconcile(&client, &rs, &pods, &mut expect).await {
+            let mine = owned.get(uid(&rs)).map(Vec::as_slice).unwrap_or(&[]);
+            match reconcile(&client, &rs, mine, &mut expect).await {
                 Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(replicaset = %format!("{}/{}", namespace(&rs), name(&rs)), error = %e, "reconcile failed; retrying")
@@ -189,7 +203,7 @@ impl Expectations {
 async fn reconcile(
     client: &Client,
     rs: &Value,
-    pods: &Informer,
+    candidates: &[Arc<Value>],
     expect: &mut Expectations,
 ) -> bosun_client::Result<()> {
     if rs.pointer("/metadata/deletionTimestamp").is_some() {
@@ -200,15 +214,15 @@ async fn reconcile(
         .and_then(Value::as_i64)
         .unwrap_or(1)
         .max(0) as usize;
-    let mut owned: Vec<Arc<Value>> = pods
-        .list()
-        .into_iter()
+    let mut owned: Vec<Arc<Value>> = candidates
+        .iter()
         .filter(|p| {
             namespace(p) == namespace(rs)
                 && controller_uid(p) == Some(uid(rs))
                 && is_active(p)
                 && !expect.deleted.contains(uid(p))
         })
+        .cloned()
         .collect();
     let mut wrote = false;
     let ns = namespace(rs);

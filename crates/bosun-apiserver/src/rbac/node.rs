@@ -101,23 +101,8 @@ pub fn authorize_node(node: &str, attrs: &Attributes, target_pod_node: Option<&s
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{attrs, sub};
     use super::*;
-
-    fn attrs(verb: &str, group: &str, resource: &str, ns: &str, name: &str) -> Attributes {
-        Attributes {
-            verb: verb.into(),
-            api_group: group.into(),
-            resource: resource.into(),
-            namespace: ns.into(),
-            name: name.into(),
-            ..Default::default()
-        }
-    }
-
-    fn sub(mut a: Attributes, subresource: &str) -> Attributes {
-        a.subresource = subresource.into();
-        a
-    }
 
     #[test]
     fn node_identity_needs_the_prefix_a_name_and_the_group() {
