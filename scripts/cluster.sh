@@ -3,16 +3,20 @@
 #
 #   scripts/cluster.sh up    --dir DIR [--servers N] [--ip-base 127.0.0] [--snapshot-every N] [--election-ms MIN-MAX] [--compact RETAIN:INTERVAL_MS]
 #                            [--hollow N] [--heartbeat-ms MS] [--node-grace GRACE_MS:EVICTION_MS]
+#                            [--agents N] [--backoff-ms MS]
+#   (--agents N: N Docker agents worker-1..N on this host's Docker Engine, node certificates
+#    from the cluster PKI; images are not pulled: build them with scripts/images.sh)
 #   scripts/cluster.sh stop  NAME --dir DIR     # SIGTERM, then SIGKILL after 10 s
 #   scripts/cluster.sh kill  NAME --dir DIR     # SIGKILL
-#   scripts/cluster.sh start NAME --dir DIR     # (re)start one server
+#   scripts/cluster.sh start NAME --dir DIR     # (re)start one server or agent (worker-N)
 #   scripts/cluster.sh join  NAME --dir DIR     # start a new server that joins (then: bosun cluster add-member)
 #   scripts/cluster.sh status --dir DIR
-#   scripts/cluster.sh down  --dir DIR          # stops every process it started
+#   scripts/cluster.sh down  --dir DIR          # stops every process it started, removes the agents' containers
 #
 # Layout of DIR: pki/, <name>.toml, <name>.pid, <name>.log, data/<name>/, client.toml,
 # env (source it: BOSUN_CONFIG and ETCDCTL_*), ctl (this script bound to DIR).
-# Servers listen on IP_BASE.1X: client port 2379, peer 2380, metrics 2381.
+# Servers listen on IP_BASE.1X: client port 2379, peer 2380, metrics 2381. Agents worker-N
+# report IP_BASE.(20+N) as their address; their pods are on the Docker network "bosun".
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +30,7 @@ cmd="${1:-}"; shift || true
 name=""
 if [[ "$cmd" =~ ^(stop|kill|start|join)$ ]]; then name="${1:-}"; shift || true; [[ -n "$name" ]] || die "$cmd needs a server name"; fi
 dir=""; servers=3; ip_base="127.0.0"; snapshot_every=10000; election=""; compact=""
-hollow=0; heartbeat_ms=2500; node_grace=""
+hollow=0; heartbeat_ms=2500; node_grace=""; agents=0; backoff_ms=10000
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dir) dir="$2"; shift 2;;
@@ -38,6 +42,8 @@ while [[ $# -gt 0 ]]; do
     --hollow) hollow="$2"; shift 2;;          # start N hollow nodes (bosun agent --hollow N)
     --heartbeat-ms) heartbeat_ms="$2"; shift 2;;
     --node-grace) node_grace="$2"; shift 2;;  # GRACE_MS:EVICTION_MS, e.g. 10000:30000
+    --agents) agents="$2"; shift 2;;          # start N Docker agents worker-1..N
+    --backoff-ms) backoff_ms="$2"; shift 2;;  # the agents' first restart back-off
     *) die "unknown argument $1";;
   esac
 done
@@ -95,8 +101,47 @@ start_one() {
   local n="$1" bin; bin="$(bosun_bin)"
   [[ -f "$dir/$n.toml" ]] || die "no config $dir/$n.toml"
   if alive "$n"; then echo "$n already running (pid $(cat "$dir/$n.pid"))"; return; fi
-  nohup "$bin" server -c "$dir/$n.toml" >> "$dir/$n.log" 2>&1 &
+  if [[ "$n" == worker-* ]]; then
+    nohup "$bin" agent --config "$dir/$n.toml" >> "$dir/$n.log" 2>&1 &
+  else
+    nohup "$bin" server -c "$dir/$n.toml" >> "$dir/$n.log" 2>&1 &
+  fi
   echo $! > "$dir/$n.pid"
+}
+
+write_agent_config() { # name index
+  local n="$1" i="$2" servers_list="" j
+  for j in $(seq 1 "$servers"); do servers_list+="${servers_list:+, }\"$(ip_of "s$j"):2379\""; done
+  if [[ ! -f "$dir/pki/nodes/$n.crt" ]]; then
+    "$(bosun_bin)" pki issue --dir "$dir/pki" --node "$n" > /dev/null
+  fi
+  cat > "$dir/$n.toml" <<TOML
+name = "$n"
+servers = [$servers_list]
+ca = "$dir/pki/ca.crt"
+cert = "$dir/pki/nodes/$n.crt"
+key = "$dir/pki/nodes/$n.key"
+address = "$ip_base.$((20 + i))"
+data_dir = "$dir/data/$n"
+pulls = false
+cpu = "2"
+memory = "4Gi"
+heartbeat_ms = $heartbeat_ms
+backoff_initial_ms = $backoff_ms
+TOML
+}
+
+# Removes the containers of the agents of this cluster (by the owner id each one wrote).
+remove_agent_containers() {
+  local f id ids
+  command -v docker > /dev/null || return 0
+  for f in "$dir"/data/worker-*/agent-id; do
+    [[ -e "$f" ]] || continue
+    id="$(cat "$f")"
+    ids="$(docker ps -aq --filter "label=bosun.io/agent=$id" 2>/dev/null || true)"
+    # shellcheck disable=SC2086
+    [[ -z "$ids" ]] || docker rm -f $ids > /dev/null 2>&1 || true
+  done
 }
 
 wait_leader() {
@@ -146,8 +191,13 @@ ENV
       nohup "$bin" agent --hollow "$hollow" --heartbeat-ms "$heartbeat_ms" --config "$dir/client.toml" >> "$dir/hollow.log" 2>&1 &
       echo $! > "$dir/hollow.pid"
     fi
+    for i in $(seq 1 "$agents"); do
+      write_agent_config "worker-$i" "$i"
+      start_one "worker-$i"
+    done
     cat "$dir/status.out"
     if [[ "$hollow" -gt 0 ]]; then echo "hollow nodes: $hollow (log $dir/hollow.log)"; fi
+    if [[ "$agents" -gt 0 ]]; then echo "agents: worker-1..$agents (logs $dir/worker-*.log)"; fi
     echo "cluster up in $dir: source $dir/env"
     ;;
   start) start_one "$name"; ;;
@@ -165,6 +215,7 @@ ENV
   status) "$(bosun_bin)" cluster status --config "$dir/client.toml" ;;
   down)
     for f in "$dir"/*.pid; do [[ -e "$f" ]] || continue; stop_one "$(basename "$f" .pid)" TERM; done
+    remove_agent_containers
     ;;
   *) die "usage: cluster.sh up|start|stop|kill|join|status|down --dir DIR" ;;
 esac

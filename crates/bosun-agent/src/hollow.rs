@@ -31,12 +31,7 @@ pub struct Config {
     pub heartbeat: Duration,
 }
 
-fn now() -> String {
-    let t = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(t.as_second())
-        .unwrap_or(t)
-        .to_string()
-}
+use crate::lease::now;
 
 fn node_status(cfg: &Config, i: usize) -> Value {
     let at = now();
@@ -68,31 +63,7 @@ async fn register(client: &Client, cfg: &Config, i: usize) -> bosun_client::Resu
 
 async fn heartbeat(client: &Client, cfg: &Config, i: usize) -> bosun_client::Result<()> {
     let name = format!("{}-{i}", cfg.prefix);
-    let lease_s = (cfg.heartbeat.as_secs() * 4).max(1);
-    let spec = json!({"holderIdentity": name, "leaseDurationSeconds": lease_s, "renewTime": now()});
-    let renewed = client
-        .patch(
-            "leases",
-            "kube-node-lease",
-            &name,
-            "",
-            &json!({"spec": spec}),
-        )
-        .await;
-    match renewed {
-        Err(e) if e.code() == Some(Code::NotFound) => {
-            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": "kube-node-lease"}, "spec": spec});
-            match client.create("leases", "kube-node-lease", &lease).await {
-                Ok(_) => {}
-                Err(e) if e.code() == Some(Code::AlreadyExists) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        other => {
-            other?;
-        }
-    }
+    crate::lease::renew(client, &name, cfg.heartbeat.as_secs() * 4).await?;
     client
         .patch(
             "nodes",

@@ -61,6 +61,21 @@ impl Informer {
         resource: &str,
         cancel: CancellationToken,
     ) -> (Informer, tokio::task::JoinHandle<()>) {
+        let q = Query {
+            resource: resource.to_string(),
+            ..Default::default()
+        };
+        Informer::start_query(client, q, cancel)
+    }
+
+    /// Starts caching what `q` selects (its namespace, label and field selectors; the
+    /// page size is the informer's), until `cancel`. An agent caches only the pods bound
+    /// to it this way (`spec.nodeName=<node>`).
+    pub fn start_query(
+        client: Client,
+        q: Query,
+        cancel: CancellationToken,
+    ) -> (Informer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(false);
         let inf = Informer {
             objects: Arc::new(RwLock::new(BTreeMap::new())),
@@ -68,7 +83,7 @@ impl Informer {
             changed: Arc::new(Notify::new()),
             synced: rx,
         };
-        let task = tokio::spawn(inf.clone().run(client, resource.to_string(), tx, cancel));
+        let task = tokio::spawn(inf.clone().run(client, q, tx, cancel));
         (inf, task)
     }
 
@@ -108,15 +123,12 @@ impl Informer {
     async fn run(
         self,
         client: Client,
-        resource: String,
+        q: Query,
         synced: watch::Sender<bool>,
         cancel: CancellationToken,
     ) {
-        let q = Query {
-            resource: resource.clone(),
-            limit: 500,
-            ..Default::default()
-        };
+        let q = Query { limit: 500, ..q };
+        let resource = q.resource.clone();
         let mut state = State::Listing;
         let mut backoff = FIRST_BACKOFF;
         let mut from = String::new();

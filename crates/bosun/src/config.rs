@@ -388,6 +388,141 @@ impl ClientConfig {
     }
 }
 
+/// A worker agent's configuration (`bosun agent --config FILE`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The node's name (its certificate must be `system:node:<name>`).
+    pub name: String,
+    /// Every server's client address.
+    pub servers: Vec<String>,
+    /// Cluster CA certificate.
+    pub ca: PathBuf,
+    /// The node's certificate.
+    pub cert: PathBuf,
+    /// The node's key.
+    pub key: PathBuf,
+    /// The node's address (its InternalIP, and `status.hostIP` of its pods).
+    pub address: String,
+    /// Where pod volumes are kept (the Docker daemon must see the same path).
+    pub data_dir: PathBuf,
+    /// The Docker bridge network of pods.
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// The sandbox image (needs /bin/sh and sleep).
+    #[serde(default = "default_sandbox_image")]
+    pub sandbox_image: String,
+    /// Whether images may be pulled from a registry.
+    #[serde(default = "default_true")]
+    pub pulls: bool,
+    /// Allocatable cpu; default: the host's cores.
+    pub cpu: Option<String>,
+    /// Allocatable memory; default: the host's memory.
+    pub memory: Option<String>,
+    /// Pods at most.
+    #[serde(default = "default_pods")]
+    pub pods: u32,
+    /// Node labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Taints set at first registration (`key`, `value`, `effect`).
+    #[serde(default)]
+    pub taints: Vec<TaintEntry>,
+    /// Lease and status interval, ms.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// First restart back-off, ms (Kubernetes: 10 s).
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_initial_ms: u64,
+    /// Longest restart back-off, ms (Kubernetes: 5 min).
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+}
+
+/// A taint in the agent config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaintEntry {
+    /// Key.
+    pub key: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+    /// NoSchedule, PreferNoSchedule or NoExecute.
+    pub effect: String,
+}
+
+fn default_network() -> String {
+    "bosun".into()
+}
+fn default_sandbox_image() -> String {
+    "bosun/busybox:latest".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_pods() -> u32 {
+    110
+}
+fn default_heartbeat_ms() -> u64 {
+    2_500
+}
+fn default_backoff_ms() -> u64 {
+    10_000
+}
+fn default_backoff_max_ms() -> u64 {
+    300_000
+}
+
+impl AgentConfig {
+    /// Reads and checks an agent config.
+    ///
+    /// # Errors
+    /// When the file is unreadable or malformed, or a field is invalid.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading agent config {}", path.display()))?;
+        let c: AgentConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if c.servers.is_empty() {
+            bail!("{}: servers is empty", path.display());
+        }
+        if let Err(e) = bosun_api::admission::dns1123_subdomain(&c.name) {
+            bail!("{}: name {:?}: {e}", path.display(), c.name);
+        }
+        if c.address.parse::<std::net::IpAddr>().is_err() {
+            bail!(
+                "{}: address {:?} is not an IP address",
+                path.display(),
+                c.address
+            );
+        }
+        for t in &c.taints {
+            if !matches!(
+                t.effect.as_str(),
+                "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+            ) {
+                bail!(
+                    "{}: taint {:?}: effect {:?} must be NoSchedule, PreferNoSchedule or NoExecute",
+                    path.display(),
+                    t.key,
+                    t.effect
+                );
+            }
+        }
+        Ok(c)
+    }
+
+    /// TLS material.
+    pub fn tls(&self) -> TlsMaterial {
+        TlsMaterial {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

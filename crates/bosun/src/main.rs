@@ -30,7 +30,7 @@ enum Command {
     /// Run a control plane server (store, API, and on the leader the scheduler and
     /// controllers).
     Server(cmd::server::Args),
-    /// Run a node agent (this release: hollow nodes, for tests and benchmarks).
+    /// Run a worker agent: pods as Docker containers (--config FILE), or hollow nodes.
     Agent(cmd::agent::Args),
     /// Make and issue certificates.
     #[command(subcommand)]

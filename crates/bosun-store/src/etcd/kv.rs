@@ -105,13 +105,21 @@ impl Kv for KvService {
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         authorize(&req)?;
-        let rev = req.into_inner().revision;
+        let CompactionRequest {
+            revision: rev,
+            physical,
+        } = req.into_inner();
         if rev <= 0 {
             return Err(Status::invalid_argument(
                 "etcdserver: compaction revision must be positive",
             ));
         }
         let (r, _) = self.node.write(Cmd::new(Command::Compact(rev))).await?;
+        if physical {
+            // As etcd: a physical compaction answers once this member has applied it, so a
+            // read or watch that follows on the same member no longer sees the old history.
+            self.node.read_barrier().await?;
+        }
         Ok(Response::new(CompactionResponse {
             header: header(&self.node, r),
         }))

@@ -1,0 +1,475 @@
+//! [`ContainerRuntime`] on Docker Engine, through bollard: the one module that knows
+//! bollard's types (STYLE.md rule 4).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::exec::StartExecResults;
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, ExecConfig, HostConfig,
+    NetworkCreateRequest, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StatsOptions, StopContainerOptions,
+};
+use bollard::Docker as Bollard;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::runtime::{
+    Container, ContainerRuntime, ContainerSpec, Error, ExecOutput, Network, Result, State, Usage,
+};
+
+/// Exec output kept for a probe or `bosun exec` without a terminal.
+const EXEC_OUTPUT_CAP: usize = 64 * 1024;
+
+/// Docker Engine over its unix socket (`DOCKER_HOST` honoured).
+#[derive(Clone)]
+pub struct Docker {
+    api: Bollard,
+}
+
+fn op(op: &'static str) -> impl Fn(DockerError) -> Error {
+    move |e| match e {
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => Error::NotFound(message),
+        e => Error::Op {
+            op,
+            reason: e.to_string(),
+        },
+    }
+}
+
+impl Docker {
+    /// Connects and agrees on an API version with the daemon (Debian's Docker 20.10 speaks
+    /// API 1.41, older than bollard's default).
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the daemon does not answer.
+    pub async fn connect() -> Result<Self> {
+        let api = Bollard::connect_with_local_defaults()
+            .map_err(|e| Error::Connect(e.to_string()))?
+            .negotiate_version()
+            .await
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        let v = api
+            .version()
+            .await
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        tracing::info!(
+            version = v.version.as_deref().unwrap_or("?"),
+            api = v.api_version.as_deref().unwrap_or("?"),
+            "docker engine"
+        );
+        Ok(Docker { api })
+    }
+
+    /// The engine's version string (for the Node's `containerRuntimeVersion`).
+    ///
+    /// # Errors
+    /// When the daemon does not answer.
+    pub async fn version(&self) -> Result<String> {
+        let v = self.api.version().await.map_err(op("version"))?;
+        Ok(format!("docker://{}", v.version.unwrap_or_default()))
+    }
+}
+
+fn state_of(s: Option<&bollard::models::ContainerState>) -> State {
+    let Some(s) = s else {
+        return State::Created;
+    };
+    let started_at = s.started_at.clone().unwrap_or_default();
+    match s.status {
+        Some(ContainerStateStatusEnum::RUNNING)
+        | Some(ContainerStateStatusEnum::PAUSED)
+        | Some(ContainerStateStatusEnum::RESTARTING) => State::Running { started_at },
+        Some(ContainerStateStatusEnum::CREATED) | None | Some(ContainerStateStatusEnum::EMPTY) => {
+            State::Created
+        }
+        _ => State::Exited {
+            code: s.exit_code.unwrap_or(-1),
+            oom_killed: s.oom_killed.unwrap_or(false),
+            started_at,
+            finished_at: s.finished_at.clone().unwrap_or_default(),
+            error: s.error.clone().unwrap_or_default(),
+        },
+    }
+}
+
+impl ContainerRuntime for Docker {
+    async fn ensure_network(&self, name: &str) -> Result<()> {
+        match self.api.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(op("inspect network")(e)),
+        }
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([("bosun.io/network".into(), "pods".into())])),
+            ..Default::default()
+        };
+        match self.api.create_network(req).await {
+            Ok(_) => Ok(()),
+            // Another agent on this host made it first.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(op("create network")(e)),
+        }
+    }
+
+    async fn list(&self, label: &str, value: &str) -> Result<Vec<Container>> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let summaries = self
+            .api
+            .list_containers(Some(opts))
+            .await
+            .map_err(op("list containers"))?;
+        let mut out = Vec::with_capacity(summaries.len());
+        for s in summaries {
+            let Some(id) = s.id else { continue };
+            // The summary has no exit code or times: inspect each one.
+            match self.api.inspect_container(&id, None).await {
+                Ok(c) => {
+                    let labels: BTreeMap<String, String> = c
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.labels.clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
+                    let ip = c
+                        .network_settings
+                        .as_ref()
+                        .and_then(|n| n.networks.as_ref())
+                        .and_then(|n| n.values().find_map(|e| e.ip_address.clone()))
+                        .filter(|ip| !ip.is_empty());
+                    out.push(Container {
+                        id,
+                        name: c
+                            .name
+                            .unwrap_or_default()
+                            .trim_start_matches('/')
+                            .to_string(),
+                        image: c
+                            .config
+                            .as_ref()
+                            .and_then(|c| c.image.clone())
+                            .unwrap_or_default(),
+                        image_id: c.image.unwrap_or_default(),
+                        labels,
+                        state: state_of(c.state.as_ref()),
+                        ip,
+                    });
+                }
+                // Removed between the list and the inspect.
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(op("inspect container")(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn has_image(&self, image: &str) -> Result<bool> {
+        match self.api.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(op("inspect image")(e)),
+        }
+    }
+
+    async fn pull(&self, image: &str) -> Result<()> {
+        let (repo, tag) = split_image(image);
+        let opts = CreateImageOptions {
+            from_image: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        };
+        let mut s = self.api.create_image(Some(opts), None, None);
+        while let Some(r) = s.next().await {
+            r.map_err(|e| Error::Pull {
+                image: image.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        let (network_mode, networking_config) = match &spec.network {
+            Network::Default => (None, None),
+            Network::Join(id) => (Some(format!("container:{id}")), None),
+            Network::Bridge(net) => (
+                Some(net.clone()),
+                Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        net.clone(),
+                        EndpointSettings::default(),
+                    )])),
+                }),
+            ),
+        };
+        let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            cmd: spec.cmd.clone(),
+            env: some_vec(&spec.env),
+            working_dir: spec.working_dir.clone(),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            hostname: spec.hostname.clone(),
+            tty: Some(spec.tty),
+            open_stdin: Some(spec.stdin),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            host_config: Some(HostConfig {
+                binds: some_vec(&spec.binds),
+                network_mode,
+                memory: spec.memory,
+                nano_cpus: spec.nano_cpus,
+                cpu_shares: spec.cpu_shares,
+                dns: some_vec(&spec.dns),
+                dns_search: some_vec(&spec.dns_search),
+                dns_options: some_vec(&spec.dns_options),
+                ..Default::default()
+            }),
+            networking_config,
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        match self.api.create_container(Some(opts), body).await {
+            Ok(r) => Ok(r.id),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            }) if message.contains("No such image") => Err(Error::ImageMissing(spec.image.clone())),
+            Err(e) => Err(op("create container")(e)),
+        }
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        match self.api.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            // Already running.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(op("start container")(e)),
+        }
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let opts = StopContainerOptions {
+            t: Some(secs),
+            ..Default::default()
+        };
+        match self.api.stop_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            // Not running any more.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(op("stop container")(e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.api.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            // Removal already in progress.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(op("remove container")(e)),
+        }
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutput> {
+        let cfg = ExecConfig {
+            cmd: Some(cmd.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self
+            .api
+            .create_exec(id, cfg)
+            .await
+            .map_err(op("create exec"))?;
+        let run = async {
+            let mut output = Vec::new();
+            match self
+                .api
+                .start_exec(&exec.id, None)
+                .await
+                .map_err(op("start exec"))?
+            {
+                StartExecResults::Attached { output: mut o, .. } => {
+                    while let Some(chunk) = o.next().await {
+                        let chunk = chunk.map_err(op("exec output"))?;
+                        let bytes = log_bytes(chunk);
+                        let room = EXEC_OUTPUT_CAP.saturating_sub(output.len());
+                        output.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    }
+                }
+                StartExecResults::Detached => {}
+            }
+            let info = self
+                .api
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(op("inspect exec"))?;
+            Ok(ExecOutput {
+                code: info.exit_code.unwrap_or(-1),
+                output,
+            })
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Op {
+                op: "exec",
+                reason: format!("timed out after {timeout:?}"),
+            }),
+        }
+    }
+
+    fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> BoxStream<'static, Result<Vec<u8>>> {
+        let opts = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            tail: tail.map_or_else(|| "all".to_string(), |n| n.to_string()),
+            ..Default::default()
+        };
+        self.api
+            .logs(id, Some(opts))
+            .map_ok(log_bytes)
+            .map_err(op("logs"))
+            .boxed()
+    }
+
+    async fn usage(&self, id: &str) -> Result<Usage> {
+        let opts = StatsOptions {
+            stream: false,
+            one_shot: false,
+        };
+        let s = self
+            .api
+            .stats(id, Some(opts))
+            .next()
+            .await
+            .ok_or_else(|| Error::NotFound(id.to_string()))?
+            .map_err(op("stats"))?;
+        let total = |c: &Option<bollard::models::ContainerCpuStats>| {
+            c.as_ref()
+                .and_then(|c| c.cpu_usage.as_ref())
+                .and_then(|u| u.total_usage)
+                .unwrap_or(0)
+        };
+        let system = |c: &Option<bollard::models::ContainerCpuStats>| {
+            c.as_ref().and_then(|c| c.system_cpu_usage).unwrap_or(0)
+        };
+        let cpus = s
+            .cpu_stats
+            .as_ref()
+            .and_then(|c| c.online_cpus)
+            .unwrap_or(1)
+            .max(1);
+        let dc = total(&s.cpu_stats).saturating_sub(total(&s.precpu_stats)) as f64;
+        let ds = system(&s.cpu_stats).saturating_sub(system(&s.precpu_stats)) as f64;
+        let cpu_cores = if ds > 0.0 {
+            dc / ds * f64::from(cpus)
+        } else {
+            0.0
+        };
+        let mem = s.memory_stats.as_ref();
+        let usage = mem.and_then(|m| m.usage).unwrap_or(0);
+        // Working set, as the kubelet reports it: usage less inactive file pages.
+        let inactive = mem
+            .and_then(|m| m.stats.as_ref())
+            .and_then(|st| {
+                st.get("total_inactive_file")
+                    .or_else(|| st.get("inactive_file"))
+            })
+            .copied()
+            .unwrap_or(0);
+        Ok(Usage {
+            cpu_cores,
+            memory_bytes: usage.saturating_sub(inactive),
+        })
+    }
+}
+
+fn log_bytes(o: LogOutput) -> Vec<u8> {
+    match o {
+        LogOutput::StdErr { message }
+        | LogOutput::StdOut { message }
+        | LogOutput::StdIn { message }
+        | LogOutput::Console { message } => message.to_vec(),
+    }
+}
+
+/// `repo[:tag]` → (repo, tag); a digest reference keeps its `@sha256:…` in the repo.
+fn split_image(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (image, "latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_image;
+
+    #[test]
+    fn image_references_split_into_repository_and_tag() {
+        assert_eq!(split_image("bosun/busybox"), ("bosun/busybox", "latest"));
+        assert_eq!(split_image("bosun/busybox:v2"), ("bosun/busybox", "v2"));
+        assert_eq!(
+            split_image("localhost:5000/web"),
+            ("localhost:5000/web", "latest")
+        );
+        assert_eq!(
+            split_image("localhost:5000/web:1"),
+            ("localhost:5000/web", "1")
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The node agent: registers the Node, heartbeats it, caches the pods bound to it, runs
+//! one [`Worker`](crate::worker::Worker) per pod, and removes containers whose pods are
+//! gone.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_client::informer::Informer;
+use bosun_client::{Client, Code, Query};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::lease;
+use crate::pod::{LABEL_AGENT, LABEL_POD_UID};
+use crate::runtime::ContainerRuntime;
+use crate::worker::{teardown, Worker};
+use crate::Settings;
+
+/// How often containers of vanished pods are looked for.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(10);
+
+/// What can stop the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The container runtime could not be prepared.
+    #[error("container runtime: {0}")]
+    Runtime(#[from] crate::runtime::Error),
+    /// The Node could not be registered.
+    #[error("registering node {node:?}: {source}")]
+    Register {
+        /// The node.
+        node: String,
+        /// The API's answer.
+        #[source]
+        source: bosun_client::Error,
+    },
+}
+
+/// The Node this agent registers.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Labels (besides `kubernetes.io/hostname`, `kubernetes.io/os`, `kubernetes.io/arch`).
+    pub labels: BTreeMap<String, String>,
+    /// Taints set when the Node is first registered (as the kubelet's
+    /// `--register-with-taints`); later changes by an administrator are kept.
+    pub taints: Vec<Value>,
+    /// Allocatable cpu (a quantity).
+    pub cpu: String,
+    /// Allocatable memory (a quantity).
+    pub memory: String,
+    /// Pods at most.
+    pub pods: u32,
+    /// Lease renewal and status interval.
+    pub heartbeat: Duration,
+    /// The container runtime's version, for `nodeInfo`.
+    pub runtime_version: String,
+    /// The port `bosun logs`/`exec` reach the agent on (0: none).
+    pub port: u16,
+}
+
+fn node_status(s: &Settings, n: &NodeSpec, runtime_ok: Result<(), String>) -> Value {
+    let at = lease::now();
+    let (status, reason, message) = match &runtime_ok {
+        Ok(()) => (
+            "True",
+            "AgentReady",
+            "bosun agent is posting ready status".to_string(),
+        ),
+        Err(e) => (
+            "False",
+            "ContainerRuntimeUnhealthy",
+            format!("container runtime: {e}"),
+        ),
+    };
+    let res = json!({"cpu": n.cpu, "memory": n.memory, "pods": n.pods.to_string()});
+    json!({
+        "capacity": res, "allocatable": res,
+        "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message,
+            "lastHeartbeatTime": at, "lastTransitionTime": at}],
+        "addresses": [{"type": "InternalIP", "address": s.host_ip}, {"type": "Hostname", "address": s.node}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": n.port}},
+        "nodeInfo": {"kubeletVersion": concat!("bosun-", env!("CARGO_PKG_VERSION")),
+            "containerRuntimeVersion": n.runtime_version, "osImage": "linux",
+            "kernelVersion": "", "operatingSystem": "linux", "architecture": std::env::consts::ARCH,
+            "machineID": "", "systemUUID": "", "bootID": "", "kubeProxyVersion": ""},
+    })
+}
+
+fn arch_label() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+async fn register(client: &Client, s: &Settings, n: &NodeSpec) -> bosun_client::Result<()> {
+    let mut labels = n.labels.clone();
+    labels.insert("kubernetes.io/hostname".into(), s.node.clone());
+    labels.insert("kubernetes.io/os".into(), "linux".into());
+    labels.insert("kubernetes.io/arch".into(), arch_label().into());
+    let node = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": s.node, "labels": labels},
+        "spec": {"taints": n.taints},
+        "status": node_status(s, n, Ok(()))});
+    match client.create("nodes", "", &node).await {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(Code::AlreadyExists) => {
+            // Re-registration: our labels, not the taints (an administrator may have
+            // changed them).
+            client
+                .patch(
+                    "nodes",
+                    "",
+                    &s.node,
+                    "",
+                    &json!({"metadata": {"labels": labels}}),
+                )
+                .await?;
+        }
+        Err(e) => return Err(e),
+    }
+    heartbeat(client, s, n, Ok(())).await
+}
+
+async fn heartbeat(
+    client: &Client,
+    s: &Settings,
+    n: &NodeSpec,
+    runtime_ok: Result<(), String>,
+) -> bosun_client::Result<()> {
+    lease::renew(client, &s.node, (n.heartbeat.as_secs() * 4).max(10)).await?;
+    client
+        .patch(
+            "nodes",
+            "",
+            &s.node,
+            "status",
+            &json!({"status": node_status(s, n, runtime_ok)}),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Runs the agent until `cancel`: the containers stay running when it stops, and the next
+/// agent for this node adopts them.
+///
+/// # Errors
+/// When the runtime's network cannot be made or the Node cannot be registered.
+pub async fn run<R: ContainerRuntime>(
+    rt: Arc<R>,
+    client: Client,
+    settings: Settings,
+    node: NodeSpec,
+    cancel: CancellationToken,
+) -> Result<(), Error> {
+    let settings = Arc::new(settings);
+    rt.ensure_network(&settings.network).await?;
+    register(&client, &settings, &node)
+        .await
+        .map_err(|source| Error::Register {
+            node: settings.node.clone(),
+            source,
+        })?;
+    tracing::info!(node = %settings.node, "node registered");
+
+    let mut tasks = JoinSet::new();
+    {
+        let (rt, client, s, n, cancel) = (
+            rt.clone(),
+            client.clone(),
+            settings.clone(),
+            node.clone(),
+            cancel.clone(),
+        );
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(n.heartbeat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let ok = rt
+                    .list(LABEL_AGENT, &s.agent_id)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                if let Err(e) = heartbeat(&client, &s, &n, ok).await {
+                    tracing::warn!(error = %e, "heartbeat failed; next at the next tick");
+                }
+            }
+        });
+    }
+
+    let q = Query {
+        resource: "pods".into(),
+        fields: format!("spec.nodeName={}", settings.node),
+        ..Default::default()
+    };
+    let (pods, informer) = Informer::start_query(client.clone(), q, cancel.clone());
+    let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
+    let mut running: JoinSet<String> = JoinSet::new();
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let worker_cancel = cancel.child_token();
+    pods.wait_synced().await;
+    loop {
+        let changed = pods.changed();
+        let woken = changed.notified();
+        let mut seen: HashSet<String> = HashSet::new();
+        for obj in pods.list() {
+            let pod: Pod = match serde_json::from_value((*obj).clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a pod bound to this node does not decode; skipped");
+                    continue;
+                }
+            };
+            let Some(uid) = pod.metadata.uid.clone() else {
+                continue;
+            };
+            seen.insert(uid.clone());
+            if finished.contains(&uid) {
+                // Its worker deleted it; the cache has not caught up yet.
+                continue;
+            }
+            let pod = Arc::new(pod);
+            match workers.get(&uid) {
+                Some(tx) => {
+                    let fresh = tx
+                        .borrow()
+                        .as_ref()
+                        .map(|p| p.metadata.resource_version.clone())
+                        != Some(pod.metadata.resource_version.clone());
+                    if fresh {
+                        let _ = tx.send(Some(pod));
+                    }
+                }
+                None => {
+                    let (tx, rx) = watch::channel(Some(pod));
+                    let w = Worker::new(rt.clone(), client.clone(), settings.clone(), rx);
+                    let c = worker_cancel.clone();
+                    let id = uid.clone();
+                    running.spawn(async move {
+                        w.run(c).await;
+                        id
+                    });
+                    workers.insert(uid, tx);
+                }
+            }
+        }
+        finished.retain(|uid| seen.contains(uid));
+        for (uid, tx) in &workers {
+            if !seen.contains(uid) && tx.borrow().is_some() {
+                let _ = tx.send(None);
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = woken => {}
+            Some(done) = running.join_next() => {
+                if let Ok(uid) = done {
+                    workers.remove(&uid);
+                    finished.insert(uid);
+                }
+            }
+            _ = sweep.tick() => {
+                sweep_orphans(rt.as_ref(), &settings, &workers).await;
+            }
+        }
+    }
+    worker_cancel.cancel();
+    while running.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
+    let _ = informer.await;
+    Ok(())
+}
+
+/// Removes containers (and pod directories) of this node whose pods have no worker: the
+/// pod was deleted while no agent ran.
+async fn sweep_orphans<R: ContainerRuntime>(
+    rt: &R,
+    s: &Settings,
+    workers: &HashMap<String, watch::Sender<Option<Arc<Pod>>>>,
+) {
+    let cs = match rt.list(LABEL_AGENT, &s.agent_id).await {
+        Ok(cs) => cs,
+        Err(e) => {
+            tracing::debug!(error = %e, "listing containers for the orphan sweep failed");
+            return;
+        }
+    };
+    let mut orphans: HashSet<String> = cs
+        .iter()
+        .filter_map(|c| c.labels.get(LABEL_POD_UID).cloned())
+        .filter(|uid| !workers.contains_key(uid))
+        .collect();
+    if let Ok(mut dir) = tokio::fs::read_dir(s.root.join("pods")).await {
+        while let Ok(Some(e)) = dir.next_entry().await {
+            let uid = e.file_name().to_string_lossy().into_owned();
+            if !workers.contains_key(&uid) {
+                orphans.insert(uid);
+            }
+        }
+    }
+    for uid in orphans {
+        tracing::info!(pod_uid = %uid, "removing the containers of a pod that no longer exists");
+        teardown(rt, s, &uid, Duration::ZERO).await;
+    }
+}
