@@ -12,8 +12,8 @@ use bollard::models::{
     NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StatsOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
+    LogsOptions, RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
 use bollard::Docker as Bollard;
 use futures::stream::BoxStream;
@@ -116,14 +116,46 @@ impl ContainerRuntime for Docker {
             labels: Some(HashMap::from([("bosun.io/network".into(), "pods".into())])),
             ..Default::default()
         };
-        match self.api.create_network(req).await {
-            Ok(_) => Ok(()),
+        let created = match self.api.create_network(req).await {
+            Ok(r) => r.id,
             // Another agent on this host made it first.
             Err(DockerError::DockerResponseServerError {
                 status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(op("create network")(e)),
+            }) => return Ok(()),
+            Err(e) => return Err(op("create network")(e)),
+        };
+        // Docker allows two networks of one name: agents starting together may both have
+        // made one. Every agent keeps the one with the smallest id and removes its own if
+        // that is another, so they converge on one.
+        let opts = ListNetworksOptions {
+            filters: Some(HashMap::from([(
+                "name".to_string(),
+                vec![name.to_string()],
+            )])),
+        };
+        let nets = self
+            .api
+            .list_networks(Some(opts))
+            .await
+            .map_err(op("list networks"))?;
+        let keep = nets
+            .iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| n.id.as_deref())
+            .min();
+        if let Some(keep) = keep {
+            if keep != created {
+                tracing::info!(
+                    network = name,
+                    "another agent created the pod network too; using its"
+                );
+                self.api
+                    .remove_network(&created)
+                    .await
+                    .map_err(op("remove duplicate network"))?;
+            }
         }
+        Ok(())
     }
 
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Container>> {

@@ -210,6 +210,7 @@ pub async fn run<R: ContainerRuntime>(
     let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let worker_cancel = cancel.child_token();
+    let mut first_sweep = true;
     pods.wait_synced().await;
     loop {
         let changed = pods.changed();
@@ -272,7 +273,11 @@ pub async fn run<R: ContainerRuntime>(
                 }
             }
             _ = sweep.tick() => {
-                sweep_orphans(rt.as_ref(), &settings, &workers).await;
+                let (kept, removed) = sweep_orphans(rt.as_ref(), &settings, &workers).await;
+                if first_sweep {
+                    first_sweep = false;
+                    tracing::info!(adopted = kept, orphan_pods_removed = removed, "startup sweep done");
+                }
             }
         }
     }
@@ -283,20 +288,28 @@ pub async fn run<R: ContainerRuntime>(
     Ok(())
 }
 
-/// Removes containers (and pod directories) of this node whose pods have no worker: the
-/// pod was deleted while no agent ran.
+/// Removes containers (and pod directories) of this agent whose pods have no worker: the
+/// pod was deleted while no agent ran. Returns (containers kept, orphan pods removed).
 async fn sweep_orphans<R: ContainerRuntime>(
     rt: &R,
     s: &Settings,
     workers: &HashMap<String, watch::Sender<Option<Arc<Pod>>>>,
-) {
+) -> (usize, usize) {
     let cs = match rt.list(LABEL_AGENT, &s.agent_id).await {
         Ok(cs) => cs,
         Err(e) => {
             tracing::debug!(error = %e, "listing containers for the orphan sweep failed");
-            return;
+            return (0, 0);
         }
     };
+    let kept = cs
+        .iter()
+        .filter(|c| {
+            c.labels
+                .get(LABEL_POD_UID)
+                .is_some_and(|u| workers.contains_key(u))
+        })
+        .count();
     let mut orphans: HashSet<String> = cs
         .iter()
         .filter_map(|c| c.labels.get(LABEL_POD_UID).cloned())
@@ -310,8 +323,10 @@ async fn sweep_orphans<R: ContainerRuntime>(
             }
         }
     }
+    let removed = orphans.len();
     for uid in orphans {
         tracing::info!(pod_uid = %uid, "removing the containers of a pod that no longer exists");
         teardown(rt, s, &uid, Duration::ZERO).await;
     }
+    (kept, removed)
 }

@@ -484,11 +484,11 @@ impl<R: ContainerRuntime> Worker<R> {
         let b = self.backoff.entry(name.to_string());
         match b {
             std::collections::hash_map::Entry::Vacant(v) => {
-                // First restart: at once; the next one waits.
+                // First restart: at once; the next one waits `initial` from now.
                 v.insert(Backoff {
-                    delay: initial,
-                    waited: Duration::ZERO,
-                    not_before: now,
+                    delay: (initial * 2).min(max),
+                    waited: initial,
+                    not_before: now + initial,
                 });
                 None
             }

@@ -1,0 +1,444 @@
+//! Agent tests against the host's real Docker Engine: real `bosun` servers on loopback,
+//! real `bosun agent` processes, pods as Docker containers of the local busybox image.
+//! Without Docker they are skipped, except under CI=true, where that fails.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+fn pod(name: &str, node: &str, spec: Value) -> Value {
+    let mut spec = spec;
+    spec["nodeName"] = json!(node);
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_runs_with_its_config_files_and_limits_and_its_output_is_readable() {
+    if !docker() {
+        return;
+    }
+    let c = up(1);
+    let client = admin(&c);
+    nodes_ready(&c, &client, &["worker-1"]).await;
+    client
+        .create("configmaps", "default", &json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "cfg", "namespace": "default"}, "data": {"mode": "fast", "app.conf": "listen 80"}}))
+        .await
+        .unwrap();
+    client
+        .create("secrets", "default", &json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "creds", "namespace": "default"}, "stringData": {"password": "s3cret"}}))
+        .await
+        .unwrap();
+    let script = "echo MODE=$MODE PW=$PW POD=$POD_NAME NS=$NS IP=$POD_IP; cat /work/init.txt; \
+        cat /etc/cfg/app.conf; echo; cat /etc/creds/password; echo; hostname; \
+        mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p 8080 -h /www";
+    client
+        .create("pods", "default", &pod("web", "worker-1", json!({
+            "initContainers": [{"name": "init", "image": "bosun/busybox:latest",
+                "command": ["sh", "-c", "echo from-init > /work/init.txt"],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+            "containers": [{"name": "web", "image": "bosun/busybox:latest", "command": ["sh", "-c", script],
+                "env": [
+                    {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
+                    {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}, {"name": "cfg", "mountPath": "/etc/cfg"},
+                    {"name": "creds", "mountPath": "/etc/creds"}]}],
+            "volumes": [{"name": "work", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "cfg"}},
+                {"name": "creds", "secret": {"secretName": "creds"}}]})))
+        .await
+        .unwrap();
+    let p = pod_until(
+        &client,
+        "default",
+        "web",
+        60,
+        "web running and ready",
+        |p| p["status"]["phase"] == "Running" && ready(p),
+    )
+    .await;
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(!ip.is_empty());
+    assert_eq!(
+        p["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    let id = container_id(&p, "web");
+    let logs = docker_cmd(&["logs", &id]);
+    assert!(
+        logs.contains(&format!("MODE=fast PW=s3cret POD=web NS=default IP={ip}")),
+        "{logs}"
+    );
+    for line in ["from-init", "listen 80", "s3cret", "web"] {
+        assert!(
+            logs.lines().any(|l| l == line),
+            "{line:?} missing in {logs}"
+        );
+    }
+    let limits = docker_cmd(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.NetworkMode}}",
+        &id,
+    ]);
+    let fields: Vec<&str> = limits.split_whitespace().collect();
+    assert_eq!(fields[0], (64 * 1024 * 1024).to_string());
+    assert_eq!(fields[1], "500000000");
+    assert!(fields[2].starts_with("container:"), "{limits}");
+    // Secret files are read-only inside the container.
+    let out = std::process::Command::new("docker")
+        .args(["exec", &id, "sh", "-c", "echo x > /etc/creds/password"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a secret volume must be read-only");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_container_backs_off_and_reports_crash_loop_back_off() {
+    if !docker() {
+        return;
+    }
+    let c = up(1);
+    let client = admin(&c);
+    nodes_ready(&c, &client, &["worker-1"]).await;
+    let created = Instant::now();
+    client
+        .create(
+            "pods",
+            "default",
+            &pod(
+                "crash",
+                "worker-1",
+                json!({"containers": [{"name": "c",
+            "image": "bosun/busybox:latest", "command": ["sh", "-c", "echo boom; exit 3"]}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let p = pod_until(
+        &client,
+        "default",
+        "crash",
+        60,
+        "CrashLoopBackOff after 4 restarts",
+        |p| {
+            restarts(p, "c") >= 4
+                && status(p, "c")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        },
+    )
+    .await;
+    // Back-off 0, 0.5, 1, 2 s: four restarts take at least 3.5 s (without it, a fraction).
+    assert!(
+        created.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        created.elapsed()
+    );
+    let s = status(&p, "c");
+    assert_eq!(s["lastState"]["terminated"]["exitCode"], 3, "{s}");
+    assert_eq!(s["lastState"]["terminated"]["reason"], "Error", "{s}");
+    assert_eq!(p["status"]["phase"], "Running");
+    assert!(!ready(&p));
+    // One dead instance is kept (for logs --previous), not every attempt.
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let kept = containers(&format!("bosun.io/pod-uid={uid}"));
+    assert!(
+        kept.len() <= 3,
+        "sandbox, latest and previous at most: {kept:?}"
+    );
+
+    // restartPolicy Never: the pod fails and stays failed.
+    client
+        .create("pods", "default", &pod("once", "worker-1", json!({"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "bosun/busybox:latest", "command": ["sh", "-c", "exit 7"]}]})))
+        .await
+        .unwrap();
+    let p = pod_until(&client, "default", "once", 60, "once Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    })
+    .await;
+    assert_eq!(status(&p, "c")["state"]["terminated"]["exitCode"], 7);
+    assert_eq!(restarts(&p, "c"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_liveness_probe_restarts_the_container_and_readiness_toggles_ready() {
+    if !docker() {
+        return;
+    }
+    let c = up(1);
+    let client = admin(&c);
+    nodes_ready(&c, &client, &["worker-1"]).await;
+    client
+        .create("pods", "default", &pod("sick", "worker-1", json!({"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "bosun/busybox:latest",
+            "command": ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; exec sleep 1000"],
+            "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 1}}]})))
+        .await
+        .unwrap();
+    let p = pod_until(
+        &client,
+        "default",
+        "sick",
+        60,
+        "sick restarted by its liveness probe",
+        |p| restarts(p, "c") >= 1 && running(p, "c"),
+    )
+    .await;
+    assert!(
+        !status(&p, "c")["lastState"]["terminated"].is_null(),
+        "{}",
+        status(&p, "c")
+    );
+    let events = client
+        .list(&bosun_client::Query {
+            resource: "events".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e["reason"] == "Unhealthy" && e["involvedObject"]["name"] == "sick"),
+        "an Unhealthy event names the pod"
+    );
+
+    client
+        .create("pods", "default", &pod("flaky", "worker-1", json!({"containers": [{"name": "c",
+            "image": "bosun/busybox:latest",
+            "command": ["sh", "-c", "while :; do touch /tmp/ready; sleep 3; rm -f /tmp/ready; sleep 3; done"],
+            "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1}}]})))
+        .await
+        .unwrap();
+    pod_until(&client, "default", "flaky", 60, "flaky Ready", ready).await;
+    pod_until(&client, "default", "flaky", 30, "flaky not Ready", |p| {
+        !ready(p) && running(p, "c")
+    })
+    .await;
+    let p = pod_until(&client, "default", "flaky", 30, "flaky Ready again", ready).await;
+    assert_eq!(restarts(&p, "c"), 0, "readiness never restarts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_sends_sigterm_waits_out_the_grace_period_then_kills() {
+    if !docker() {
+        return;
+    }
+    let c = up(1);
+    let client = admin(&c);
+    nodes_ready(&c, &client, &["worker-1"]).await;
+    // Exits 2 s after SIGTERM, within its 10 s grace.
+    client
+        .create(
+            "pods",
+            "default",
+            &pod(
+                "polite",
+                "worker-1",
+                json!({"terminationGracePeriodSeconds": 10,
+            "containers": [{"name": "c", "image": "bosun/busybox:latest",
+            "command": ["sh", "-c", "trap 'sleep 2; exit 0' TERM; while :; do sleep 1; done"]}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    // Ignores SIGTERM: killed when its 2 s grace is over.
+    client
+        .create(
+            "pods",
+            "default",
+            &pod(
+                "stubborn",
+                "worker-1",
+                json!({"terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "c", "image": "bosun/busybox:latest",
+            "command": ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"]}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut uids = Vec::new();
+    for n in ["polite", "stubborn"] {
+        let p = pod_until(&client, "default", n, 60, &format!("{n} running"), |p| {
+            running(p, "c")
+        })
+        .await;
+        uids.push(p["metadata"]["uid"].as_str().unwrap().to_string());
+    }
+    for (name, min, max) in [("polite", 1.5, 9.0), ("stubborn", 1.5, 9.0)] {
+        let t = Instant::now();
+        client.delete("pods", "default", name, None).await.unwrap();
+        // Marked, not removed, while the container runs.
+        let p = client.get("pods", "default", name).await.unwrap();
+        assert!(p["metadata"]["deletionTimestamp"].is_string(), "{p}");
+        eventually(
+            Duration::from_secs(30),
+            &format!("{name} removed"),
+            || async {
+                client
+                    .get("pods", "default", name)
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap();
+        let took = t.elapsed().as_secs_f64();
+        assert!(took >= min && took <= max, "{name} took {took:.1} s");
+    }
+    for uid in uids {
+        assert!(
+            containers(&format!("bosun.io/pod-uid={uid}")).is_empty(),
+            "containers of {uid} left"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarted_agents_adopt_their_containers_and_two_agents_on_one_host_stay_apart() {
+    if !docker() {
+        return;
+    }
+    let c = up(2);
+    let client = admin(&c);
+    nodes_ready(&c, &client, &["worker-1", "worker-2"]).await;
+    let spec = || {
+        json!({"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "bosun/busybox:latest",
+        "command": ["sh", "-c", "exec sleep 1000"]}]})
+    };
+    for (name, node) in [("a1", "worker-1"), ("a2", "worker-1"), ("b1", "worker-2")] {
+        client
+            .create("pods", "default", &pod(name, node, spec()))
+            .await
+            .unwrap();
+    }
+    let mut before = std::collections::BTreeMap::new();
+    for name in ["a1", "a2", "b1"] {
+        let p = pod_until(
+            &client,
+            "default",
+            name,
+            60,
+            &format!("{name} running"),
+            |p| running(p, "c"),
+        )
+        .await;
+        let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+        before.insert(
+            name,
+            (uid.clone(), containers(&format!("bosun.io/pod-uid={uid}"))),
+        );
+    }
+    let node_of = |uid: &str| {
+        docker_cmd(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=bosun.io/pod-uid={uid}"),
+            "--format",
+            "{{.Label \"bosun.io/node\"}}",
+        ])
+    };
+    assert!(node_of(&before["b1"].0).lines().all(|l| l == "worker-2"));
+    assert!(node_of(&before["a1"].0).lines().all(|l| l == "worker-1"));
+
+    // worker-1 dies; a2 is force-deleted meanwhile; worker-2 stops too, and b1 goes the same way.
+    c.ctl(&["kill", "worker-1"]).unwrap();
+    c.ctl(&["stop", "worker-2"]).unwrap();
+    client
+        .delete("pods", "default", "a2", Some(0))
+        .await
+        .unwrap();
+    client
+        .delete("pods", "default", "b1", Some(0))
+        .await
+        .unwrap();
+    c.ctl(&["start", "worker-1"]).unwrap();
+    let log = c.dir.path().join("worker-1.log");
+    eventually(
+        Duration::from_secs(30),
+        "worker-1's startup sweep",
+        || async {
+            let text = std::fs::read_to_string(&log).ok()?;
+            (text.matches("startup sweep done").count() >= 2).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // a1 adopted: same containers, no restart.
+    let (uid1, ids1) = &before["a1"];
+    assert_eq!(
+        &containers(&format!("bosun.io/pod-uid={uid1}")),
+        ids1,
+        "a1 started twice"
+    );
+    let p = client.get("pods", "default", "a1").await.unwrap();
+    assert_eq!(restarts(&p, "c"), 0);
+    // a2's containers were worker-1's orphans: removed.
+    let (uid2, _) = &before["a2"];
+    eventually(
+        Duration::from_secs(30),
+        "a2's containers removed",
+        || async {
+            containers(&format!("bosun.io/pod-uid={uid2}"))
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // b1's belong to worker-2: untouched by worker-1, removed by worker-2 when it is back.
+    let (uidb, idsb) = &before["b1"];
+    assert_eq!(
+        &containers(&format!("bosun.io/pod-uid={uidb}")),
+        idsb,
+        "worker-1 touched worker-2's containers"
+    );
+    c.ctl(&["start", "worker-2"]).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "b1's containers removed by worker-2",
+        || async {
+            containers(&format!("bosun.io/pod-uid={uidb}"))
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // The adopted pod still runs and is still reported.
+    let p = pod_until(
+        &client,
+        "default",
+        "a1",
+        30,
+        "a1 running after adoption",
+        |p| running(p, "c"),
+    )
+    .await;
+    assert_eq!(container_id(&p, "c"), {
+        let ids = docker_cmd(&[
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=bosun.io/pod-uid={uid1}"),
+            "--filter",
+            "label=bosun.io/container=c",
+        ]);
+        ids.trim().to_string()
+    });
+}

@@ -1,0 +1,193 @@
+//! Fixtures of the agent tests: a cluster with real Docker agents, pods, the Docker CLI.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bosun_client::Client;
+pub use bosun_testkit::{eventually, repo_root, Cluster};
+use serde_json::Value;
+
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_bosun"))
+}
+
+/// Whether Docker can run these tests. Without a daemon they are skipped, except under
+/// CI=true, where that is a failure. The local images are built once (scripts/images.sh).
+pub fn docker() -> bool {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = READY.get_or_init(|| {
+        let info = Command::new("docker").arg("info").output();
+        match info {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return Err(format!(
+                    "docker info failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ))
+            }
+            Err(e) => return Err(format!("docker not found: {e}")),
+        }
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/images.sh"))
+            .arg("busybox")
+            .output()
+            .map_err(|e| format!("running images.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "images.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    });
+    match r {
+        Ok(()) => true,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("Docker is required under CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
+}
+
+/// Three servers and `agents` Docker agents (worker-1..N) with a 500 ms first restart
+/// back-off.
+pub fn up(agents: usize) -> Cluster {
+    let n = agents.to_string();
+    match Cluster::up(
+        bin(),
+        3,
+        &[
+            "--agents",
+            &n,
+            "--backoff-ms",
+            "500",
+            "--heartbeat-ms",
+            "1000",
+        ],
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("starting cluster: {e}"),
+    }
+}
+
+pub fn admin(c: &Cluster) -> Client {
+    let addrs: Vec<String> = ["s1", "s2", "s3"].iter().map(|s| c.endpoint(s)).collect();
+    Client::connect(&addrs, &c.admin_tls()).unwrap()
+}
+
+/// Waits until the agents' Nodes are Ready; on failure, shows the agent's log.
+pub async fn nodes_ready(c: &Cluster, client: &Client, names: &[&str]) {
+    for n in names {
+        let r = eventually(
+            Duration::from_secs(30),
+            &format!("node {n} ready"),
+            || async {
+                let node = client.get("nodes", "", n).await.ok()?;
+                let ready = node["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                ready.then_some(())
+            },
+        )
+        .await;
+        if let Err(e) = r {
+            let log =
+                std::fs::read_to_string(c.dir.path().join(format!("{n}.log"))).unwrap_or_default();
+            panic!("{e}\n{n}.log:\n{log}");
+        }
+    }
+}
+
+/// Polls pod `ns/name` until `f` accepts it.
+pub async fn pod_until<F>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    secs: u64,
+    what: &str,
+    f: F,
+) -> Value
+where
+    F: Fn(&Value) -> bool,
+{
+    let f = &f;
+    match eventually(Duration::from_secs(secs), what, || async move {
+        let p = client.get("pods", ns, name).await.ok()?;
+        f(&p).then_some(p)
+    })
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let last = client
+                .get("pods", ns, name)
+                .await
+                .map(|p| p["status"].clone());
+            panic!("{e}; last status: {last:?}")
+        }
+    }
+}
+
+pub fn status<'a>(p: &'a Value, container: &str) -> &'a Value {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == container))
+        .unwrap_or(&Value::Null)
+}
+
+pub fn running(p: &Value, container: &str) -> bool {
+    !status(p, container)["state"]["running"].is_null()
+}
+
+pub fn ready(p: &Value) -> bool {
+    p["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+pub fn restarts(p: &Value, container: &str) -> i64 {
+    status(p, container)["restartCount"].as_i64().unwrap_or(0)
+}
+
+/// `docker ARGS`, stdout; panics on failure.
+pub fn docker_cmd(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Ids of the containers with this label (`key=value`), sorted.
+pub fn containers(label: &str) -> Vec<String> {
+    let mut ids: Vec<String> = docker_cmd(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &format!("label={label}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect();
+    ids.sort();
+    ids
+}
+
+/// The id of the container of a pod's uid and container name (latest attempt).
+pub fn container_id(p: &Value, container: &str) -> String {
+    status(p, container)["containerID"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("docker://")
+        .to_string()
+}
