@@ -3,7 +3,7 @@
 #
 #   scripts/cluster.sh up    --dir DIR [--servers N] [--ip-base 127.0.0] [--snapshot-every N] [--election-ms MIN-MAX] [--compact RETAIN:INTERVAL_MS]
 #                            [--hollow N] [--heartbeat-ms MS] [--node-grace GRACE_MS:EVICTION_MS]
-#                            [--agents N] [--backoff-ms MS]
+#                            [--agents N] [--backoff-ms MS] [--service-cidr CIDR] [--max-value-bytes N]
 #   (--agents N: N Docker agents worker-1..N on this host's Docker Engine, node certificates
 #    from the cluster PKI; images are not pulled: build them with scripts/images.sh)
 #   scripts/cluster.sh stop  NAME --dir DIR     # SIGTERM, then SIGKILL after 10 s
@@ -30,7 +30,7 @@ cmd="${1:-}"; shift || true
 name=""
 if [[ "$cmd" =~ ^(stop|kill|start|join)$ ]]; then name="${1:-}"; shift || true; [[ -n "$name" ]] || die "$cmd needs a server name"; fi
 dir=""; servers=3; ip_base="127.0.0"; snapshot_every=10000; election=""; compact=""
-hollow=0; heartbeat_ms=2500; node_grace=""; agents=0; backoff_ms=10000
+hollow=0; heartbeat_ms=2500; node_grace=""; agents=0; backoff_ms=10000; service_cidr=""; max_value=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dir) dir="$2"; shift 2;;
@@ -44,6 +44,8 @@ while [[ $# -gt 0 ]]; do
     --node-grace) node_grace="$2"; shift 2;;  # GRACE_MS:EVICTION_MS, e.g. 10000:30000
     --agents) agents="$2"; shift 2;;          # start N Docker agents worker-1..N
     --backoff-ms) backoff_ms="$2"; shift 2;;  # the agents' first restart back-off
+    --service-cidr) service_cidr="$2"; shift 2;;  # service IP range, e.g. 10.96.0.0/28 (a tiny one makes allocations clash)
+    --max-value-bytes) max_value="$2"; shift 2;;  # largest stored value, also the object size limit (default 1.5 MiB)
     *) die "unknown argument $1";;
   esac
 done
@@ -69,10 +71,17 @@ write_config() { # name id join
       echo "compaction_retain_revisions = ${compact%:*}"
       echo "compaction_interval_ms = ${compact#*:}"
     fi
+    if [[ -n "$max_value" ]]; then
+      echo "max_value_bytes = $max_value"
+    fi
     if [[ -n "$node_grace" ]]; then
       echo "[controllers]"
       echo "node_grace_ms = ${node_grace%:*}"
       echo "eviction_ms = ${node_grace#*:}"
+    fi
+    if [[ -n "$service_cidr" ]]; then
+      echo "[api]"
+      echo "service_cidr = \"$service_cidr\""
     fi
     echo "[tls]"
     echo "ca = \"$dir/pki/ca.crt\""

@@ -128,20 +128,35 @@ fn typed(kind: &KindInfo) -> Option<&'static dyn Typed> {
     }
 }
 
-/// Runs the typed pass; every problem is reported at once, naming its field.
+/// Runs the typed pass; every problem is reported at once, naming its field, with `more`
+/// (problems found outside the typed pass, such as a Service's requested values against
+/// the server's ranges: see [`crate::allocator::check`]) in the same refusal.
 ///
 /// # Errors
 /// [`Error::Invalid`] listing every offending field.
-pub fn admit(kind: &KindInfo, obj: Value, old: Option<&Value>) -> Result<Value> {
+pub fn admit(
+    kind: &KindInfo,
+    obj: Value,
+    old: Option<&Value>,
+    more: Vec<FieldError>,
+) -> Result<Value> {
     let name = name_of(&obj).to_string();
     let Some(t) = typed(kind) else {
         return Err(Error::Unsupported(format!("kind {}", kind.kind)));
     };
-    t.admit(obj, old).map_err(|errors| Error::Invalid {
+    let invalid = |errors| Error::Invalid {
         kind: kind.kind.to_string(),
         name,
         errors,
-    })
+    };
+    match t.admit(obj, old) {
+        Err(mut errors) => {
+            errors.extend(more);
+            Err(invalid(errors))
+        }
+        Ok(_) if !more.is_empty() => Err(invalid(more)),
+        Ok(v) => Ok(v),
+    }
 }
 
 /// `metadata.name`, or "".

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+use bosun_api::admission::FieldError;
 use rand::Rng;
 use serde_json::Value;
 
@@ -116,11 +117,43 @@ pub struct Picked {
     pub automatic: BTreeSet<String>,
 }
 
+/// What is wrong with the values a Service asks for against this server's ranges (the
+/// service CIDR is configuration, so validation cannot know it), as field errors that
+/// admission reports together with its own. Values `old` (the stored Service) already
+/// holds are kept as they are. Node ports out of their fixed range, node ports on a type
+/// that has none and malformed IPs are validation's to report.
+pub fn check(svc: &Value, old: Option<&Value>, cidr: &ServiceCidr) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if svc.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName") {
+        return errors;
+    }
+    let current = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kept = old
+        .and_then(|o| o.pointer("/spec/clusterIP"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if let Ok(ip) = current.parse::<Ipv4Addr>() {
+        if current != kept && !cidr.contains(ip) {
+            errors.push(FieldError::invalid(
+                "spec.clusterIP",
+                current,
+                format!("provided IP is not in the valid range. The range of valid IPs is {cidr}"),
+            ));
+        }
+    }
+    errors
+}
+
 /// Fills `spec.clusterIP` and the node ports a Service needs, keeping values `old` (the
 /// stored Service, on update) already holds. `taken` says whether a key is allocated now.
+/// Requested values are not judged here ([`check`] and validation do, and admission
+/// refuses the Service before anything is written), so that one refusal lists them all.
 ///
 /// # Errors
-/// When a requested value is outside its range, or no free value is found.
+/// When no free value is found.
 pub fn fill(
     svc: &mut Value,
     old: Option<&Value>,
@@ -155,17 +188,6 @@ pub fn fill(
             picked.automatic.insert(format!("{IP_PREFIX}{ip}"));
             spec.insert("clusterIP".into(), Value::String(ip.clone()));
             spec.insert("clusterIPs".into(), Value::Array(vec![Value::String(ip)]));
-        } else if current != "None" {
-            let ip: Ipv4Addr = current.parse().map_err(|_| {
-                Error::BadRequest(format!(
-                    "spec.clusterIP: {current:?} is not an IPv4 address"
-                ))
-            })?;
-            if current != kept && !cidr.contains(ip) {
-                return Err(Error::BadRequest(format!(
-                    "spec.clusterIP: Invalid value: {current:?}: provided IP is not in the valid range. The range of valid IPs is {cidr}"
-                )));
-            }
         }
     }
     // (port, protocol, nodePort) of the stored Service: an update that leaves a port's
@@ -188,15 +210,10 @@ pub fn fill(
     let Some(list) = spec.get_mut("ports").and_then(Value::as_array_mut) else {
         return Ok(picked);
     };
-    for (i, p) in list.iter_mut().enumerate() {
+    for p in list.iter_mut() {
         let Some(p) = p.as_object_mut() else { continue };
         let np = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
         if !want {
-            if np != 0 {
-                return Err(Error::BadRequest(format!(
-                    "spec.ports[{i}].nodePort: Forbidden: may not be used when `type` is '{kind}'"
-                )));
-            }
             continue;
         }
         let kept = old_ports.iter().find(|(port, proto, _)| {
@@ -217,12 +234,6 @@ pub fn fill(
             picked.automatic.insert(format!("{PORT_PREFIX}{port}"));
             let n: i64 = port.parse().unwrap_or_default();
             p.insert("nodePort".into(), Value::from(n));
-        } else if !old_ports.iter().any(|(_, _, n)| *n == np)
-            && !(i64::from(*NODE_PORTS.start())..=i64::from(*NODE_PORTS.end())).contains(&np)
-        {
-            return Err(Error::BadRequest(format!(
-                "spec.ports[{i}].nodePort: Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"
-            )));
         }
     }
     Ok(picked)
@@ -274,11 +285,26 @@ mod tests {
     }
 
     #[test]
-    fn node_ports_are_refused_on_a_cluster_ip_service() {
-        let mut svc =
-            json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30080}]}});
-        let err = fill(&mut svc, None, &ServiceCidr::default(), &|_| false);
-        assert!(matches!(err, Err(Error::BadRequest(m)) if m.contains("spec.ports[0].nodePort")));
+    fn a_requested_ip_outside_the_range_is_a_field_error_unless_the_service_holds_it() {
+        let cidr = ServiceCidr::default();
+        let svc = json!({"spec": {"clusterIP": "192.168.0.5", "ports": [{"port": 80}]}});
+        let errors = check(&svc, None, &cidr);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "spec.clusterIP");
+        assert!(errors[0].detail.contains("10.96.0.0/16"), "{errors:?}");
+        assert!(check(&svc, Some(&svc), &cidr).is_empty());
+        let inside = json!({"spec": {"clusterIP": "10.96.0.9"}});
+        assert!(check(&inside, None, &cidr).is_empty());
+    }
+
+    #[test]
+    fn requested_values_are_left_to_validation_and_not_allocated_anew() {
+        let mut svc = json!({"spec": {"type": "ClusterIP", "clusterIP": "not-an-ip",
+            "ports": [{"port": 80, "nodePort": 30080}]}});
+        let picked = fill(&mut svc, None, &ServiceCidr::default(), &|_| false).unwrap_or_default();
+        assert!(picked.automatic.is_empty(), "{picked:?}");
+        assert_eq!(svc["spec"]["clusterIP"], "not-an-ip");
+        assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30080);
     }
 
     #[test]

@@ -19,6 +19,19 @@ pub enum Error {
         /// Every problem found.
         errors: Vec<FieldError>,
     },
+    /// The object, encoded as it would be stored, is larger than the store accepts (an
+    /// apply's last-applied annotation or a merge patch can grow a small request's object).
+    #[error("{resource} {name:?} is too large to store: the object would be {size} bytes, the limit is {limit}")]
+    TooLarge {
+        /// Plural resource.
+        resource: String,
+        /// Name.
+        name: String,
+        /// Encoded size, bytes.
+        size: usize,
+        /// The limit, bytes.
+        limit: usize,
+    },
     /// No such object.
     #[error("{resource} {name:?} not found")]
     NotFound {
@@ -95,7 +108,9 @@ impl From<Error> for tonic::Status {
         use tonic::Status;
         let msg = e.to_string();
         match e {
-            Error::BadRequest(_) | Error::Invalid { .. } => Status::invalid_argument(msg),
+            Error::BadRequest(_) | Error::Invalid { .. } | Error::TooLarge { .. } => {
+                Status::invalid_argument(msg)
+            }
             Error::NotFound { .. } => Status::not_found(msg),
             Error::AlreadyExists { .. } => Status::already_exists(msg),
             Error::Conflict { .. } => Status::failed_precondition(msg),

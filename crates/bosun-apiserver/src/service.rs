@@ -262,6 +262,26 @@ impl Inner {
         }
     }
 
+    /// Encodes `obj` as it will be stored at `key`, refusing it when the encoding is over
+    /// the object size limit. The request's bytes are checked on arrival too, but what is
+    /// stored can be larger: apply adds the last-applied annotation, a merge patch adds to
+    /// the stored object, and Secrets grow when encrypted.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] over the limit; [`Error::Corrupt`] when it cannot be encoded.
+    fn encode_within_limit(&self, kind: &KindInfo, key: &str, obj: &Value) -> Result<Vec<u8>> {
+        let bytes = self.store.encode(key, obj)?;
+        if bytes.len() > self.max_object_bytes {
+            return Err(Error::TooLarge {
+                resource: kind.resource.into(),
+                name: name_of(obj).into(),
+                size: bytes.len(),
+                limit: self.max_object_bytes,
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Creates `obj` (already typed-checked by the caller or not): the full create path.
     pub(crate) async fn create(
         &self,
@@ -273,7 +293,12 @@ impl Inner {
         if kind.kind == "Job" {
             job_selector(&mut obj);
         }
-        let obj = admission::admit(kind, obj, None)?;
+        let more = if kind.resource == "services" {
+            allocator::check(&obj, None, &self.cidr)
+        } else {
+            Vec::new()
+        };
+        let obj = admission::admit(kind, obj, None, more)?;
         let ns = namespace_of(&obj).to_string();
         let name = name_of(&obj).to_string();
         let key = kind.key(&ns, &name);
@@ -283,11 +308,12 @@ impl Inner {
             let picked = if kind.resource == "services" {
                 let store = &self.store;
                 allocator::fill(&mut candidate, None, &self.cidr, &|k| {
-                    matches!(store.get(k), Ok(Some(_)))
+                    store.exists(k).unwrap_or(false)
                 })?
             } else {
                 allocator::Picked::default()
             };
+            let encoded = self.encode_within_limit(kind, &key, &candidate)?;
             if dry_run {
                 return Ok(candidate);
             }
@@ -313,7 +339,7 @@ impl Inner {
                 failure.push(store::read(k));
             }
             let owner = format!("{ns}/{name}");
-            let mut success = vec![store::put_raw(&key, self.store.encode(&key, &candidate)?)];
+            let mut success = vec![store::put_raw(&key, encoded)];
             for a in &allocs {
                 compare.push(store::absent(a));
                 failure.push(store::read(a));
@@ -338,7 +364,8 @@ impl Inner {
                 });
             }
             // An allocation clashed: a value the user chose is their error; a value we
-            // picked is retried with another.
+            // picked is retried with another, once this server has applied the write
+            // that took it (picks skip what the local state says is taken).
             let skip = if ns_key.is_some() { 2 } else { 1 };
             for (a, hit) in allocs.iter().zip(found.iter().skip(skip)) {
                 if hit.is_some() && !picked.automatic.contains(a) {
@@ -348,6 +375,7 @@ impl Inner {
                     )));
                 }
             }
+            self.store.barrier().await?;
         }
         Err(Error::Exhausted(
             "could not allocate service values after several attempts".into(),
@@ -405,19 +433,22 @@ impl Inner {
             let old_allocs = allocator::held(&old);
             let mut picked = allocator::Picked::default();
             if admit {
+                let mut more = Vec::new();
                 if kind.resource == "services" {
                     let store = &self.store;
                     picked = allocator::fill(&mut new, Some(&old), &self.cidr, &|k| {
-                        matches!(store.get(k), Ok(Some(_)))
+                        store.exists(k).unwrap_or(false)
                     })?;
+                    more = allocator::check(&new, Some(&old), &self.cidr);
                 }
-                new = admission::admit(kind, new, Some(&old))?;
+                new = admission::admit(kind, new, Some(&old), more)?;
                 admission::bump_generation(&old, &mut new);
             }
             store::set_resource_version(&mut new, mod_revision);
             if same_object(&new, &old) && !stale_encryption {
                 return Ok((new, false));
             }
+            let encoded = self.encode_within_limit(kind, &key, &new)?;
             if dry_run {
                 return Ok((new, true));
             }
@@ -427,7 +458,7 @@ impl Inner {
                 BTreeSet::new()
             };
             let mut compare: Vec<Compare> = vec![store::unchanged_since(&key, mod_revision)];
-            let mut success: Vec<Op> = vec![store::put_raw(&key, self.store.encode(&key, &new)?)];
+            let mut success: Vec<Op> = vec![store::put_raw(&key, encoded)];
             let owner = format!("{ns}/{name}");
             for a in new_allocs.difference(&old_allocs) {
                 compare.push(store::absent(a));

@@ -380,6 +380,24 @@ impl Store {
         res.kvs.first().map(|kv| self.decode(kv)).transpose()
     }
 
+    /// Whether `key` holds a value now (locally). For keys whose values are not objects,
+    /// such as allocation records, which [`Store::get`] would refuse as corrupt.
+    ///
+    /// # Errors
+    /// When the state machine cannot be read.
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        let (res, _) = self
+            .node
+            .state()
+            .range(&RangeReq {
+                range: single(key),
+                count_only: true,
+                ..Default::default()
+            })
+            .map_err(bosun_store::Error::from)?;
+        Ok(res.count > 0)
+    }
+
     /// Raw records under `prefix`, in key order, after `start_after` (exclusive), at
     /// `revision` (0: current), at most `limit` (0: all). Returns the records, whether more
     /// remain, and the revision read at.

@@ -2,6 +2,9 @@
 //! clear errors and exit codes.
 
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{json, Value};
 
 use crate::util::*;
 
@@ -65,6 +68,137 @@ async fn the_example_app_is_applied_listed_described_and_deleted() {
         stdout.contains("Name:") && stdout.contains("Replicas:") && stdout.contains("3 desired"),
         "{stdout}"
     );
+
+    // -l filters and -o json prints a List: the Deployment's three pods, not another pod.
+    let client = admin(&c);
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "web", "labels": {"app": "other"}},
+            "spec": {"containers": [{"name": "c", "image": "bosun/busybox:1.36"}]}})
+    };
+    for name in ["fast", "slow"] {
+        client.create("pods", "web", &pod(name)).await.unwrap();
+    }
+    let list = eventually(
+        Duration::from_secs(20),
+        "the Deployment's 3 pods",
+        || async {
+            let out = bosun(
+                &c,
+                &["get", "pods", "-n", "web", "-l", "app=web", "-o", "json"],
+            );
+            let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (list["items"].as_array()?.len() == 3).then_some(list)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(list["kind"], "List");
+    let web_pods = names(list["items"].as_array().unwrap());
+    for p in list["items"].as_array().unwrap() {
+        assert_eq!(p["metadata"]["labels"]["app"], "web", "{p}");
+    }
+    let out = bosun(
+        &c,
+        &["get", "pods", "-n", "web", "-l", "app=other", "-o", "name"],
+    );
+    assert_eq!(text(&out).0, "pod/fast\npod/slow\n");
+
+    // -o wide adds kubectl's columns; nothing is scheduled (no node yet).
+    let out = bosun(&c, &["get", "pods", "-n", "web", "-o", "wide"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let header = stdout.lines().next().unwrap_or("");
+    let wide = [
+        "STATUS",
+        " IP ",
+        " NODE ",
+        " NOMINATED NODE ",
+        " READINESS GATES",
+    ];
+    let at: Vec<Option<usize>> = wide.iter().map(|h| header.find(h)).collect();
+    assert!(
+        header.starts_with("NAME ") && at.iter().all(Option::is_some) && at.is_sorted(),
+        "{stdout}"
+    );
+    let fast = stdout
+        .lines()
+        .find(|l| l.starts_with("fast "))
+        .unwrap_or("");
+    assert!(!fast.is_empty(), "no row for pod fast in:\n{stdout}");
+    let cells: Vec<&str> = fast.split_whitespace().collect();
+    assert_eq!(cells[1..3], ["0/1", "Pending"], "{stdout}");
+    assert_eq!(cells[5..], ["<none>"; 4], "{stdout}");
+
+    // describe shows the scheduler's event about the pod.
+    let described = eventually(Duration::from_secs(20), "a FailedScheduling event", || {
+        let out = bosun(&c, &["describe", "pod", &web_pods[0], "-n", "web"]);
+        let stdout = text(&out).0;
+        async move { stdout.contains("FailedScheduling").then_some(stdout) }
+    })
+    .await
+    .unwrap();
+    let events = described
+        .split_once("\nEvents:\n")
+        .map(|(_, e)| e)
+        .unwrap_or_else(|| panic!("no Events section in:\n{described}"));
+    let row = events
+        .lines()
+        .find(|l| l.contains("FailedScheduling"))
+        .unwrap_or("");
+    assert!(
+        row.trim_start().starts_with("Warning")
+            && row.contains("default-scheduler")
+            && row.contains("0/0 nodes are available: no nodes registered."),
+        "{described}"
+    );
+
+    // get nodes lists a registered Node.
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}}});
+    client.create("nodes", "", &node).await.unwrap();
+    let out = bosun(&c, &["get", "nodes"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let mut lines = stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 1, "{stdout}");
+    assert!(rows[0].starts_with("n1 "), "{stdout}");
+
+    // A bound pod is deleted gracefully (it waits for its node's agent, and n1 has none)
+    // unless --grace-period 0 says at once.
+    for name in ["fast", "slow"] {
+        client.bind("web", name, "n1").await.unwrap();
+    }
+    let out = bosun(&c, &["delete", "pod", "slow", "-n", "web", "--wait=false"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let slow = client.get("pods", "web", "slow").await.unwrap();
+    assert!(slow["metadata"]["deletionTimestamp"].is_string(), "{slow}");
+    let out = bosun(
+        &c,
+        &[
+            "delete",
+            "pod",
+            "fast",
+            "-n",
+            "web",
+            "--grace-period",
+            "0",
+            "--wait=false",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(text(&out).0.trim(), "pod \"fast\" deleted");
+    let gone = client.get("pods", "web", "fast").await.unwrap_err();
+    assert_eq!(gone.code(), Some(tonic::Code::NotFound), "{gone}");
+    let out = bosun(
+        &c,
+        &["delete", "pod", "slow", "-n", "web", "--grace-period", "0"],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let gone = client.get("pods", "web", "slow").await.unwrap_err();
+    assert_eq!(gone.code(), Some(tonic::Code::NotFound), "{gone}");
 
     // Errors say what is wrong, with a failing exit code.
     let out = bosun(&c, &["get", "pods", "nope", "-n", "web"]);

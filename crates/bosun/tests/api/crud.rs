@@ -229,6 +229,37 @@ async fn an_invalid_manifest_of_every_kind_is_refused_naming_the_field_and_nothi
     ] {
         assert!(err.contains(f), "{f} missing from: {err}");
     }
+    // A Service's requested values are judged with the rest: an IP outside the service
+    // range, a node port outside its range and a bad label in one refusal, on create and
+    // on update.
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ranges", "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": "192.168.0.5", "selector": {"app": "-bad-"},
+            "ports": [{"port": 80, "nodePort": 80}]}});
+    let err = client
+        .create("services", "default", &svc)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    for f in [
+        "spec.clusterIP: Invalid value: \"192.168.0.5\": provided IP is not in the valid range",
+        "spec.ports[0].nodePort: Invalid value: 80",
+        "spec.selector",
+    ] {
+        assert!(err.to_string().contains(f), "{f} missing from: {err}");
+    }
+    let ok = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ranges", "namespace": "default"},
+        "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+    let stored = client.create("services", "default", &ok).await.unwrap();
+    let mut upd = stored.clone();
+    upd["spec"]["ports"][0]["nodePort"] = json!(80);
+    upd["spec"]["selector"] = json!({"app": "-bad-"});
+    let err = client.update("services", "", &upd).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    for f in ["spec.ports[0].nodePort: Invalid value: 80", "spec.selector"] {
+        assert!(err.to_string().contains(f), "{f} missing from: {err}");
+    }
+    let now = client.get("services", "default", "ranges").await.unwrap();
+    assert_eq!(rv(&now), rv(&stored), "a refused update was written");
     // Not JSON at all, an unknown kind, a missing namespace.
     let err = client
         .apply(
@@ -314,6 +345,90 @@ async fn concurrent_services_never_share_an_ip_or_node_port_and_delete_releases_
     assert_eq!(left, 0, "allocations left after deleting every service");
     // ... so the port can be taken again.
     client.create("services", "default", &clash).await.unwrap();
+}
+
+/// Creates every service at once (released together by a barrier, spread over the servers)
+/// and returns each outcome.
+async fn create_at_once(c: &Cluster, services: Vec<Value>) -> Vec<bosun_client::Result<Value>> {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(services.len()));
+    let mut tasks = Vec::new();
+    for (i, svc) in services.into_iter().enumerate() {
+        let cl = client_of(c, &[ALL[i % ALL.len()]], &c.admin_tls());
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            cl.create("services", "default", &svc).await
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_racing_for_the_same_node_port_or_the_last_free_ip_get_it_exactly_once() {
+    // Random picks from the default ranges rarely collide; here every racer wants the same
+    // value, so only the store's "this allocation key is absent" guard keeps them apart.
+    let c = match Cluster::up(bin(), 3, &["--service-cidr", "10.96.0.0/28"]) {
+        Ok(c) => c,
+        Err(e) => panic!("starting cluster: {e}"),
+    };
+    let client = admin(&c);
+    ready(&client).await;
+    let svc = |name: &str, spec: Value| {
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+    };
+    // Six creates asking for the same node port: one gets it, the others are told it is taken.
+    let racers = (0..6)
+        .map(|i| {
+            svc(
+                &format!("np{i}"),
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30555}]}),
+            )
+        })
+        .collect();
+    let outcomes = create_at_once(&c, racers).await;
+    let won: Vec<&Value> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "node port 30555 given {} times", won.len());
+    for err in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+        assert!(err.to_string().contains("already allocated"), "{err}");
+    }
+    // 10.96.0.2 to .14 are allocatable (13 addresses); the winner above holds one. Take
+    // all but one more, then six creates race for the last one: each must pick it.
+    for i in 0..11 {
+        client
+            .create(
+                "services",
+                "default",
+                &svc(&format!("fill{i}"), json!({"ports": [{"port": 80}]})),
+            )
+            .await
+            .unwrap();
+    }
+    let racers = (0..6)
+        .map(|i| svc(&format!("ip{i}"), json!({"ports": [{"port": 80}]})))
+        .collect();
+    let outcomes = create_at_once(&c, racers).await;
+    let won = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(won, 1, "the last free service IP was given {won} times");
+    for err in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert_eq!(err.code(), Some(Code::ResourceExhausted), "{err}");
+    }
+    let all = client
+        .list_all(&query("services", "default"))
+        .await
+        .unwrap();
+    let ips: BTreeSet<&str> = all
+        .items
+        .iter()
+        .filter_map(|s| s["spec"]["clusterIP"].as_str())
+        .collect();
+    assert_eq!(all.items.len(), 13, "{:?}", names(&all.items));
+    assert_eq!(ips.len(), 13, "two services share an IP: {ips:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -480,7 +595,11 @@ async fn delete_honours_preconditions_finalizers_and_grace_periods() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_names_server_fields_and_the_size_limit() {
-    let c = up();
+    // A 64 KiB object limit: objects near the limit stay small and quick to replicate.
+    let c = match Cluster::up(bin(), 3, &["--max-value-bytes", "65536"]) {
+        Ok(c) => c,
+        Err(e) => panic!("starting cluster: {e}"),
+    };
     let client = admin(&c);
     ready(&client).await;
     let mut cm = configmap("default", "", json!({}));
@@ -500,13 +619,13 @@ async fn generated_names_server_fields_and_the_size_limit() {
         .unwrap()
         .ends_with('Z'));
     // Too large: refused with the limit named, nothing written.
-    let big = configmap("default", "big", json!({"blob": "x".repeat(1_800_000)}));
+    let big = configmap("default", "big", json!({"blob": "x".repeat(100_000)}));
     let err = client
         .create("configmaps", "default", &big)
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("the object is too large") && err.to_string().contains("1572864"),
+        err.to_string().contains("the object is too large") && err.to_string().contains("65536"),
         "{err}"
     );
     assert_eq!(
@@ -517,6 +636,52 @@ async fn generated_names_server_fields_and_the_size_limit() {
             .code(),
         Some(Code::NotFound)
     );
+    // Each request below is under the limit; what would be stored is not. The limit holds
+    // on the stored object: refused, naming the object and the sizes, nothing written.
+    let too_large = |err: &bosun_client::Error, name: &str| {
+        let text = err.to_string();
+        assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+        assert!(
+            text.contains(&format!("configmaps \"{name}\" is too large to store"))
+                && text.contains("the limit is 65536"),
+            "{err}"
+        );
+    };
+    let grow = configmap("default", "grow", json!({"a": "x".repeat(40_000)}));
+    let stored = client.create("configmaps", "default", &grow).await.unwrap();
+    let err = client
+        .patch(
+            "configmaps",
+            "default",
+            "grow",
+            "",
+            &json!({"data": {"b": "y".repeat(30_000)}}),
+        )
+        .await
+        .unwrap_err();
+    too_large(&err, "grow");
+    // Apply records the manifest in an annotation, doubling the object: refused on the
+    // update path (the object exists) and on the create path.
+    let err = client.apply("default", &grow).await.unwrap_err();
+    too_large(&err, "grow");
+    let now = client.get("configmaps", "default", "grow").await.unwrap();
+    assert_eq!(rv(&now), rv(&stored), "a refused write changed the object");
+    assert_eq!(now["data"], stored["data"]);
+    let fresh = configmap("default", "fresh", json!({"a": "x".repeat(40_000)}));
+    let err = client.apply("default", &fresh).await.unwrap_err();
+    too_large(&err, "fresh");
+    assert_eq!(
+        client
+            .get("configmaps", "default", "fresh")
+            .await
+            .unwrap_err()
+            .code(),
+        Some(Code::NotFound)
+    );
+    client
+        .delete("configmaps", "default", "grow", None)
+        .await
+        .unwrap();
     // A status written with the object is ignored; the status subresource sets it.
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
         "spec": {"containers": [{"name": "c", "image": "bosun/busybox:1.36"}]}, "status": {"phase": "Running"}});
