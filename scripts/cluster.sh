@@ -132,6 +132,7 @@ cert = "$dir/pki/nodes/$n.crt"
 key = "$dir/pki/nodes/$n.key"
 address = "$ip_base.$((20 + i))"
 data_dir = "$dir/data/$n"
+port = 10250
 pulls = false
 cpu = "2"
 memory = "4Gi"

@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/peer.proto",
                 "proto/admin.proto",
                 "proto/resources.proto",
+                "proto/pods.proto",
             ],
             &["proto"],
         )?;

@@ -17,10 +17,11 @@ use bollard::query_parameters::{
 };
 use bollard::Docker as Bollard;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use crate::runtime::{
-    Container, ContainerRuntime, ContainerSpec, Error, ExecOutput, Network, Result, State, Usage,
+    Container, ContainerRuntime, ContainerSpec, Error, ExecOutput, ExecSession, Network, Result,
+    State, Stream, Usage,
 };
 
 /// Exec output kept for a probe or `bosun exec` without a terminal.
@@ -391,6 +392,61 @@ impl ContainerRuntime for Docker {
             Err(_) => Err(Error::Op {
                 op: "exec",
                 reason: format!("timed out after {timeout:?}"),
+            }),
+        }
+    }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        cmd: &[String],
+        stdin: bool,
+        tty: bool,
+    ) -> Result<ExecSession> {
+        let cfg = ExecConfig {
+            cmd: Some(cmd.to_vec()),
+            attach_stdin: Some(stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty),
+            ..Default::default()
+        };
+        let exec = self
+            .api
+            .create_exec(id, cfg)
+            .await
+            .map_err(op("create exec"))?;
+        match self
+            .api
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(op("start exec"))?
+        {
+            StartExecResults::Attached { output, input } => {
+                let api = self.api.clone();
+                let exec_id = exec.id.clone();
+                Ok(ExecSession {
+                    output: output
+                        .map_ok(|o| match o {
+                            LogOutput::StdErr { message } => (Stream::Stderr, message.to_vec()),
+                            other => (Stream::Stdout, log_bytes(other)),
+                        })
+                        .map_err(op("exec output"))
+                        .boxed(),
+                    input,
+                    exit: async move {
+                        let info = api
+                            .inspect_exec(&exec_id)
+                            .await
+                            .map_err(op("inspect exec"))?;
+                        Ok(info.exit_code.unwrap_or(-1))
+                    }
+                    .boxed(),
+                })
+            }
+            StartExecResults::Detached => Err(Error::Op {
+                op: "start exec",
+                reason: "the engine started the exec detached".into(),
             }),
         }
     }

@@ -19,6 +19,7 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod runtime;
+pub mod server;
 mod worker;
 
 use std::path::PathBuf;

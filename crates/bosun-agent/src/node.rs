@@ -155,11 +155,10 @@ async fn heartbeat(
 pub async fn run<R: ContainerRuntime>(
     rt: Arc<R>,
     client: Client,
-    settings: Settings,
+    settings: Arc<Settings>,
     node: NodeSpec,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
-    let settings = Arc::new(settings);
     rt.ensure_network(&settings.network).await?;
     register(&client, &settings, &node)
         .await

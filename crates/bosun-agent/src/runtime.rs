@@ -154,6 +154,25 @@ pub struct ExecOutput {
     pub output: Vec<u8>,
 }
 
+/// Which stream a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output (everything, with a terminal).
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// An interactive exec: output as it comes, stdin, and the exit code once it ends.
+pub struct ExecSession {
+    /// Output until the command ends.
+    pub output: BoxStream<'static, Result<(Stream, Vec<u8>)>>,
+    /// The command's standard input (closing it sends EOF).
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// Resolves to the exit code; await it after the output has ended.
+    pub exit: futures::future::BoxFuture<'static, Result<i64>>,
+}
+
 /// Resource use of one container.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Usage {
@@ -199,6 +218,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         cmd: &[String],
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<ExecOutput>> + Send;
+    /// Starts `cmd` in a running container with its I/O attached (for `bosun exec`).
+    fn exec_attached(
+        &self,
+        id: &str,
+        cmd: &[String],
+        stdin: bool,
+        tty: bool,
+    ) -> impl std::future::Future<Output = Result<ExecSession>> + Send;
     /// The container's output: the last `tail` lines (all when `None`), then, when
     /// `follow`, what it writes until it exits.
     fn logs(

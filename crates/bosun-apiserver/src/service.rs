@@ -47,6 +47,9 @@ pub struct Config {
     pub secrets: SecretKeys,
     /// Largest object accepted, in bytes (the store's value limit).
     pub max_object_bytes: usize,
+    /// Dials agents for `bosun logs` and `bosun exec` (with this server's certificate);
+    /// `None`: those calls are refused as unavailable.
+    pub agents: Option<bosun_pki::Dialer>,
 }
 
 /// The shared state of the service.
@@ -56,6 +59,7 @@ pub struct Inner {
     audit: Audit,
     cidr: ServiceCidr,
     max_object_bytes: usize,
+    agents: Option<bosun_pki::Dialer>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -81,6 +85,7 @@ pub fn start(
         audit: config.audit,
         cidr: config.service_cidr,
         max_object_bytes: config.max_object_bytes,
+        agents: config.agents,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     });
@@ -96,10 +101,13 @@ pub fn start(
         closer.tasks.wait().await;
     }));
     let limit = config.max_object_bytes + (512 << 10);
+    let pods = bosun_api::resources::pods_server::PodsServer::new(ResourceService {
+        inner: inner.clone(),
+    });
     let svc = ResourcesServer::new(ResourceService { inner })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(64 << 20);
-    (tonic::service::Routes::new(svc), handles)
+    (tonic::service::Routes::new(svc).add_service(pods), handles)
 }
 
 /// The kind addressed by a plural resource name.
@@ -1506,3 +1514,5 @@ impl Inner {
 
 /// Idle time after which a watch with bookmarks sends one.
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
+
+mod pods;

@@ -509,3 +509,87 @@ impl Client {
         }))
     }
 }
+
+/// Container I/O (`bosun logs`, `bosun exec`), relayed by the API server to the agent.
+impl Client {
+    /// The first server that answers, as a Pods client.
+    async fn pods<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(bosun_api::resources::pods_client::PodsClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let n = self.servers.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let client =
+                bosun_api::resources::pods_client::PodsClient::new(self.servers[idx].1.clone());
+            match f(client).await {
+                Ok(r) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok(r.into_inner());
+                }
+                // Only a server that could not be reached is skipped: an unavailable agent
+                // is the same from every server.
+                Err(s) if s.code() == Code::Unavailable && !s.message().contains("agent") => {
+                    last = Some(s);
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+        Err(last
+            .map(Error::from)
+            .unwrap_or_else(|| Error::Setup("no server".into())))
+    }
+
+    /// A container's output (`follow` streams until the container ends or the stream is
+    /// dropped).
+    ///
+    /// # Errors
+    /// NotFound, Forbidden (pods/log), FailedPrecondition (pod not bound), Unavailable.
+    pub async fn logs(&self, req: LogsRequest) -> Result<impl Stream<Item = Result<Output>>> {
+        let s = self
+            .pods(|mut c| {
+                let req = req.clone();
+                async move { c.logs(req).await }
+            })
+            .await?;
+        Ok(s.map(|m| m.map_err(Error::from)))
+    }
+
+    /// Runs a command in a container: `input` yields stdin messages after the start
+    /// message this call sends; the output ends with the exit code.
+    ///
+    /// # Errors
+    /// As [`Client::logs`], with pods/exec.
+    pub async fn exec<S>(
+        &self,
+        start: ExecStart,
+        input: S,
+    ) -> Result<impl Stream<Item = Result<Output>>>
+    where
+        S: Stream<Item = ExecInput> + Send + 'static,
+    {
+        // Each attempt pulls stdin from one shared stream: an attempt that fails to connect
+        // has read nothing, and the next one gets all of it.
+        let shared = Arc::new(tokio::sync::Mutex::new(input.boxed()));
+        let first = ExecInput {
+            input: Some(exec_input::Input::Start(start)),
+        };
+        let s = self
+            .pods(|mut c| {
+                let rest = futures::stream::unfold(shared.clone(), |rx| async move {
+                    let item = rx.lock().await.next().await?;
+                    Some((item, rx))
+                });
+                let first = first.clone();
+                async move {
+                    let head = futures::stream::once(async move { first });
+                    c.exec(head.chain(rest)).await
+                }
+            })
+            .await?;
+        Ok(s.map(|m| m.map_err(Error::from)))
+    }
+}

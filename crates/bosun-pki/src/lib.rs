@@ -16,7 +16,7 @@ pub mod tls;
 pub use ca::{Layout, Pki};
 pub use identity::{Identity, PeerInfo, SERVERS_GROUP};
 pub use tls::{
-    channel, client_config, client_config_with, server_config, server_config_with,
+    channel, client_config, client_config_with, server_config, server_config_with, Dialer,
     ReloadingIdentity, TlsIncoming, TlsMaterial,
 };
 

@@ -428,6 +428,50 @@ impl futures::Stream for TlsIncoming {
 /// # Errors
 /// When the address is not a valid URI.
 pub fn channel(addr: &str, config: Arc<ClientConfig>) -> Result<tonic::transport::Channel> {
+    channel_named(addr, None, config)
+}
+
+/// Dials agents for the API servers: mTLS with the server's own certificate, and the
+/// agent's certificate must name the node (its DNS SAN), wherever the node's address is.
+#[derive(Clone)]
+pub struct Dialer {
+    config: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dialer")
+    }
+}
+
+impl Dialer {
+    /// A dialer presenting the certificate in `m`.
+    ///
+    /// # Errors
+    /// When a file is unreadable or rustls refuses the material.
+    pub fn new(m: &TlsMaterial) -> Result<Self> {
+        Ok(Dialer {
+            config: client_config(m)?,
+        })
+    }
+
+    /// A lazily connecting channel to `addr` whose certificate must carry `name`.
+    ///
+    /// # Errors
+    /// When the address is not a valid URI.
+    pub fn channel(&self, addr: &str, name: &str) -> Result<tonic::transport::Channel> {
+        channel_named(addr, Some(name), self.config.clone())
+    }
+}
+
+/// As [`channel`]; with `name`, the server's certificate must carry that name instead of
+/// the host of `addr`.
+fn channel_named(
+    addr: &str,
+    name: Option<&str>,
+    config: Arc<ClientConfig>,
+) -> Result<tonic::transport::Channel> {
+    let expected = name.map(str::to_string);
     let hostport = addr
         .trim_start_matches("https://")
         .trim_start_matches("http://")
@@ -442,6 +486,7 @@ pub fn channel(addr: &str, config: Arc<ClientConfig>) -> Result<tonic::transport
         .keep_alive_while_idle(true);
     let connector = tower::service_fn(move |uri: http::Uri| {
         let config = config.clone();
+        let expected = expected.clone();
         async move {
             let host = uri
                 .host()
@@ -451,7 +496,7 @@ pub fn channel(addr: &str, config: Arc<ClientConfig>) -> Result<tonic::transport
             let port = uri.port_u16().unwrap_or(443);
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
-            let name = ServerName::try_from(host)
+            let name = ServerName::try_from(expected.unwrap_or(host))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let tls = TlsConnector::from(config).connect(name, tcp).await?;
             Ok::<_, io::Error>(TokioIo::new(tls))

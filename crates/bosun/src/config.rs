@@ -311,6 +311,10 @@ impl ServerConfig {
             service_cidr,
             secrets,
             max_object_bytes: self.max_value_bytes,
+            agents: Some(
+                bosun_pki::Dialer::new(&(&self.tls).into())
+                    .context("loading this server's certificate to dial agents")?,
+            ),
         })
     }
 
@@ -406,6 +410,9 @@ pub struct AgentConfig {
     pub address: String,
     /// Where pod volumes are kept (the Docker daemon must see the same path).
     pub data_dir: PathBuf,
+    /// The agent's port on `address` (logs and exec, for API servers only).
+    #[serde(default = "default_agent_port")]
+    pub port: u16,
     /// The Docker bridge network of pods.
     #[serde(default = "default_network")]
     pub network: String,
@@ -452,6 +459,9 @@ pub struct TaintEntry {
     pub effect: String,
 }
 
+fn default_agent_port() -> u16 {
+    10250
+}
 fn default_network() -> String {
     "bosun".into()
 }

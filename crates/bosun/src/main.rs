@@ -57,6 +57,10 @@ enum Command {
     /// Follow, list and undo Deployment rollouts.
     #[command(subcommand)]
     Rollout(cmd::workloads::Rollout),
+    /// Print a container's output.
+    Logs(cmd::io::LogsArgs),
+    /// Run a command in a container.
+    Exec(cmd::io::ExecArgs),
     /// Mark a node unschedulable.
     Cordon(cmd::workloads::NodeArgs),
     /// Mark a node schedulable again.
@@ -118,7 +122,14 @@ fn main() -> std::process::ExitCode {
             Command::Delete(d) => cmd::objects::delete(d, cli.config.as_deref(), cli.verbose).await,
             Command::Auth(a) => match cmd::objects::auth(a, cli.config.as_deref()).await {
                 Ok(true) => Ok(()),
-                Ok(false) => return Ok(false),
+                Ok(false) => return Ok(Some(1)),
+                Err(e) => Err(e),
+            },
+            Command::Logs(a) => cmd::io::logs(a, cli.config.as_deref()).await,
+            Command::Exec(a) => match cmd::io::exec(a, cli.config.as_deref()).await {
+                Ok(0) => Ok(()),
+                // The command's own exit code, as kubectl exec passes it on.
+                Ok(code) => return Ok(Some(u8::try_from(code).unwrap_or(1))),
                 Err(e) => Err(e),
             },
             Command::Scale(a) => cmd::workloads::scale(a, cli.config.as_deref()).await,
@@ -141,12 +152,12 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
         }
-        .map(|()| true)
+        .map(|()| None)
     });
     match res {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        // A "no" answer (auth can-i): exit code 1, nothing more to say.
-        Ok(false) => std::process::ExitCode::FAILURE,
+        Ok(None) => std::process::ExitCode::SUCCESS,
+        // A "no" answer (auth can-i), or exec's command's exit code: nothing more to say.
+        Ok(Some(code)) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

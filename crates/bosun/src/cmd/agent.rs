@@ -141,10 +141,29 @@ async fn docker_agent(c: &AgentConfig) -> Result<()> {
         pods: c.pods,
         heartbeat: Duration::from_millis(c.heartbeat_ms.max(100)),
         runtime_version,
-        port: 0,
+        port: c.port,
     };
-    bosun_agent::node::run(Arc::new(docker), client, settings, node, cancel)
-        .await
-        .with_context(|| format!("agent of node {}", c.name))?;
+    let ip: std::net::IpAddr = c
+        .address
+        .parse()
+        .with_context(|| format!("address {:?}", c.address))?;
+    let listen = std::net::SocketAddr::new(ip, c.port);
+    let rt = Arc::new(docker);
+    let settings = Arc::new(settings);
+    let tls = c.tls();
+    let server =
+        bosun_agent::server::serve(rt.clone(), settings.clone(), listen, &tls, cancel.clone());
+    let agent = bosun_agent::node::run(rt, client, settings, node, cancel.clone());
+    let (served, ran) = tokio::join!(
+        async {
+            let r = server.await;
+            // Without its port the agent is not whole: stop the rest too.
+            cancel.cancel();
+            r
+        },
+        agent
+    );
+    ran.with_context(|| format!("agent of node {}", c.name))?;
+    served.map_err(anyhow::Error::msg)?;
     Ok(())
 }

@@ -74,7 +74,19 @@ async fn a_pod_runs_with_its_config_files_and_limits_and_its_output_is_readable(
         0
     );
     let id = container_id(&p, "web");
-    let logs = docker_cmd(&["logs", &id]);
+    // Through the API server and the agent, as a user would read it.
+    let out = cli(&c, &["logs", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        logs,
+        docker_cmd(&["logs", &id]),
+        "bosun logs shows what the container wrote"
+    );
     assert!(
         logs.contains(&format!("MODE=fast PW=s3cret POD=web NS=default IP={ip}")),
         "{logs}"
@@ -155,6 +167,13 @@ async fn a_crash_looping_container_backs_off_and_reports_crash_loop_back_off() {
         kept.len() <= 3,
         "sandbox, latest and previous at most: {kept:?}"
     );
+    let out = cli(&c, &["logs", "crash", "--previous"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "boom\n");
 
     // restartPolicy Never: the pod fails and stays failed.
     client
@@ -441,4 +460,181 @@ async fn restarted_agents_adopt_their_containers_and_two_agents_on_one_host_stay
         ]);
         ids.trim().to_string()
     });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_and_exec_reach_the_agent_through_the_api_server_under_rbac() {
+    if !docker() {
+        return;
+    }
+    let c = up(1);
+    let client = admin(&c);
+    nodes_ready(&c, &client, &["worker-1"]).await;
+    client
+        .create("pods", "default", &pod("talk", "worker-1", json!({"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "bosun/busybox:latest",
+            "command": ["sh", "-c", "i=0; while :; do echo line-$i; i=$((i+1)); sleep 0.2; done"]}]})))
+        .await
+        .unwrap();
+    pod_until(&client, "default", "talk", 60, "talk running", |p| {
+        running(p, "c")
+    })
+    .await;
+
+    // exec: output, stderr, exit code, stdin.
+    let out = cli(
+        &c,
+        &[
+            "exec",
+            "talk",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 5",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the command's exit code is passed on"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let admin_cfg = c.dir.path().join("client.toml");
+    let out = cli_as(
+        &c,
+        &admin_cfg,
+        &["exec", "-i", "talk", "--", "sh", "-c", "tr a-z A-Z"],
+        Some("piped in\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED IN\n");
+
+    // logs -f follows new output; --tail limits the start.
+    let mut follow = std::process::Command::new(bin())
+        .args(["logs", "-f", "--tail", "1", "talk"])
+        .env("BOSUN_CONFIG", &admin_cfg)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(5)
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(20), lines)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let n: Vec<u64> = lines
+        .iter()
+        .map(|l| l.trim_start_matches("line-").parse().unwrap())
+        .collect();
+    assert!(
+        n.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive lines while following: {lines:?}"
+    );
+
+    // RBAC: view may read logs, not exec; edit may exec; no binding may do neither.
+    for (user, role) in [("viewer", "view"), ("editor", "edit")] {
+        client
+            .create("rolebindings", "default", &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": user, "namespace": "default"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]}))
+            .await
+            .unwrap();
+    }
+    let viewer = user_config(&c, "viewer", "dev");
+    let editor = user_config(&c, "editor", "dev");
+    let nobody = user_config(&c, "nobody", "dev");
+    // RBAC decisions follow the bindings once every server has them.
+    eventually(
+        Duration::from_secs(10),
+        "the viewer may read logs",
+        || async {
+            cli_as(&c, &viewer, &["logs", "--tail", "1", "talk"], None)
+                .status
+                .success()
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let out = cli_as(&c, &viewer, &["exec", "talk", "--", "true"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("viewer") && err.contains("exec"), "{err}");
+    eventually(Duration::from_secs(10), "the editor may exec", || async {
+        cli_as(&c, &editor, &["exec", "talk", "--", "true"], None)
+            .status
+            .success()
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let out = cli_as(&c, &nobody, &["logs", "talk"], None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nobody"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit: String = ["s1", "s2", "s3"]
+        .iter()
+        .map(|s| {
+            std::fs::read_to_string(c.dir.path().join(format!("data/{s}/audit.log")))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"subresource\":\"exec\"") && l.contains("\"user\":\"viewer\"")),
+        "a refused exec is audited"
+    );
+
+    // Bad requests get clear errors.
+    let out = cli(&c, &["logs", "talk", "-c", "nope"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"nope\" is not valid"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&c, &["logs", "missing"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The agent's port refuses anything but a server certificate.
+    let tls = bosun_pki::TlsMaterial {
+        ca: c.dir.path().join("pki/ca.crt"),
+        cert: c.dir.path().join("pki/users/admin.crt"),
+        key: c.dir.path().join("pki/users/admin.key"),
+    };
+    let dialer = bosun_pki::Dialer::new(&tls).unwrap();
+    let ch = dialer
+        .channel(&format!("{}.21:10250", c.ip_base), "worker-1")
+        .unwrap();
+    let mut agent = bosun_api::resources::agent_client::AgentClient::new(ch);
+    let r = agent
+        .logs(bosun_api::resources::LogsRequest {
+            namespace: "default".into(),
+            name: "talk".into(),
+            tail_lines: -1,
+            ..Default::default()
+        })
+        .await;
+    assert!(r.is_err(), "a user certificate reached the agent directly");
 }

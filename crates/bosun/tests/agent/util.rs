@@ -191,3 +191,55 @@ pub fn container_id(p: &Value, container: &str) -> String {
         .trim_start_matches("docker://")
         .to_string()
 }
+
+/// Runs the bosun CLI with the cluster's admin config (or `config`).
+pub fn cli_as(
+    c: &Cluster,
+    config: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("BOSUN_CONFIG", config)
+        .current_dir(c.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+pub fn cli(c: &Cluster, args: &[&str]) -> std::process::Output {
+    cli_as(c, &c.dir.path().join("client.toml"), args, None)
+}
+
+/// A client config for user `name` in `group` (a certificate from the cluster CA).
+pub fn user_config(c: &Cluster, name: &str, group: &str) -> std::path::PathBuf {
+    let pki = c.dir.path().join("pki");
+    let out = Command::new(bin())
+        .args(["pki", "issue", "--dir"])
+        .arg(&pki)
+        .args(["--user", name, "--group", group])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin = std::fs::read_to_string(c.dir.path().join("client.toml")).unwrap();
+    let text = admin
+        .replace("users/admin.crt", &format!("users/{name}.crt"))
+        .replace("users/admin.key", &format!("users/{name}.key"));
+    let path = c.dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
