@@ -2,7 +2,8 @@
 # Builds the local images bosun's examples and tests run, from Debian packages, with no
 # registry: each is built only when Docker does not have it yet (--force rebuilds).
 #   bosun/busybox:latest  busybox-static in an empty root (`docker import`); sh, httpd, nc
-#                         work; its wget segfaults (static glibc without NSS)
+#                         work; its wget segfaults (static glibc without NSS). Also tagged
+#                         bosun/busybox:v2, for trying rolling updates (`bosun set image`)
 #   bosun/debian:latest   `debootstrap --variant=minbase` of this host's Debian release,
 #                         with curl and dnsutils, for workloads needing a real HTTP client
 #                         or resolver
@@ -38,7 +39,11 @@ trap '$sudo rm -rf "$work"' EXIT
 
 build_busybox() {
   local img=bosun/busybox:latest
-  if have "$img"; then echo "images.sh: $img present"; return; fi
+  if have "$img"; then
+    docker image inspect bosun/busybox:v2 >/dev/null 2>&1 || docker tag "$img" bosun/busybox:v2
+    echo "images.sh: $img present"
+    return
+  fi
   [[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -qx httpd \
     && file_is_static /bin/busybox || apt_install busybox-static
   local root="$work/busybox"
@@ -54,7 +59,8 @@ build_busybox() {
     --change 'CMD ["/bin/sh"]' --change 'ENV PATH=/bin' \
     --message "busybox-static $(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)" \
     - "$img" >/dev/null
-  echo "images.sh: built $img"
+  docker tag "$img" bosun/busybox:v2
+  echo "images.sh: built $img (and bosun/busybox:v2)"
 }
 
 file_is_static() { ! ldd "$1" >/dev/null 2>&1; }

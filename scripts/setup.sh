@@ -11,6 +11,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v cc >/dev/null || need+=(build-essential)
+# The agent runs pods in Docker Engine (Debian's docker.io if none is installed).
+command -v docker >/dev/null || need+=(docker.io)
 
 if [[ ${#need[@]} -gt 0 ]]; then
   sudo=""
@@ -20,3 +22,9 @@ if [[ ${#need[@]} -gt 0 ]]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+if ! docker info >/dev/null 2>&1; then
+  # A freshly installed docker.io may need its daemon started (no systemd in containers).
+  if command -v systemctl >/dev/null && systemctl start docker 2>/dev/null; then :;
+  elif command -v service >/dev/null && service docker start >/dev/null 2>&1; then :; fi
+  docker info >/dev/null 2>&1 || echo "setup: the Docker daemon does not answer: the agent and its tests need it" >&2
+fi
