@@ -81,6 +81,8 @@ pub struct PeerConnection {
     target: u64,
     addr: String,
     client: Option<RaftPeerClient<Channel>>,
+    /// The AppendEntries with entries being sent, if any.
+    inflight: Option<InFlight>,
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Blob, Status> {
@@ -93,61 +95,190 @@ pub(crate) fn decode<T: DeserializeOwned>(b: &Blob) -> Result<T, Status> {
     bincode::deserialize(&b.data).map_err(|e| Status::invalid_argument(format!("decode: {e}")))
 }
 
+/// What a Raft RPC to a peer returns.
+type RpcResult<Resp, E> = Result<Resp, RPCError<u64, Member, RaftError<u64, E>>>;
+
+/// Least time any peer RPC gets.
+const MIN_RPC_TTL: Duration = Duration::from_millis(50);
+
+/// Bytes of AppendEntries payload per extra millisecond its deadline grows by: 1 ms per
+/// 4 KiB (about 250 ms per MiB) covers encoding, shipping, decoding and the follower's
+/// fsync on a busy two-core machine, with room to spare.
+const APPEND_BYTES_PER_MS: u64 = 4096;
+
+/// Encoded size above which an AppendEntries with more than one entry is split: the size
+/// of two batches ([`crate::node`] folds proposals into entries of about 1 MiB).
+const APPEND_SOFT_BYTES: usize = 2 << 20;
+
+/// How long an AppendEntries carrying `bytes` may run: the RPC budget plus time that grows
+/// with the payload. Heartbeats (no entries) never get it; they keep the short deadline.
+fn append_ttl(base: Duration, bytes: usize) -> Duration {
+    base.max(MIN_RPC_TTL) + Duration::from_millis(bytes as u64 / APPEND_BYTES_PER_MS)
+}
+
+fn unreachable_error<E: std::error::Error>(
+    msg: String,
+) -> RPCError<u64, Member, RaftError<u64, E>> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg)))
+}
+
+fn network_error<E: std::error::Error>(msg: String) -> RPCError<u64, Member, RaftError<u64, E>> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
+}
+
+/// Sends one encoded RPC and decodes the answer, giving up after `ttl`.
+async fn send<Resp, E>(
+    mut client: RaftPeerClient<Channel>,
+    which: &'static str,
+    blob: Blob,
+    ttl: Duration,
+    target: u64,
+) -> RpcResult<Resp, E>
+where
+    Resp: DeserializeOwned,
+    E: std::error::Error + DeserializeOwned,
+{
+    let fut = async {
+        match which {
+            "append" => client.append_entries(blob).await,
+            "vote" => client.vote(blob).await,
+            _ => client.install_snapshot(blob).await,
+        }
+    };
+    let resp = match tokio::time::timeout(ttl, fut).await {
+        Err(_) => {
+            return Err(unreachable_error(format!(
+                "{which} to {target} timed out after {ttl:?}"
+            )))
+        }
+        Ok(Err(status)) => return Err(unreachable_error(format!("{which} to {target}: {status}"))),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    let res: Result<Resp, RaftError<u64, E>> =
+        decode(&resp).map_err(|s| network_error(s.message().to_string()))?;
+    res.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(target, e)))
+}
+
+/// An AppendEntries with entries, running in a task of its own. openraft waits one
+/// heartbeat interval for any AppendEntries and then drops the call, which would cancel a
+/// large one mid-transfer every time: replication would retry forever and followers, hearing
+/// nothing, would depose the leader. Detached, the transfer runs to its own deadline (which
+/// grows with the payload, see [`append_ttl`]) while openraft's retries of the same
+/// entries wait for it instead of sending them again. Dropping it cancels the RPC, so a
+/// replication stream that ends (or moves on to other entries) leaves nothing behind.
+struct InFlight {
+    vote: openraft::Vote<u64>,
+    prev: Option<openraft::LogId<u64>>,
+    /// The log ids of the entries it carries, in order.
+    ids: Vec<openraft::LogId<u64>>,
+    task:
+        tokio::task::JoinHandle<RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible>>,
+}
+
+impl InFlight {
+    /// Whether its answer also answers `rpc`: same leader vote, same position, and the
+    /// same entries up to the shorter of the two (log ids that agree at one index agree on
+    /// everything before it).
+    fn answers(&self, rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
+        let n = self.ids.len().min(rpc.entries.len());
+        n > 0
+            && self.vote == rpc.vote
+            && self.prev == rpc.prev_log_id
+            && rpc.entries.get(n - 1).map(|e| e.log_id) == self.ids.get(n - 1).copied()
+    }
+
+    /// Its answer, restated for a request (one it [`answers`](Self::answers)) that sends
+    /// entries up to `last`.
+    fn answer_for(
+        &self,
+        resp: AppendEntriesResponse<u64>,
+        last: Option<openraft::LogId<u64>>,
+    ) -> AppendEntriesResponse<u64> {
+        let matched = match resp {
+            AppendEntriesResponse::Success => self.ids.last().copied(),
+            AppendEntriesResponse::PartialSuccess(m) => m,
+            // Both depend only on the vote and the position, which are the same.
+            conflict_or_higher_vote => return conflict_or_higher_vote,
+        };
+        if matched >= last {
+            AppendEntriesResponse::Success
+        } else {
+            AppendEntriesResponse::PartialSuccess(matched)
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl PeerConnection {
-    async fn call<Req, Resp, E>(
-        &mut self,
-        which: &'static str,
+    /// The client, and `req` encoded; `PayloadTooLarge` (when `split_hint` allows fewer
+    /// entries) if it does not fit in a peer message.
+    fn prepare<Req, E>(
+        &self,
         req: &Req,
-        option: &RPCOption,
         split_hint: Option<u64>,
-    ) -> Result<Resp, RPCError<u64, Member, RaftError<u64, E>>>
+    ) -> RpcResult<(RaftPeerClient<Channel>, Blob), E>
     where
         Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
+        E: std::error::Error,
     {
-        let unreachable =
-            |msg: String| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg)));
-        let Some(client) = self.client.as_mut() else {
-            return Err(unreachable(format!("bad peer address {}", self.addr)));
+        let Some(client) = self.client.clone() else {
+            return Err(unreachable_error(format!("bad peer address {}", self.addr)));
         };
-        let blob = encode(req).map_err(|s| {
-            RPCError::Network(NetworkError::new(&std::io::Error::other(
-                s.message().to_string(),
-            )))
-        })?;
+        let blob = encode(req).map_err(|s| network_error(s.message().to_string()))?;
         // Over the peer message limit: ask openraft to send fewer entries (when it can).
         if let Some(hint) = split_hint.filter(|_| blob.data.len() + 4096 > PEER_MESSAGE_LIMIT) {
             return Err(RPCError::PayloadTooLarge(
                 openraft::error::PayloadTooLarge::new_entries_hint(hint),
             ));
         }
-        let ttl = option.hard_ttl().max(Duration::from_millis(50));
-        let fut = async {
-            match which {
-                "append" => client.append_entries(blob).await,
-                "vote" => client.vote(blob).await,
-                _ => client.install_snapshot(blob).await,
-            }
-        };
-        let resp = match tokio::time::timeout(ttl, fut).await {
-            Err(_) => {
-                return Err(unreachable(format!(
-                    "{which} to {} timed out after {ttl:?}",
-                    self.target
-                )))
-            }
-            Ok(Err(status)) => {
-                return Err(unreachable(format!("{which} to {}: {status}", self.target)))
-            }
-            Ok(Ok(r)) => r.into_inner(),
-        };
-        let res: Result<Resp, RaftError<u64, E>> = decode(&resp).map_err(|s| {
-            RPCError::Network(NetworkError::new(&std::io::Error::other(
-                s.message().to_string(),
-            )))
-        })?;
-        res.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+        Ok((client, blob))
+    }
+
+    async fn call<Req, Resp, E>(
+        &mut self,
+        which: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let (client, blob) = self.prepare(req, None)?;
+        let ttl = option.hard_ttl().max(MIN_RPC_TTL);
+        send(client, which, blob, ttl, self.target).await
+    }
+
+    /// Starts sending `rpc` (which has entries) in its own task.
+    fn start_append(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> RpcResult<InFlight, openraft::error::Infallible> {
+        // One entry always fits (values are capped well below the limit); more can split.
+        let split = (rpc.entries.len() > 1).then_some((rpc.entries.len() / 2) as u64);
+        let (client, blob) = self.prepare(rpc, split)?;
+        // Several large entries: fewer of them per message, so that each transfer (and
+        // what openraft reads again for each of its retries) stays near APPEND_SOFT_BYTES.
+        if rpc.entries.len() > 1 && blob.data.len() > APPEND_SOFT_BYTES {
+            let fit = rpc.entries.len() * APPEND_SOFT_BYTES / blob.data.len();
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(fit.max(1) as u64),
+            ));
+        }
+        let ttl = append_ttl(option.hard_ttl(), blob.data.len());
+        Ok(InFlight {
+            vote: rpc.vote,
+            prev: rpc.prev_log_id,
+            ids: rpc.entries.iter().map(|e| e.log_id).collect(),
+            task: tokio::spawn(send(client, "append", blob, ttl, self.target)),
+        })
     }
 }
 
@@ -157,9 +288,62 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        // One entry always fits (values are capped well below the limit); more can split.
-        let split = (rpc.entries.len() > 1).then_some((rpc.entries.len() / 2) as u64);
-        self.call("append", &rpc, &option, split).await
+        if rpc.entries.is_empty() {
+            // A heartbeat keeps openraft's short deadline: it is what notices a lost peer.
+            return self.call("append", &rpc, &option).await;
+        }
+        // Cancellation-safe: the transfer lives in `self.inflight` across openraft's
+        // timeouts; only a request it cannot answer replaces (and cancels) it.
+        let (inflight, joined) = match self.inflight.take() {
+            Some(f) if f.answers(&rpc) => (f, true),
+            _ => (self.start_append(&rpc, &option)?, false),
+        };
+        // openraft sends nothing else to this peer while it retries these entries: a
+        // heartbeat on each retry keeps the follower from standing for election while a
+        // large transfer takes longer than its election timeout.
+        let heartbeat = if joined {
+            let hb = AppendEntriesRequest::<TypeConfig> {
+                vote: rpc.vote,
+                prev_log_id: rpc.prev_log_id,
+                leader_commit: rpc.leader_commit,
+                entries: Vec::new(),
+            };
+            let (client, blob) = self.prepare(&hb, None)?;
+            let ttl = option.hard_ttl().max(MIN_RPC_TTL);
+            Some(send::<
+                AppendEntriesResponse<u64>,
+                openraft::error::Infallible,
+            >(client, "append", blob, ttl, self.target))
+        } else {
+            None
+        };
+        let target = self.target;
+        let inflight = self.inflight.insert(inflight);
+        let done = match heartbeat {
+            None => Some((&mut inflight.task).await),
+            Some(hb) => tokio::select! {
+                r = &mut inflight.task => Some(r),
+                r = hb => match r {
+                    // Both depend only on the vote and the position, which are the same.
+                    Ok(other @ (AppendEntriesResponse::HigherVote(_) | AppendEntriesResponse::Conflict)) => {
+                        self.inflight = None;
+                        return Ok(other);
+                    }
+                    _ => None,
+                },
+            },
+        };
+        let res = match done {
+            Some(r) => r,
+            None => (&mut inflight.task).await,
+        };
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let res = match res {
+            Ok(r) => r.map(|resp| inflight.answer_for(resp, last)),
+            Err(e) => Err(unreachable_error(format!("append to {target}: {e}"))),
+        };
+        self.inflight = None;
+        res
     }
 
     async fn install_snapshot(
@@ -170,7 +354,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<u64>,
         RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call("snapshot", &rpc, &option, None).await
+        self.call("snapshot", &rpc, &option).await
     }
 
     async fn vote(
@@ -178,7 +362,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        self.call("vote", &rpc, &option, None).await
+        self.call("vote", &rpc, &option).await
     }
 
     /// Retries to an unreachable peer: 20, 40, 80, then every 100 ms. openraft's default
@@ -208,6 +392,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.peer_addr.clone(),
             client,
+            inflight: None,
         }
     }
 }

@@ -367,20 +367,30 @@ impl Node {
     /// replication messages (and N forwards from a follower) into one.
     async fn batcher(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<Proposal>) {
         let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+        // A proposal that did not fit in the previous batch: it starts the next one.
+        let mut carried: Option<Proposal> = None;
         loop {
-            let first = tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                p = rx.recv() => match p { Some(p) => p, None => return },
+            let first = match carried.take() {
+                Some(p) => p,
+                None => tokio::select! {
+                    _ = self.cancel.cancelled() => return,
+                    p = rx.recv() => match p { Some(p) => p, None => return },
+                },
             };
             let permit = tokio::select! {
                 _ = self.cancel.cancelled() => return,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             };
-            // Everything that queued while we waited for a slot joins this batch.
+            // Everything that queued while we waited for a slot joins this batch, as long
+            // as it stays within MAX_BATCH_BYTES; a request larger than that goes alone.
             let mut bytes = first.size;
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
+                    Ok(p) if bytes + p.size > MAX_BATCH_BYTES => {
+                        carried = Some(p);
+                        break;
+                    }
                     Ok(p) => {
                         bytes += p.size;
                         batch.push(p);

@@ -32,6 +32,9 @@ fn client_message_limit(max_value: usize) -> usize {
     max_value + (512 << 10)
 }
 
+/// Streams a peer may reset before the server accepts them (see `run`).
+const PEER_PENDING_RESETS: usize = 1000;
+
 /// Where one server listens and what it presents.
 #[derive(Debug, Clone)]
 pub struct Listen {
@@ -101,6 +104,11 @@ pub async fn run(
     let stop = shutdown.clone();
     let peer = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        // openraft drops every RPC that outlives its budget (one heartbeat interval), and
+        // each drop resets a stream. Under load many are reset before they are accepted;
+        // at h2's default limit (20) the whole connection is closed, failing every
+        // transfer and forwarded write on it. Peers are authenticated servers.
+        .http2_max_pending_accept_reset_streams(Some(PEER_PENDING_RESETS))
         .add_service(
             RaftPeerServer::new(PeerService::new(node.clone()))
                 .max_decoding_message_size(crate::network::PEER_MESSAGE_LIMIT)

@@ -4,6 +4,7 @@ mod bad_input;
 mod basics;
 mod etcdctl;
 mod failover;
+mod large_values;
 mod membership;
 mod security;
 mod snapshot;
