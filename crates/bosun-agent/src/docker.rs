@@ -8,8 +8,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::exec::StartExecResults;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, ExecConfig, HostConfig,
-    NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, EndpointSettings,
+    ExecConfig, HostConfig, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
@@ -21,7 +21,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use crate::runtime::{
     Container, ContainerRuntime, ContainerSpec, Error, ExecOutput, ExecSession, Network, Result,
-    State, Stream, Usage,
+    State, StateKind, Stream, Usage,
 };
 
 /// Exec output kept for a probe or `bosun exec` without a terminal.
@@ -160,6 +160,18 @@ impl ContainerRuntime for Docker {
     }
 
     async fn list(&self, label: &str, value: &str) -> Result<Vec<Container>> {
+        let ids = self.summaries(label, value).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        // The summary has no exit code or times: inspect each one.
+        for (id, _) in ids {
+            if let Some(c) = self.inspect(&id).await? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn summaries(&self, label: &str, value: &str) -> Result<Vec<(String, StateKind)>> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
         let opts = ListContainersOptions {
             all: true,
@@ -171,51 +183,61 @@ impl ContainerRuntime for Docker {
             .list_containers(Some(opts))
             .await
             .map_err(op("list containers"))?;
-        let mut out = Vec::with_capacity(summaries.len());
-        for s in summaries {
-            let Some(id) = s.id else { continue };
-            // The summary has no exit code or times: inspect each one.
-            match self.api.inspect_container(&id, None).await {
-                Ok(c) => {
-                    let labels: BTreeMap<String, String> = c
+        Ok(summaries
+            .into_iter()
+            .filter_map(|s| {
+                let kind = match s.state {
+                    Some(ContainerSummaryStateEnum::RUNNING)
+                    | Some(ContainerSummaryStateEnum::PAUSED)
+                    | Some(ContainerSummaryStateEnum::RESTARTING) => StateKind::Running,
+                    Some(ContainerSummaryStateEnum::CREATED) => StateKind::Created,
+                    _ => StateKind::Exited,
+                };
+                s.id.map(|id| (id, kind))
+            })
+            .collect())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<Container>> {
+        match self.api.inspect_container(id, None).await {
+            Ok(c) => {
+                let labels: BTreeMap<String, String> = c
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let ip = c
+                    .network_settings
+                    .as_ref()
+                    .and_then(|n| n.networks.as_ref())
+                    .and_then(|n| n.values().find_map(|e| e.ip_address.clone()))
+                    .filter(|ip| !ip.is_empty());
+                Ok(Some(Container {
+                    id: c.id.clone().unwrap_or_else(|| id.to_string()),
+                    name: c
+                        .name
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    image: c
                         .config
                         .as_ref()
-                        .and_then(|c| c.labels.clone())
-                        .unwrap_or_default()
-                        .into_iter()
-                        .collect();
-                    let ip = c
-                        .network_settings
-                        .as_ref()
-                        .and_then(|n| n.networks.as_ref())
-                        .and_then(|n| n.values().find_map(|e| e.ip_address.clone()))
-                        .filter(|ip| !ip.is_empty());
-                    out.push(Container {
-                        id,
-                        name: c
-                            .name
-                            .unwrap_or_default()
-                            .trim_start_matches('/')
-                            .to_string(),
-                        image: c
-                            .config
-                            .as_ref()
-                            .and_then(|c| c.image.clone())
-                            .unwrap_or_default(),
-                        image_id: c.image.unwrap_or_default(),
-                        labels,
-                        state: state_of(c.state.as_ref()),
-                        ip,
-                    });
-                }
-                // Removed between the list and the inspect.
-                Err(DockerError::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {}
-                Err(e) => return Err(op("inspect container")(e)),
+                        .and_then(|c| c.image.clone())
+                        .unwrap_or_default(),
+                    image_id: c.image.unwrap_or_default(),
+                    labels,
+                    state: state_of(c.state.as_ref()),
+                    ip,
+                }))
             }
+            // Removed meanwhile.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(op("inspect container")(e)),
         }
-        Ok(out)
     }
 
     async fn has_image(&self, image: &str) -> Result<bool> {

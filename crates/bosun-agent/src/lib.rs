@@ -12,6 +12,7 @@
 //!   scale benchmarks of the control plane.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod docker;
 pub mod hollow;
 pub mod lease;

@@ -14,8 +14,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::Cache;
 use crate::lease;
-use crate::pod::{LABEL_AGENT, LABEL_POD_UID};
+use crate::pod::LABEL_AGENT;
 use crate::runtime::ContainerRuntime;
 use crate::worker::{teardown, Worker};
 use crate::Settings;
@@ -186,7 +187,7 @@ pub async fn run<R: ContainerRuntime>(
                     _ = tick.tick() => {}
                 }
                 let ok = rt
-                    .list(LABEL_AGENT, &s.agent_id)
+                    .summaries(LABEL_AGENT, &s.agent_id)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string());
@@ -197,6 +198,10 @@ pub async fn run<R: ContainerRuntime>(
         });
     }
 
+    // The containers this agent already runs (after a restart: adopted, not restarted).
+    let cache = Cache::new(rt.clone(), &settings.agent_id);
+    cache.relist().await?;
+    tasks.spawn(cache.clone().run(cancel.clone()));
     let q = Query {
         resource: "pods".into(),
         fields: format!("spec.nodeName={}", settings.node),
@@ -245,7 +250,13 @@ pub async fn run<R: ContainerRuntime>(
                 }
                 None => {
                     let (tx, rx) = watch::channel(Some(pod));
-                    let w = Worker::new(rt.clone(), client.clone(), settings.clone(), rx);
+                    let w = Worker::new(
+                        rt.clone(),
+                        cache.clone(),
+                        client.clone(),
+                        settings.clone(),
+                        rx,
+                    );
                     let c = worker_cancel.clone();
                     let id = uid.clone();
                     running.spawn(async move {
@@ -266,13 +277,14 @@ pub async fn run<R: ContainerRuntime>(
             _ = cancel.cancelled() => break,
             _ = woken => {}
             Some(done) = running.join_next() => {
-                if let Ok(uid) = done {
+                                if let Ok(uid) = done {
                     workers.remove(&uid);
+                    cache.drop_waker(&uid);
                     finished.insert(uid);
                 }
             }
             _ = sweep.tick() => {
-                let (kept, removed) = sweep_orphans(rt.as_ref(), &settings, &workers).await;
+                let (kept, removed) = sweep_orphans(rt.as_ref(), &cache, &settings, &workers).await;
                 if first_sweep {
                     first_sweep = false;
                     tracing::info!(adopted = kept, orphan_pods_removed = removed, "startup sweep done");
@@ -291,27 +303,14 @@ pub async fn run<R: ContainerRuntime>(
 /// pod was deleted while no agent ran. Returns (containers kept, orphan pods removed).
 async fn sweep_orphans<R: ContainerRuntime>(
     rt: &R,
+    cache: &Cache<R>,
     s: &Settings,
     workers: &HashMap<String, watch::Sender<Option<Arc<Pod>>>>,
 ) -> (usize, usize) {
-    let cs = match rt.list(LABEL_AGENT, &s.agent_id).await {
-        Ok(cs) => cs,
-        Err(e) => {
-            tracing::debug!(error = %e, "listing containers for the orphan sweep failed");
-            return (0, 0);
-        }
-    };
-    let kept = cs
-        .iter()
-        .filter(|c| {
-            c.labels
-                .get(LABEL_POD_UID)
-                .is_some_and(|u| workers.contains_key(u))
-        })
-        .count();
-    let mut orphans: HashSet<String> = cs
-        .iter()
-        .filter_map(|c| c.labels.get(LABEL_POD_UID).cloned())
+    let uids = cache.pod_uids();
+    let kept = uids.iter().filter(|u| workers.contains_key(*u)).count();
+    let mut orphans: HashSet<String> = uids
+        .into_iter()
         .filter(|uid| !workers.contains_key(uid))
         .collect();
     if let Ok(mut dir) = tokio::fs::read_dir(s.root.join("pods")).await {

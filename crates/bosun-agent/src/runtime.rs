@@ -143,6 +143,26 @@ impl State {
     pub fn running(&self) -> bool {
         matches!(self, State::Running { .. })
     }
+
+    /// The state without its details.
+    pub fn kind(&self) -> StateKind {
+        match self {
+            State::Created => StateKind::Created,
+            State::Running { .. } => StateKind::Running,
+            State::Exited { .. } => StateKind::Exited,
+        }
+    }
+}
+
+/// A container's state as a cheap list shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// Created, never started.
+    Created,
+    /// Running.
+    Running,
+    /// Exited (or dead, or being removed).
+    Exited,
 }
 
 /// Output of an exec.
@@ -192,6 +212,17 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         label: &str,
         value: &str,
     ) -> impl std::future::Future<Output = Result<Vec<Container>>> + Send;
+    /// Ids and states of every container carrying `label=value`, in one cheap call.
+    fn summaries(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<(String, StateKind)>>> + Send;
+    /// One container; `None` when it does not exist.
+    fn inspect(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<Container>>> + Send;
     /// Whether the image is on this host.
     fn has_image(&self, image: &str) -> impl std::future::Future<Output = Result<bool>> + Send;
     /// Pulls the image.

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::Cache;
 use crate::pod::{
     self, PodFacts, Refs, Role, LABEL_AGENT, LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_POD_UID, SANDBOX,
 };
@@ -99,6 +100,7 @@ impl Probes {
 /// The worker of one pod.
 pub(crate) struct Worker<R> {
     rt: Arc<R>,
+    cache: Arc<Cache<R>>,
     client: Client,
     settings: Arc<Settings>,
     /// The pod as the cache has it; `None` once it is gone.
@@ -177,12 +179,14 @@ fn should_restart(policy: &str, code: i64) -> bool {
 impl<R: ContainerRuntime> Worker<R> {
     pub(crate) fn new(
         rt: Arc<R>,
+        cache: Arc<Cache<R>>,
         client: Client,
         settings: Arc<Settings>,
         pod: watch::Receiver<Option<Arc<Pod>>>,
     ) -> Self {
         Worker {
             rt,
+            cache,
             client,
             settings,
             pod,
@@ -200,6 +204,8 @@ impl<R: ContainerRuntime> Worker<R> {
     /// stay, and the next agent adopts them).
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let mut error_backoff = ERROR_BACKOFF;
+        let uid = self.uid();
+        let containers_changed = self.cache.waker(&uid);
         loop {
             let current = self.pod.borrow_and_update().clone();
             let Some(pod) = current else {
@@ -245,6 +251,7 @@ impl<R: ContainerRuntime> Worker<R> {
                         return;
                     }
                 }
+                                _ = containers_changed.notified() => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -258,9 +265,18 @@ impl<R: ContainerRuntime> Worker<R> {
             .unwrap_or_default()
     }
 
+    /// The pod's containers, from the agent's cache (kept current by its relist and by
+    /// this worker's refreshes after each change it makes).
     async fn observe(&self, uid: &str) -> Result<Observed, RtError> {
-        let cs = self.rt.list(LABEL_POD_UID, uid).await?;
-        Ok(Observed::new(cs, &self.settings.agent_id))
+        Ok(Observed::new(self.cache.pod(uid), &self.settings.agent_id))
+    }
+
+    /// Removes a container and drops it from the cache.
+    async fn remove(&self, id: &str) {
+        if let Err(e) = self.rt.remove(id).await {
+            tracing::debug!(container = id, error = %e, "removing container failed");
+        }
+        self.cache.forget(id);
     }
 
     /// One pass; returns when the next one is due.
@@ -325,7 +341,7 @@ impl<R: ContainerRuntime> Worker<R> {
                             next = next.min(wait);
                         } else if let Some(sb) = &sandbox {
                             if let Some(prev) = obs.previous(&c.name) {
-                                let _ = self.rt.remove(&prev.id).await;
+                                self.remove(&prev.id).await;
                             }
                             self.start_container(pod, c, Role::Init, at, &sb.id, &pod_ip, &obs)
                                 .await?;
@@ -365,7 +381,7 @@ impl<R: ContainerRuntime> Worker<R> {
                             if let Some(wait) = self.restart_gate(&c.name, latest.as_ref(), now) {
                                 next = next.min(wait);
                             } else if let Some(l) = &latest {
-                                let _ = self.rt.remove(&l.id).await;
+                                self.remove(&l.id).await;
                                 self.start_container(
                                     pod,
                                     c,
@@ -386,7 +402,7 @@ impl<R: ContainerRuntime> Worker<R> {
                                 } else if let Some(l) = &latest {
                                     // Keep one dead instance (for logs --previous).
                                     if let Some(prev) = obs.previous(&c.name) {
-                                        let _ = self.rt.remove(&prev.id).await;
+                                        self.remove(&prev.id).await;
                                     }
                                     self.start_container(
                                         pod,
@@ -453,6 +469,7 @@ impl<R: ContainerRuntime> Worker<R> {
             // for their logs until the pod is deleted.
             if let Some(sb) = &sandbox {
                 let _ = self.rt.stop(&sb.id, Duration::from_secs(1)).await;
+                let _ = self.cache.refresh(&sb.id).await;
             }
         }
 
@@ -541,7 +558,7 @@ impl<R: ContainerRuntime> Worker<R> {
     async fn new_sandbox(&mut self, pod: &Pod, obs: &Observed) -> Result<(), String> {
         // Whatever ran in the old network namespace goes with it, as in Kubernetes.
         for c in obs.all() {
-            let _ = self.rt.remove(&c.id).await;
+            self.remove(&c.id).await;
         }
         self.probes.clear();
         let at = obs.sandbox().map(|s| attempt(s) + 1).unwrap_or(0);
@@ -560,11 +577,13 @@ impl<R: ContainerRuntime> Worker<R> {
             .create(&spec)
             .await
             .map_err(|e| format!("creating sandbox: {e}"))?;
-        self.rt
+        let started = self
+            .rt
             .start(&id)
             .await
-            .map_err(|e| format!("starting sandbox: {e}"))?;
-        Ok(())
+            .map_err(|e| format!("starting sandbox: {e}"));
+        self.cache.refresh(&id).await.map_err(|e| e.to_string())?;
+        started
     }
 
     fn waiting_all(&mut self, pod: &Pod, reason: &'static str, message: String) {
@@ -717,7 +736,7 @@ impl<R: ContainerRuntime> Worker<R> {
         };
         // A container of this name left over from an interrupted start.
         if let Some(old) = obs.all().find(|x| x.name == spec.name) {
-            let _ = self.rt.remove(&old.id).await;
+            self.remove(&old.id).await;
         }
         let id = match self.rt.create(&spec).await {
             Ok(id) => id,
@@ -734,7 +753,9 @@ impl<R: ContainerRuntime> Worker<R> {
                 return Ok(());
             }
         };
-        if let Err(e) = self.rt.start(&id).await {
+        let started = self.rt.start(&id).await;
+        self.cache.refresh(&id).await.map_err(|e| e.to_string())?;
+        if let Err(e) = started {
             self.failed_start(&c.name, "RunContainerError", e.to_string());
             return Ok(());
         }
@@ -892,6 +913,9 @@ impl<R: ContainerRuntime> Worker<R> {
                     .await
                 {
                     tracing::warn!(container = %c.name, error = %e, "stopping unhealthy container failed");
+                }
+                if let Err(e) = self.cache.refresh(&id).await {
+                    tracing::debug!(container = %c.name, error = %e, "refreshing a stopped container failed");
                 }
                 next = Instant::now();
             }
@@ -1086,8 +1110,16 @@ impl<R: ContainerRuntime> Worker<R> {
         )
         .await;
         self.teardown_by_uid(grace).await;
-        let left = self.observe(&self.uid()).await.map_err(|e| e.to_string())?;
-        if left.all().next().is_some() {
+        let uid = self.uid();
+        let left = self
+            .rt
+            .list(LABEL_POD_UID, &uid)
+            .await
+            .map_err(|e| e.to_string())?;
+        for c in self.cache.pod(&uid) {
+            self.cache.forget(&c.id);
+        }
+        if !left.is_empty() {
             return Err("containers still present after removal".into());
         }
         match self.client.delete("pods", ns, name, Some(0)).await {

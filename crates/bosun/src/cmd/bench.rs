@@ -24,6 +24,8 @@ pub enum Bench {
     Api(super::bench_api::ApiArgs),
     /// Scheduling throughput and Deployment start-up on the cluster's (hollow) nodes.
     Schedule(super::bench_api::ScheduleArgs),
+    /// Pod start-up latency on Docker agents, beside `docker run` (the floor).
+    Pods(super::bench_api::PodsArgs),
 }
 
 /// Where to connect.
@@ -104,6 +106,7 @@ pub async fn run(b: Bench, config: Option<&Path>) -> Result<()> {
         Bench::Failover(a) => failover(a).await,
         Bench::Api(a) => super::bench_api::run(a, config).await,
         Bench::Schedule(a) => super::bench_api::schedule(a, config).await,
+        Bench::Pods(a) => super::bench_api::pods(a, config).await,
     }
 }
 

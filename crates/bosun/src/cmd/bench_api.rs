@@ -314,3 +314,222 @@ async fn delete_namespace(admin: &Client, ns: &str) -> Result<()> {
         }
     }
 }
+
+/// Arguments of `bench pods`.
+#[derive(clap::Args)]
+pub struct PodsArgs {
+    /// Pods whose start-up latency is measured.
+    #[arg(long, default_value_t = 50)]
+    pods: usize,
+    /// Pods created per second (as Kubernetes' pod start-up SLO test does, at a steady
+    /// rate; each pod is two containers, its sandbox and its container).
+    #[arg(long, default_value_t = 2.0)]
+    rate: f64,
+    /// Replicas of the Deployment timed from apply to all running (0: skip).
+    #[arg(long, default_value_t = 30)]
+    deployment: usize,
+    /// The image (present on the agents' hosts).
+    #[arg(long, default_value = "bosun/busybox:latest")]
+    image: String,
+    /// Also time `docker run -d` of the same image this many times (the floor; 0: skip).
+    #[arg(long, default_value_t = 50)]
+    docker_runs: usize,
+}
+
+fn all_running(pod: &serde_json::Value) -> bool {
+    let want = pod
+        .pointer("/spec/containers")
+        .and_then(|c| c.as_array())
+        .map_or(0, Vec::len);
+    let running = pod
+        .pointer("/status/containerStatuses")
+        .and_then(|c| c.as_array())
+        .map_or(0, |cs| {
+            cs.iter()
+                .filter(|c| c.pointer("/state/running").is_some())
+                .count()
+        });
+    want > 0 && running == want
+}
+
+/// Pod start-up latency on the cluster's Docker agents: creation (the API's answer) to all
+/// containers running (seen through a watch), and a Deployment's time to all running;
+/// beside it `docker run -d` of the same image, the floor.
+///
+/// # Errors
+/// When the cluster cannot be reached, has no agent node, or a request fails.
+pub async fn pods(a: PodsArgs, config: Option<&Path>) -> Result<()> {
+    let cfg = ClientConfig::find(config)?;
+    let admin = Client::connect(&cfg.servers, &cfg.tls())?;
+    let nodes = admin
+        .list_all(&Query {
+            resource: "nodes".into(),
+            labels: "!bosun.io/hollow".into(),
+            ..Default::default()
+        })
+        .await?
+        .items;
+    if nodes.is_empty() {
+        bail!("no Docker agent nodes: start one (scripts/cluster.sh up --agents 1)");
+    }
+    println!("{} agent nodes, image {}", nodes.len(), a.image);
+    let ns = format!("bench-pods-{}", std::process::id());
+    admin
+        .create(
+            "namespaces",
+            "",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
+    let q = Query {
+        resource: "pods".into(),
+        namespace: ns.clone(),
+        ..Default::default()
+    };
+    let mut events = Box::pin(admin.watch(&q, "", false).await?);
+    let pod = |i: usize| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "namespace": ns},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": a.image,
+                "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]}})
+    };
+    let mut created: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
+    let mut latencies: Vec<Duration> = Vec::new();
+    let mut done = std::collections::HashSet::new();
+    let gap = Duration::from_secs_f64(1.0 / a.rate.max(0.1));
+    let mut next_create = Instant::now();
+    let mut i = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while done.len() < a.pods {
+        if Instant::now() > deadline {
+            bail!("only {} of {} pods ran within 600 s", done.len(), a.pods);
+        }
+        if i < a.pods {
+            let wait = next_create.saturating_duration_since(Instant::now());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {
+                    admin.create("pods", &ns, &pod(i)).await?;
+                    created.insert(format!("p{i}"), Instant::now());
+                    i += 1;
+                    next_create += gap;
+                    continue;
+                }
+                ev = futures::StreamExt::next(&mut events) => {
+                    let Some(ev) = ev else { bail!("the watch ended") };
+                    note(&ev?.object, &created, &mut done, &mut latencies);
+                }
+            }
+        } else {
+            let Some(ev) = futures::StreamExt::next(&mut events).await else {
+                bail!("the watch ended")
+            };
+            note(&ev?.object, &created, &mut done, &mut latencies);
+        }
+    }
+    fn note(
+        obj: &serde_json::Value,
+        created: &std::collections::HashMap<String, Instant>,
+        done: &mut std::collections::HashSet<String>,
+        latencies: &mut Vec<Duration>,
+    ) {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("");
+        if let Some(t) = created.get(name) {
+            if all_running(obj) && done.insert(name.to_string()) {
+                latencies.push(t.elapsed());
+            }
+        }
+    }
+    latencies.sort();
+    println!(
+        "pod start-up ({} pods at {}/s): p50 {}, p99 {}, max {}",
+        a.pods,
+        a.rate,
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default())
+    );
+    delete_namespace(&admin, &ns).await?;
+
+    if a.deployment > 0 {
+        let ns = format!("{ns}-d");
+        admin
+            .create(
+                "namespaces",
+                "",
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .await?;
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
+            "spec": {"replicas": a.deployment, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "c", "image": a.image, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]}}}});
+        let q = Query {
+            resource: "pods".into(),
+            namespace: ns.clone(),
+            ..Default::default()
+        };
+        let mut w = Box::pin(admin.watch(&q, "", false).await?);
+        let t = Instant::now();
+        admin.apply(&ns, &d).await?;
+        let mut running = std::collections::HashSet::new();
+        while running.len() < a.deployment {
+            let Some(ev) = futures::StreamExt::next(&mut w).await else {
+                bail!("the watch ended")
+            };
+            let ev = ev?;
+            let name = ev
+                .object
+                .pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_string();
+            if all_running(&ev.object) {
+                running.insert(name);
+            }
+            if t.elapsed() > Duration::from_secs(600) {
+                bail!("the Deployment did not run within 600 s");
+            }
+        }
+        println!(
+            "deployment: {} replicas from apply to all running in {:.2} s",
+            a.deployment,
+            t.elapsed().as_secs_f64()
+        );
+        delete_namespace(&admin, &ns).await?;
+    }
+
+    if a.docker_runs > 0 {
+        let mut floor = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..a.docker_runs {
+            let t = Instant::now();
+            let out = tokio::process::Command::new("docker")
+                .args(["run", "-d", "--network", "bosun", &a.image, "sleep", "3600"])
+                .output()
+                .await
+                .context("running docker (the floor needs the docker CLI on this host)")?;
+            if !out.status.success() {
+                bail!("docker run: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            floor.push(t.elapsed());
+            ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        let mut rm = vec!["rm".to_string(), "-f".to_string()];
+        rm.extend(ids);
+        let _ = tokio::process::Command::new("docker")
+            .args(&rm)
+            .output()
+            .await;
+        floor.sort();
+        println!(
+            "floor: docker run -d of {} ({} runs, one at a time): p50 {}, p99 {}",
+            a.image,
+            a.docker_runs,
+            ms(percentile(&floor, 0.5)),
+            ms(percentile(&floor, 0.99))
+        );
+    }
+    Ok(())
+}
