@@ -556,8 +556,29 @@ mod tests {
         let s = ServerConfig::load(&root.join("server.toml")).unwrap();
         assert_eq!(s.members.len(), 3);
         assert_eq!(s.node().initial_members.len(), 3);
-        let c = ClientConfig::find(Some(&root.join("client.toml"))).unwrap();
+                let c = ClientConfig::find(Some(&root.join("client.toml"))).unwrap();
         assert_eq!(c.servers.len(), 3);
+        let a = AgentConfig::load(&root.join("agent.toml")).unwrap();
+        assert_eq!((a.name.as_str(), a.port, a.servers.len()), ("worker-1", 10250, 3));
+    }
+
+    #[test]
+    fn an_agent_config_with_a_bad_name_address_or_taint_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        let base = std::fs::read_to_string(examples_dir().join("agent.toml")).unwrap();
+        for (from, to, says) in [
+            ("name = \"worker-1\"", "name = \"Worker_1\"", "name \"Worker_1\""),
+            ("address = \"10.0.0.21\"", "address = \"nowhere\"", "not an IP address"),
+            ("# taints = [{ key = \"dedicated\", value = \"batch\", effect = \"NoSchedule\" }]",
+             "taints = [{ key = \"x\", effect = \"Sometimes\" }]", "effect \"Sometimes\""),
+            ("pods = 110", "pods = 110\nbogus = 1", "unknown field"),
+        ] {
+            assert!(base.contains(from), "{from}");
+            std::fs::write(&p, base.replace(from, to)).unwrap();
+            let err = format!("{:#}", AgentConfig::load(&p).unwrap_err());
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]
