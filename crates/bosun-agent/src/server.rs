@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bosun_api::resources::agent_server::{Agent, AgentServer};
-use bosun_api::resources::{exec_input, output, ExecInput, LogsRequest, Output};
+use bosun_api::resources::{
+    exec_input, output, ContainerUsage, ExecInput, LogsRequest, NodeUsage, Output, PodUsage,
+    TopReply, TopRequest,
+};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -131,8 +134,79 @@ impl<R: ContainerRuntime> AgentService<R> {
     }
 }
 
+/// Usage reads in flight at once (Docker samples each container for about a second).
+const USAGE_READS: usize = 8;
+
 #[tonic::async_trait]
 impl<R: ContainerRuntime> Agent for AgentService<R> {
+    async fn top(&self, req: Request<TopRequest>) -> Result<Response<TopReply>, Status> {
+        let r = req.into_inner();
+        let cs: Vec<Container> = self
+            .rt
+            .list(LABEL_AGENT, &self.settings.agent_id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .into_iter()
+            .filter(|c| c.state.running())
+            .filter(|c| c.labels.get(LABEL_ROLE).map(String::as_str) == Some("app"))
+            .filter(|c| {
+                r.nodes
+                    || r.all_namespaces
+                    || c.labels
+                        .get(LABEL_POD)
+                        .is_some_and(|p| p.split('/').next() == Some(r.namespace.as_str()))
+            })
+            .collect();
+        let rt = self.rt.clone();
+        let usages: Vec<(Container, Option<crate::runtime::Usage>)> = futures::stream::iter(cs)
+            .map(|c| {
+                let rt = rt.clone();
+                async move {
+                    let u = rt.usage(&c.id).await.ok();
+                    (c, u)
+                }
+            })
+            .buffer_unordered(USAGE_READS)
+            .collect()
+            .await;
+        let mut pods: std::collections::BTreeMap<String, PodUsage> = Default::default();
+        let (mut cpu, mut mem) = (0i64, 0i64);
+        for (c, u) in usages {
+            let Some(u) = u else { continue };
+            let key = c.labels.get(LABEL_POD).cloned().unwrap_or_default();
+            let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
+            let millis = (u.cpu_cores * 1000.0).round() as i64;
+            let bytes = i64::try_from(u.memory_bytes).unwrap_or(i64::MAX);
+            cpu += millis;
+            mem = mem.saturating_add(bytes);
+            pods.entry(key.clone())
+                .or_insert_with(|| PodUsage {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    containers: Vec::new(),
+                })
+                .containers
+                .push(ContainerUsage {
+                    name: c.labels.get(LABEL_CONTAINER).cloned().unwrap_or_default(),
+                    cpu_millicores: millis,
+                    memory_bytes: bytes,
+                });
+        }
+        Ok(Response::new(TopReply {
+            pods: if r.nodes {
+                Vec::new()
+            } else {
+                pods.into_values().collect()
+            },
+            nodes: vec![NodeUsage {
+                name: self.settings.node.clone(),
+                cpu_millicores: cpu,
+                memory_bytes: mem,
+                ..Default::default()
+            }],
+        }))
+    }
+
     type LogsStream = BoxStream<'static, Result<Output, Status>>;
     type ExecStream = BoxStream<'static, Result<Output, Status>>;
 

@@ -543,6 +543,18 @@ impl Client {
             .unwrap_or_else(|| Error::Setup("no server".into())))
     }
 
+    /// cpu and memory of pods or nodes, read by the agents from their runtime.
+    ///
+    /// # Errors
+    /// Forbidden (list pods or nodes), Unavailable.
+    pub async fn top(&self, req: TopRequest) -> Result<TopReply> {
+        self.pods(|mut c| {
+            let req = req.clone();
+            async move { c.top(req).await }
+        })
+        .await
+    }
+
     /// A container's output (`follow` streams until the container ends or the stream is
     /// dropped).
     ///

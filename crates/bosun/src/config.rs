@@ -556,10 +556,13 @@ mod tests {
         let s = ServerConfig::load(&root.join("server.toml")).unwrap();
         assert_eq!(s.members.len(), 3);
         assert_eq!(s.node().initial_members.len(), 3);
-                let c = ClientConfig::find(Some(&root.join("client.toml"))).unwrap();
+        let c = ClientConfig::find(Some(&root.join("client.toml"))).unwrap();
         assert_eq!(c.servers.len(), 3);
         let a = AgentConfig::load(&root.join("agent.toml")).unwrap();
-        assert_eq!((a.name.as_str(), a.port, a.servers.len()), ("worker-1", 10250, 3));
+        assert_eq!(
+            (a.name.as_str(), a.port, a.servers.len()),
+            ("worker-1", 10250, 3)
+        );
     }
 
     #[test]
@@ -568,10 +571,21 @@ mod tests {
         let p = dir.path().join("a.toml");
         let base = std::fs::read_to_string(examples_dir().join("agent.toml")).unwrap();
         for (from, to, says) in [
-            ("name = \"worker-1\"", "name = \"Worker_1\"", "name \"Worker_1\""),
-            ("address = \"10.0.0.21\"", "address = \"nowhere\"", "not an IP address"),
-            ("# taints = [{ key = \"dedicated\", value = \"batch\", effect = \"NoSchedule\" }]",
-             "taints = [{ key = \"x\", effect = \"Sometimes\" }]", "effect \"Sometimes\""),
+            (
+                "name = \"worker-1\"",
+                "name = \"Worker_1\"",
+                "name \"Worker_1\"",
+            ),
+            (
+                "address = \"10.0.0.21\"",
+                "address = \"nowhere\"",
+                "not an IP address",
+            ),
+            (
+                "# taints = [{ key = \"dedicated\", value = \"batch\", effect = \"NoSchedule\" }]",
+                "taints = [{ key = \"x\", effect = \"Sometimes\" }]",
+                "effect \"Sometimes\"",
+            ),
             ("pods = 110", "pods = 110\nbogus = 1", "unknown field"),
         ] {
             assert!(base.contains(from), "{from}");

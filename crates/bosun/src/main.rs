@@ -61,6 +61,9 @@ enum Command {
     Logs(cmd::io::LogsArgs),
     /// Run a command in a container.
     Exec(cmd::io::ExecArgs),
+    /// cpu and memory of pods or nodes.
+    #[command(subcommand)]
+    Top(cmd::io::Top),
     /// Mark a node unschedulable.
     Cordon(cmd::workloads::NodeArgs),
     /// Mark a node schedulable again.
@@ -126,6 +129,7 @@ fn main() -> std::process::ExitCode {
                 Err(e) => Err(e),
             },
             Command::Logs(a) => cmd::io::logs(a, cli.config.as_deref()).await,
+            Command::Top(t) => cmd::io::top(t, cli.config.as_deref()).await,
             Command::Exec(a) => match cmd::io::exec(a, cli.config.as_deref()).await {
                 Ok(0) => Ok(()),
                 // The command's own exit code, as kubectl exec passes it on.

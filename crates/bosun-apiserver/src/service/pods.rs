@@ -4,7 +4,9 @@
 
 use bosun_api::resources::agent_client::AgentClient;
 use bosun_api::resources::pods_server::Pods;
-use bosun_api::resources::{exec_input, ExecInput, LogsRequest, Output};
+use bosun_api::resources::{
+    exec_input, ExecInput, LogsRequest, NodeUsage, Output, TopReply, TopRequest,
+};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::Value;
@@ -39,15 +41,15 @@ impl ResourceService {
                 Status::failed_precondition(format!("pod {ns}/{name} is not bound to a node yet"))
             })?
             .to_string();
+        Ok((self.agent_of_node(&node)?.0, node))
+    }
+
+    /// The agent of node `node`, and the Node object.
+    fn agent_of_node(&self, node: &str) -> Result<(AgentClient<Channel>, Value), Status> {
         let nodes = kind_of("nodes")?;
-        let n = self
-            .inner
-            .store
-            .get(&nodes.key("", &node))?
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "node {node:?} of pod {ns}/{name} does not exist"
-                ))
+        let n =
+            self.inner.store.get(&nodes.key("", node))?.ok_or_else(|| {
+                Status::failed_precondition(format!("node {node:?} does not exist"))
             })?;
         let ip = n
             .object
@@ -64,7 +66,7 @@ impl ResourceService {
             .unwrap_or(0);
         if ip.is_empty() || port == 0 {
             return Err(Status::failed_precondition(format!(
-                "node {node:?} serves no logs or exec (no agent port: a hollow node?)"
+                "node {node:?} serves no logs, exec or usage (no agent port: a hollow node?)"
             )));
         }
         let dialer = self.inner.agents.as_ref().ok_or_else(|| {
@@ -76,10 +78,37 @@ impl ResourceService {
             format!("{ip}:{port}")
         };
         let ch = dialer
-            .channel(&addr, &node)
+            .channel(&addr, node)
             .map_err(|e| Status::internal(format!("agent address of node {node:?}: {e}")))?;
-        Ok((AgentClient::new(ch), node))
+        Ok((AgentClient::new(ch), n.object))
     }
+
+    /// Every stored object under `prefix`, decoded.
+    fn scan_all(&self, prefix: &str) -> Result<Vec<Value>, Status> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (kvs, more, _) = self.inner.store.scan(prefix, after.as_deref(), 0, 1000)?;
+            for kv in &kvs {
+                out.push(self.inner.store.decode(kv)?.object);
+            }
+            match (more, kvs.last()) {
+                (true, Some(last)) => after = Some(String::from_utf8_lossy(&last.key).into_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Usage calls to agents in flight at once, and how long one may take.
+const TOP_FANOUT: usize = 16;
+const TOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn quantity_milli(v: Option<&Value>) -> i64 {
+    v.and_then(Value::as_str)
+        .and_then(|q| bosun_api::admission::parse_quantity(q).ok())
+        .and_then(|m| i64::try_from(m).ok())
+        .unwrap_or(0)
 }
 
 /// An agent's error, said as the API server's: which node did not answer.
@@ -96,6 +125,93 @@ fn relay(node: &str, s: Status) -> Status {
 
 #[tonic::async_trait]
 impl Pods for ResourceService {
+    async fn top(&self, req: Request<TopRequest>) -> Result<Response<TopReply>, Status> {
+        let user = caller(&req)?;
+        let r = req.into_inner();
+        let node_names: Vec<String> = if r.nodes {
+            let nodes = kind_of("nodes")?;
+            self.inner.authorize(&user, nodes, "list", "", "", "")?;
+            self.scan_all(&nodes.prefix(""))?
+                .iter()
+                .filter_map(|n| {
+                    n.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect()
+        } else {
+            let pods = kind_of("pods")?;
+            let ns = if r.all_namespaces {
+                ""
+            } else {
+                r.namespace.as_str()
+            };
+            self.inner.authorize(&user, pods, "list", "", ns, "")?;
+            let mut names: Vec<String> = self
+                .scan_all(&pods.prefix(ns))?
+                .iter()
+                .filter_map(|p| {
+                    p.pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .filter(|n| !n.is_empty())
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        };
+        let asks = node_names.into_iter().map(|node| {
+            let target = self.agent_of_node(&node);
+            let req = r.clone();
+            async move {
+                let (mut agent, obj) = match target {
+                    Ok(t) => t,
+                    Err(e) => return (node, None, Err(e.message().to_string())),
+                };
+                let got = match tokio::time::timeout(TOP_TIMEOUT, agent.top(req)).await {
+                    Ok(Ok(reply)) => Ok(reply.into_inner()),
+                    Ok(Err(s)) => Err(relay(&node, s).message().to_string()),
+                    Err(_) => Err(format!(
+                        "the agent of node {node:?} did not answer within {TOP_TIMEOUT:?}"
+                    )),
+                };
+                (node, Some(obj), got)
+            }
+        });
+        let answers: Vec<_> = futures::stream::iter(asks)
+            .buffer_unordered(TOP_FANOUT)
+            .collect()
+            .await;
+        let mut reply = TopReply::default();
+        for (node, obj, got) in answers {
+            let alloc = obj.as_ref().and_then(|o| o.pointer("/status/allocatable"));
+            let mut usage = NodeUsage {
+                name: node.clone(),
+                cpu_allocatable_millicores: quantity_milli(alloc.and_then(|a| a.get("cpu"))),
+                memory_allocatable_bytes: quantity_milli(alloc.and_then(|a| a.get("memory")))
+                    / 1000,
+                ..Default::default()
+            };
+            match got {
+                Ok(t) => {
+                    if let Some(n) = t.nodes.first() {
+                        usage.cpu_millicores = n.cpu_millicores;
+                        usage.memory_bytes = n.memory_bytes;
+                    }
+                    reply.pods.extend(t.pods);
+                }
+                Err(e) => usage.error = e,
+            }
+            reply.nodes.push(usage);
+        }
+        reply.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        reply
+            .pods
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(Response::new(reply))
+    }
+
     type LogsStream = BoxStream<'static, Result<Output, Status>>;
     type ExecStream = BoxStream<'static, Result<Output, Status>>;
 

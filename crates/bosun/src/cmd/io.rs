@@ -1,11 +1,11 @@
-//! `bosun logs` and `bosun exec`: container I/O through the API server, which checks RBAC
-//! (pods/log, pods/exec) and relays to the agent of the pod's node.
+//! `bosun logs`, `bosun exec` and `bosun top`: container I/O and usage through the API
+//! server, which checks RBAC (pods/log, pods/exec, list) and relays to the agents.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use bosun_api::resources::{exec_input, output, ExecInput, ExecStart, LogsRequest};
+use bosun_api::resources::{exec_input, output, ExecInput, ExecStart, LogsRequest, TopRequest};
 use bosun_client::Client;
 use futures::StreamExt;
 
@@ -200,4 +200,166 @@ pub async fn exec(a: ExecArgs, config: Option<&Path>) -> Result<i32> {
         }
     }
     code.context("the exec ended without an exit code (the agent or server went away)")
+}
+
+/// `bosun top pods|nodes`.
+#[derive(clap::Subcommand)]
+pub enum Top {
+    /// cpu and memory of each pod.
+    #[command(alias = "pod", alias = "po")]
+    Pods {
+        /// Namespace (default: the config's).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// One row per container.
+        #[arg(long)]
+        containers: bool,
+    },
+    /// cpu and memory used by each node's pods.
+    #[command(alias = "node", alias = "no")]
+    Nodes,
+}
+
+/// A cpu amount as kubectl top prints it (`12m`).
+fn cores(milli: i64) -> String {
+    format!("{milli}m")
+}
+
+/// A memory amount as kubectl top prints it (`12Mi`).
+fn mebibytes(bytes: i64) -> String {
+    format!("{}Mi", bytes / (1024 * 1024))
+}
+
+fn percent(used: i64, of: i64) -> String {
+    if of > 0 {
+        format!("{}%", used * 100 / of)
+    } else {
+        "<unknown>".into()
+    }
+}
+
+fn table(rows: Vec<Vec<String>>) {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+}
+
+/// `bosun top`.
+pub async fn top(t: Top, config: Option<&Path>) -> Result<()> {
+    let (client, cfg) = connect(config)?;
+    match t {
+        Top::Nodes => {
+            let r = client
+                .top(TopRequest {
+                    nodes: true,
+                    ..Default::default()
+                })
+                .await
+                .context("node usage")?;
+            let mut rows = vec![vec![
+                "NAME".into(),
+                "CPU(cores)".into(),
+                "CPU%".into(),
+                "MEMORY(bytes)".into(),
+                "MEMORY%".into(),
+            ]];
+            for n in &r.nodes {
+                if n.error.is_empty() {
+                    rows.push(vec![
+                        n.name.clone(),
+                        cores(n.cpu_millicores),
+                        percent(n.cpu_millicores, n.cpu_allocatable_millicores),
+                        mebibytes(n.memory_bytes),
+                        percent(n.memory_bytes, n.memory_allocatable_bytes),
+                    ]);
+                } else {
+                    rows.push(vec![
+                        n.name.clone(),
+                        "<unknown>".into(),
+                        "<unknown>".into(),
+                        "<unknown>".into(),
+                        "<unknown>".into(),
+                    ]);
+                    eprintln!("node {}: {}", n.name, n.error);
+                }
+            }
+            table(rows);
+        }
+        Top::Pods {
+            namespace,
+            all_namespaces,
+            containers,
+        } => {
+            let ns = namespace.unwrap_or(cfg.namespace);
+            let r = client
+                .top(TopRequest {
+                    namespace: ns.clone(),
+                    all_namespaces,
+                    nodes: false,
+                })
+                .await
+                .context("pod usage")?;
+            for n in r.nodes.iter().filter(|n| !n.error.is_empty()) {
+                eprintln!("node {}: {}", n.name, n.error);
+            }
+            if r.pods.is_empty() {
+                if all_namespaces {
+                    println!("No running pods found");
+                } else {
+                    println!("No running pods found in {ns} namespace.");
+                }
+                return Ok(());
+            }
+            let mut head = Vec::new();
+            if all_namespaces {
+                head.push("NAMESPACE".to_string());
+            }
+            head.push("NAME".into());
+            if containers {
+                head.push("CONTAINER".into());
+            }
+            head.extend(["CPU(cores)".to_string(), "MEMORY(bytes)".to_string()]);
+            let mut rows = vec![head];
+            for p in &r.pods {
+                let lead = |row: &mut Vec<String>| {
+                    if all_namespaces {
+                        row.push(p.namespace.clone());
+                    }
+                    row.push(p.name.clone());
+                };
+                if containers {
+                    for c in &p.containers {
+                        let mut row = Vec::new();
+                        lead(&mut row);
+                        row.extend([
+                            c.name.clone(),
+                            cores(c.cpu_millicores),
+                            mebibytes(c.memory_bytes),
+                        ]);
+                        rows.push(row);
+                    }
+                } else {
+                    let mut row = Vec::new();
+                    lead(&mut row);
+                    let cpu: i64 = p.containers.iter().map(|c| c.cpu_millicores).sum();
+                    let mem: i64 = p.containers.iter().map(|c| c.memory_bytes).sum();
+                    row.extend([cores(cpu), mebibytes(mem)]);
+                    rows.push(row);
+                }
+            }
+            table(rows);
+        }
+    }
+    Ok(())
 }

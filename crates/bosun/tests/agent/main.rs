@@ -604,6 +604,42 @@ async fn logs_and_exec_reach_the_agent_through_the_api_server_under_rbac() {
         "a refused exec is audited"
     );
 
+    // top: the runtime's cpu and memory, through the API server; a cpu limit holds.
+    client
+        .create("pods", "default", &pod("burn", "worker-1", json!({"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "bosun/busybox:latest", "command": ["sh", "-c", "while :; do :; done"],
+            "resources": {"limits": {"cpu": "250m", "memory": "32Mi"}}}]})))
+        .await
+        .unwrap();
+    pod_until(&client, "default", "burn", 60, "burn running", |p| {
+        running(p, "c")
+    })
+    .await;
+    let cpu = eventually(
+        Duration::from_secs(30),
+        "burn's cpu in bosun top",
+        || async {
+            let out = cli(&c, &["top", "pods"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let line = text.lines().find(|l| l.starts_with("burn "))?.to_string();
+            let milli: i64 = line
+                .split_whitespace()
+                .nth(1)?
+                .trim_end_matches('m')
+                .parse()
+                .ok()?;
+            (milli > 50).then_some(milli)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(cpu <= 400, "a 250m limit let it use {cpu}m");
+    let out = cli(&c, &["top", "nodes"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("worker-1 ")), "{text}");
+    let out = cli_as(&c, &nobody, &["top", "pods"], None);
+    assert!(!out.status.success(), "top needs list pods");
+
     // Bad requests get clear errors.
     let out = cli(&c, &["logs", "talk", "-c", "nope"]);
     assert!(
