@@ -674,3 +674,119 @@ async fn logs_and_exec_reach_the_agent_through_the_api_server_under_rbac() {
         .await;
     assert!(r.is_err(), "a user certificate reached the agent directly");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_that_cannot_run_say_why_and_the_agent_fails_over_between_servers() {
+    if !docker() {
+        return;
+    }
+    let c = up(1);
+    let client = admin(&c);
+    nodes_ready(&c, &client, &["worker-1"]).await;
+    let waiting = |p: &Value| {
+        status(p, "c")["state"]["waiting"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    client
+        .create(
+            "pods",
+            "default",
+            &pod(
+                "noimage",
+                "worker-1",
+                json!({"containers": [{"name": "c",
+            "image": "bosun/nothing-here:1"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let p = pod_until(
+        &client,
+        "default",
+        "noimage",
+        60,
+        "ErrImageNeverPull",
+        |p| waiting(p) == "ErrImageNeverPull",
+    )
+    .await;
+    assert!(status(&p, "c")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bosun/nothing-here:1"));
+    client
+        .create("pods", "default", &pod("nosecret", "worker-1", json!({"containers": [{"name": "c",
+            "image": "bosun/busybox:latest", "command": ["sleep", "100"],
+            "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]}]})))
+        .await
+        .unwrap();
+    let p = pod_until(
+        &client,
+        "default",
+        "nosecret",
+        60,
+        "CreateContainerConfigError",
+        |p| waiting(p) == "CreateContainerConfigError",
+    )
+    .await;
+    assert_eq!(
+        status(&p, "c")["state"]["waiting"]["message"],
+        "secret \"absent\" not found"
+    );
+    client
+        .create("pods", "default", &pod("hungry", "worker-1", json!({"restartPolicy": "Never", "containers": [{"name": "c",
+            "image": "bosun/busybox:latest", "command": ["sh", "-c", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo $x | wc -c"],
+            "resources": {"limits": {"memory": "32Mi"}}}]})))
+        .await
+        .unwrap();
+    let p = pod_until(&client, "default", "hungry", 90, "hungry OOMKilled", |p| {
+        p["status"]["phase"] == "Failed"
+    })
+    .await;
+    assert_eq!(
+        status(&p, "c")["state"]["terminated"]["reason"],
+        "OOMKilled",
+        "{}",
+        status(&p, "c")
+    );
+    // The secret appears: the pod starts without being recreated.
+    client
+        .create(
+            "secrets",
+            "default",
+            &json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "absent", "namespace": "default"}, "stringData": {"k": "v"}}),
+        )
+        .await
+        .unwrap();
+    pod_until(
+        &client,
+        "default",
+        "nosecret",
+        60,
+        "nosecret running once its secret exists",
+        |p| running(p, "c"),
+    )
+    .await;
+
+    // The agent's client starts on s1: with s1 gone it carries on through the others.
+    c.ctl(&["kill", "s1"]).unwrap();
+    let rest: Vec<String> = ["s2", "s3"].iter().map(|s| c.endpoint(s)).collect();
+    let others = bosun_client::Client::connect(&rest, &c.admin_tls()).unwrap();
+    others
+        .create("pods", "default", &pod("after", "worker-1", json!({"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "bosun/busybox:latest", "command": ["sleep", "100"]}]})))
+        .await
+        .unwrap();
+    pod_until(
+        &others,
+        "default",
+        "after",
+        60,
+        "a pod started after s1 died",
+        |p| running(p, "c"),
+    )
+    .await;
+    nodes_ready(&c, &others, &["worker-1"]).await;
+}
