@@ -51,7 +51,9 @@ async fn a_pod_runs_with_its_config_files_and_limits_and_its_output_is_readable(
                     {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
                 "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
                 "ports": [{"name": "http", "containerPort": 8080}],
-                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+                                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+                "startupProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1, "failureThreshold": 30},
+                "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1, "failureThreshold": 2},
                 "volumeMounts": [{"name": "work", "mountPath": "/work"}, {"name": "cfg", "mountPath": "/etc/cfg"},
                     {"name": "creds", "mountPath": "/etc/creds"}]}],
             "volumes": [{"name": "work", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "cfg"}},
@@ -68,6 +70,11 @@ async fn a_pod_runs_with_its_config_files_and_limits_and_its_output_is_readable(
     )
     .await;
     let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(
+        status(&p, "web")["started"],
+        true,
+        "the startup probe passed"
+    );
     assert!(!ip.is_empty());
     assert_eq!(
         p["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
@@ -113,6 +120,9 @@ async fn a_pod_runs_with_its_config_files_and_limits_and_its_output_is_readable(
         .output()
         .unwrap();
     assert!(!out.status.success(), "a secret volume must be read-only");
+    // The tcpSocket liveness probe held all along: no restart.
+    let p = client.get("pods", "default", "web").await.unwrap();
+    assert_eq!(restarts(&p, "web"), 0, "{}", status(&p, "web"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -513,6 +523,25 @@ async fn logs_and_exec_reach_the_agent_through_the_api_server_under_rbac() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED IN\n");
+    // -it: a terminal in the container (script(1) gives the CLI one here).
+    let line = format!("{} exec -it talk -- sh", bin().display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("BOSUN_CONFIG", &admin_cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut i) = child.stdin.take() {
+                i.write_all(b"tty; exit 3\n")?;
+            }
+            child.wait_with_output()
+        })
+        .expect("script(1) from util-linux runs the CLI on a terminal");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "no terminal inside: {text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
 
     // logs -f follows new output; --tail limits the start.
     let mut follow = std::process::Command::new(bin())
