@@ -5,22 +5,42 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::pod::{LABEL_AGENT, LABEL_POD_UID};
-use crate::runtime::{Container, ContainerRuntime, Result};
+use crate::runtime::{Container, ContainerRuntime, Result, State};
 
 /// How often the runtime is listed.
 pub const RELIST: Duration = Duration::from_secs(1);
 
 struct Entry {
     container: Container,
+    /// When it was inspected.
+    at: Instant,
     /// The generation of the list or refresh that wrote it: a list that began before a
     /// worker's refresh must not drop what the worker just made.
     stamp: u64,
+}
+
+/// How long a container killed by SIGKILL is re-read: Docker may record that it was the
+/// OOM killer only after it reports the exit.
+const OOM_SETTLE: Duration = Duration::from_secs(5);
+
+impl Entry {
+    /// Exited by SIGKILL, not (yet) known as OOM-killed, and read only just now.
+    fn unsettled(&self) -> bool {
+        matches!(
+            self.container.state,
+            State::Exited {
+                code: 137,
+                oom_killed: false,
+                ..
+            }
+        ) && self.at.elapsed() < OOM_SETTLE
+    }
 }
 
 #[derive(Default)]
@@ -90,7 +110,7 @@ impl<R: ContainerRuntime> Cache<R> {
                 .filter(|(id, kind)| {
                     g.containers
                         .get(id)
-                        .is_none_or(|e| e.container.state.kind() != *kind)
+                        .is_none_or(|e| e.container.state.kind() != *kind || e.unsettled())
                 })
                 .map(|(id, _)| id.clone())
                 .collect()
@@ -125,6 +145,7 @@ impl<R: ContainerRuntime> Cache<R> {
                     id,
                     Entry {
                         container: c,
+                        at: Instant::now(),
                         stamp: started,
                     },
                 );
@@ -148,6 +169,7 @@ impl<R: ContainerRuntime> Cache<R> {
                         id.to_string(),
                         Entry {
                             container: c,
+                            at: Instant::now(),
                             stamp,
                         },
                     );

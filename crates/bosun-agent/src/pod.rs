@@ -376,34 +376,26 @@ fn env(
     };
     for f in c.env_from.iter().flatten() {
         let prefix = f.prefix.clone().unwrap_or_default();
-        if let Some(r) = &f.config_map_ref {
-            match refs.config_maps.get(&r.name) {
+        let sources = [
+            f.config_map_ref
+                .as_ref()
+                .map(|r| ("configmap", &refs.config_maps, &r.name, r.optional)),
+            f.secret_ref
+                .as_ref()
+                .map(|r| ("secret", &refs.secrets, &r.name, r.optional)),
+        ];
+        for (kind, store, name, optional) in sources.into_iter().flatten() {
+            match store.get(name) {
                 Some(data) => {
                     for (k, v) in data {
                         set(&mut vars, format!("{prefix}{k}"), text(v));
                     }
                 }
-                None if r.optional.unwrap_or(false) => {}
+                None if optional.unwrap_or(false) => {}
                 None => {
                     return Err(ConfigError::MissingObject {
-                        kind: "configmap",
-                        name: r.name.clone(),
-                    })
-                }
-            }
-        }
-        if let Some(r) = &f.secret_ref {
-            match refs.secrets.get(&r.name) {
-                Some(data) => {
-                    for (k, v) in data {
-                        set(&mut vars, format!("{prefix}{k}"), text(v));
-                    }
-                }
-                None if r.optional.unwrap_or(false) => {}
-                None => {
-                    return Err(ConfigError::MissingObject {
-                        kind: "secret",
-                        name: r.name.clone(),
+                        kind,
+                        name: name.clone(),
                     })
                 }
             }

@@ -376,12 +376,27 @@ impl<R: ContainerRuntime> Worker<R> {
                             }
                         }
                         Some(State::Running { .. }) => {}
-                        Some(State::Created) => {
-                            // Created but never started (the start failed): try again.
+                        // Created but never started (the start failed), or exited and
+                        // due for a restart: a new attempt once the back-off allows.
+                        Some(State::Created) | Some(State::Exited { .. }) => {
+                            let exited = latest.as_ref().and_then(|l| match l.state {
+                                State::Exited { code, .. } => Some(code),
+                                _ => None,
+                            });
+                            if exited.is_some_and(|code| !should_restart(&policy, code)) {
+                                continue;
+                            }
                             if let Some(wait) = self.restart_gate(&c.name, latest.as_ref(), now) {
                                 next = next.min(wait);
                             } else if let Some(l) = &latest {
-                                self.remove(&l.id).await;
+                                if exited.is_some() {
+                                    // Keep one dead instance (for logs --previous).
+                                    if let Some(prev) = obs.previous(&c.name) {
+                                        self.remove(&prev.id).await;
+                                    }
+                                } else {
+                                    self.remove(&l.id).await;
+                                }
                                 self.start_container(
                                     pod,
                                     c,
@@ -392,30 +407,7 @@ impl<R: ContainerRuntime> Worker<R> {
                                     &obs,
                                 )
                                 .await?;
-                            }
-                        }
-                        Some(State::Exited { code, .. }) => {
-                            if should_restart(&policy, *code) {
-                                if let Some(wait) = self.restart_gate(&c.name, latest.as_ref(), now)
-                                {
-                                    next = next.min(wait);
-                                } else if let Some(l) = &latest {
-                                    // Keep one dead instance (for logs --previous).
-                                    if let Some(prev) = obs.previous(&c.name) {
-                                        self.remove(&prev.id).await;
-                                    }
-                                    self.start_container(
-                                        pod,
-                                        c,
-                                        Role::App,
-                                        attempt(l) + 1,
-                                        &sb.id,
-                                        &pod_ip,
-                                        &obs,
-                                    )
-                                    .await?;
-                                    next = now + Duration::from_millis(200);
-                                }
+                                next = now + Duration::from_millis(200);
                             }
                         }
                     }

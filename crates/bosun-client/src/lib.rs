@@ -234,20 +234,36 @@ impl Client {
         F: Fn(ResourcesClient<Channel>, Option<u64>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
+        self.on_servers(
+            |ch| {
+                let client = ResourcesClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE);
+                f(client, self.fence)
+            },
+            retriable,
+        )
+        .await
+    }
+
+    /// Runs `f` on the server that answered last, then on the others in turn while the
+    /// answer is one that `next` says another server may not give.
+    async fn on_servers<T, F, Fut>(&self, f: F, next: fn(&Status) -> bool) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
         let n = self.servers.len();
         let start = self.current.load(Ordering::Relaxed);
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
-            let client = ResourcesClient::new(self.servers[idx].1.clone())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE);
-            match f(client, self.fence).await {
+            match f(self.servers[idx].1.clone()).await {
                 Ok(r) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(r.into_inner());
                 }
-                Err(s) if retriable(&s) => {
+                Err(s) if next(&s) => {
                     tracing::debug!(server = %self.servers[idx].0, error = %s.message(), "server unavailable; trying the next");
                     last = Some(s);
                 }
@@ -512,35 +528,18 @@ impl Client {
 
 /// Container I/O (`bosun logs`, `bosun exec`), relayed by the API server to the agent.
 impl Client {
-    /// The first server that answers, as a Pods client.
+    /// The first server that answers, as a Pods client. An unavailable agent is the same
+    /// from every server: only a server that could not be reached is skipped.
     async fn pods<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: Fn(bosun_api::resources::pods_client::PodsClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
-        let n = self.servers.len();
-        let start = self.current.load(Ordering::Relaxed);
-        let mut last = None;
-        for i in 0..n {
-            let idx = (start + i) % n;
-            let client =
-                bosun_api::resources::pods_client::PodsClient::new(self.servers[idx].1.clone());
-            match f(client).await {
-                Ok(r) => {
-                    self.current.store(idx, Ordering::Relaxed);
-                    return Ok(r.into_inner());
-                }
-                // Only a server that could not be reached is skipped: an unavailable agent
-                // is the same from every server.
-                Err(s) if s.code() == Code::Unavailable && !s.message().contains("agent") => {
-                    last = Some(s);
-                }
-                Err(s) => return Err(s.into()),
-            }
-        }
-        Err(last
-            .map(Error::from)
-            .unwrap_or_else(|| Error::Setup("no server".into())))
+        self.on_servers(
+            |ch| f(bosun_api::resources::pods_client::PodsClient::new(ch)),
+            |s| retriable(s) && !s.message().contains("agent"),
+        )
+        .await
     }
 
     /// cpu and memory of pods or nodes, read by the agents from their runtime.

@@ -54,12 +54,7 @@ pub async fn run(a: ApiArgs, config: Option<&Path>) -> Result<()> {
     let cfg = ClientConfig::find(config)?;
     let admin = Client::connect(&cfg.servers, &cfg.tls())?;
     let ns = format!("bench-{}", std::process::id());
-    admin
-        .create(
-            "namespaces",
-            "",
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
+    create_namespace(&admin, &ns)
         .await
         .context("creating the benchmark namespace")?;
     println!(
@@ -192,13 +187,7 @@ pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
     }
     println!("{} nodes", nodes.len());
     let ns = format!("bench-sched-{}", std::process::id());
-    admin
-        .create(
-            "namespaces",
-            "",
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .await?;
+    create_namespace(&admin, &ns).await?;
     let q = Query {
         resource: "pods".into(),
         namespace: ns.clone(),
@@ -259,13 +248,7 @@ pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
     delete_namespace(&admin, &ns).await?;
     if a.deployment > 0 {
         let ns = format!("{ns}-d");
-        admin
-            .create(
-                "namespaces",
-                "",
-                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-            )
-            .await?;
+        create_namespace(&admin, &ns).await?;
         let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "big", "namespace": ns},
             "spec": {"replicas": a.deployment, "selector": {"matchLabels": {"app": "big"}},
                 "template": {"metadata": {"labels": {"app": "big"}}, "spec": {"containers": [{"name": "c", "image": "bosun/busybox:latest",
@@ -296,6 +279,13 @@ pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
         );
         delete_namespace(&admin, &ns).await?;
     }
+    Ok(())
+}
+
+/// Creates namespace `ns` for a benchmark's objects.
+async fn create_namespace(admin: &Client, ns: &str) -> Result<()> {
+    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    admin.create("namespaces", "", &obj).await?;
     Ok(())
 }
 
@@ -374,13 +364,7 @@ pub async fn pods(a: PodsArgs, config: Option<&Path>) -> Result<()> {
     }
     println!("{} agent nodes, image {}", nodes.len(), a.image);
     let ns = format!("bench-pods-{}", std::process::id());
-    admin
-        .create(
-            "namespaces",
-            "",
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .await?;
+    create_namespace(&admin, &ns).await?;
     let q = Query {
         resource: "pods".into(),
         namespace: ns.clone(),
@@ -454,13 +438,7 @@ pub async fn pods(a: PodsArgs, config: Option<&Path>) -> Result<()> {
 
     if a.deployment > 0 {
         let ns = format!("{ns}-d");
-        admin
-            .create(
-                "namespaces",
-                "",
-                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-            )
-            .await?;
+        create_namespace(&admin, &ns).await?;
         let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
             "spec": {"replicas": a.deployment, "selector": {"matchLabels": {"app": "web"}},
                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"terminationGracePeriodSeconds": 0,

@@ -129,7 +129,27 @@ where
                 .get("pods", ns, name)
                 .await
                 .map(|p| p["status"].clone());
-            panic!("{e}; last status: {last:?}")
+            // The agents' last words, to tell a slow Docker from a stuck worker.
+            let logs: String = std::fs::read_dir(std::env::temp_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|d| d.file_name().to_string_lossy().starts_with("bosun-test-"))
+                .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+                .filter(|f| {
+                    f.file_name().to_string_lossy().starts_with("worker-")
+                        && f.file_name().to_string_lossy().ends_with(".log")
+                })
+                .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+                .filter(|t| t.contains(name))
+                .map(|t| {
+                    t.lines()
+                        .filter(|l| l.contains(name) || l.contains("WARN"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .collect();
+            panic!("{e}; last status: {last:?}\nagent log lines about {name}:\n{logs}")
         }
     }
 }
