@@ -254,7 +254,22 @@ impl Inner {
         name: &str,
     ) -> Result<()> {
         let pod_node = if crate::rbac::node_name(user).is_some() {
-            self.node_of_pod(kind, ns, name)
+            let bound = self.node_of_pod(kind, ns, name);
+            // A node writing a pod that is gone (deleted while its agent worked on it) is
+            // told so, not that the pod is someone else's. Nodes may read every pod, so
+            // this tells them nothing new.
+            if bound.is_none()
+                && kind.resource == "pods"
+                && verb != "create"
+                && !name.is_empty()
+                && matches!(self.store.get(&kind.key(ns, name)), Ok(None))
+            {
+                return Err(Error::NotFound {
+                    resource: "pods".into(),
+                    name: name.into(),
+                });
+            }
+            bound
         } else {
             None
         };

@@ -371,9 +371,12 @@ pub async fn pods(a: PodsArgs, config: Option<&Path>) -> Result<()> {
         ..Default::default()
     };
     let mut events = Box::pin(admin.watch(&q, "", false).await?);
+    // A grace period of 1 s, not 0: pods then go through graceful deletion, so a deleted
+    // namespace is gone only once the agent has removed their containers, and no removal
+    // runs into the next measurement.
     let pod = |i: usize| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "namespace": ns},
-            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "c", "image": a.image,
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": a.image,
                 "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]}})
     };
     let mut created: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
@@ -441,7 +444,7 @@ pub async fn pods(a: PodsArgs, config: Option<&Path>) -> Result<()> {
         create_namespace(&admin, &ns).await?;
         let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
             "spec": {"replicas": a.deployment, "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"terminationGracePeriodSeconds": 0,
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"terminationGracePeriodSeconds": 1,
                     "containers": [{"name": "c", "image": a.image, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}]}}}});
         let q = Query {
             resource: "pods".into(),

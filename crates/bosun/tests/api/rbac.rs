@@ -271,4 +271,10 @@ async fn a_node_may_only_write_its_own_node_lease_events_and_pods() {
     assert!(allowed(&n1.list(&query("pods", "")).await), "reading pods");
     let mine = admin_client.get("pods", "default", "mine").await.unwrap();
     assert_eq!(mine["status"]["phase"], "Running");
+    // A pod deleted meanwhile: the node hears that it is gone, not that it is not its own.
+    let gone = n1
+        .patch("pods", "default", "vanished", "status", &status)
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Some(Code::NotFound), "{gone}");
 }
