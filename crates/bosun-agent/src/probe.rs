@@ -55,6 +55,12 @@ impl Tracker {
         self.next
     }
 
+    /// Whether the probe has failed `failureThreshold` times in a row (for liveness and
+    /// startup: time to restart the container).
+    pub fn exhausted(&self) -> bool {
+        self.failures >= self.probe.failure_threshold.unwrap_or(3).max(1)
+    }
+
     /// Records a run's outcome; returns whether the verdict changed.
     pub fn record(&mut self, now: Instant, outcome: Outcome) -> bool {
         self.next = now + secs(self.probe.period_seconds, 10);
@@ -263,11 +269,30 @@ mod tests {
         assert!(t.record(t0, Outcome::Success), "two successes make it pass");
         assert!(!t.record(t0, Outcome::Failure("x".into())));
         assert!(t.passing);
+        assert!(!t.exhausted());
         assert!(
             t.record(t0, Outcome::Failure("y".into())),
             "two failures make it fail"
         );
+        assert!(t.exhausted());
         assert_eq!(t.last_failure.as_deref(), Some("y"));
+    }
+
+    #[test]
+    fn a_startup_probe_is_not_exhausted_before_its_failure_threshold() {
+        let t0 = Instant::now();
+        // Initially failing (a startup probe), 30 failures allowed.
+        let mut t = Tracker::new(
+            probe(serde_json::json!({"exec": {"command": ["true"]}, "failureThreshold": 30})),
+            t0,
+            false,
+        );
+        for _ in 0..29 {
+            t.record(t0, Outcome::Failure("not yet".into()));
+            assert!(!t.exhausted(), "restarted before its threshold");
+        }
+        t.record(t0, Outcome::Failure("never".into()));
+        assert!(t.exhausted());
     }
 
     #[tokio::test]

@@ -419,6 +419,8 @@ impl<R: ContainerRuntime> Worker<R> {
         // Probes of running containers.
         let probe_next = self.probe_all(pod, &obs, &pod_ip).await;
         next = next.min(probe_next);
+        // A probe may have stopped a container: the status is of what is there now.
+        obs = self.observe(&uid).await.map_err(|e| e.to_string())?;
 
         // The phase.
         let all_ended = !spec.containers.is_empty()
@@ -880,8 +882,9 @@ impl<R: ContainerRuntime> Worker<R> {
                             ));
                         }
                     }
-                    if !t.passing && kind != "Readiness" && (changed || kind == "Startup") && failed
-                    {
+                    // Liveness and startup probes restart the container once they have
+                    // failed failureThreshold times in a row, never before.
+                    if failed && kind != "Readiness" && t.exhausted() {
                         kill = Some(format!(
                             "Container {} failed {} probe, will be restarted",
                             c.name,
@@ -955,8 +958,14 @@ impl<R: ContainerRuntime> Worker<R> {
                     .probes
                     .get(&c.name)
                     .filter(|p| latest.is_some_and(|l| l.id == p.id));
-                started = p.is_none_or(Probes::started);
-                ready = !init && p.is_none_or(Probes::ready);
+                // Without trackers yet (or any more), only a container with no such
+                // probe counts as started or ready.
+                started = p.map_or(c.startup_probe.is_none(), Probes::started);
+                ready = !init
+                    && p.map_or(
+                        c.startup_probe.is_none() && c.readiness_probe.is_none(),
+                        Probes::ready,
+                    );
                 json!({"running": {"startedAt": started_at}})
             }
             (Some(State::Exited { .. }), Some(w)) if self.finished.is_none() => {

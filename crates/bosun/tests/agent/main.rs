@@ -251,6 +251,25 @@ async fn a_failing_liveness_probe_restarts_the_container_and_readiness_toggles_r
             "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1}}]})))
         .await
         .unwrap();
+    // A slow starter: its startup probe fails a few times, within its threshold, and the
+    // container is left to start (not restarted at the first failure).
+    client
+        .create("pods", "default", &pod("slow", "worker-1", json!({"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "bosun/busybox:latest",
+            "command": ["sh", "-c", "sleep 3; touch /tmp/up; exec sleep 1000"],
+            "startupProbe": {"exec": {"command": ["test", "-f", "/tmp/up"]}, "periodSeconds": 1, "failureThreshold": 10}}]})))
+        .await
+        .unwrap();
+    let p = pod_until(&client, "default", "slow", 60, "slow started", |p| {
+        status(p, "c")["started"] == true
+    })
+    .await;
+    assert_eq!(
+        restarts(&p, "c"),
+        0,
+        "restarted within its startup threshold"
+    );
+    assert!(ready(&p));
     pod_until(&client, "default", "flaky", 60, "flaky Ready", ready).await;
     pod_until(&client, "default", "flaky", 30, "flaky not Ready", |p| {
         !ready(p) && running(p, "c")
