@@ -21,6 +21,8 @@ use crate::runtime::ContainerRuntime;
 use crate::worker::{teardown, Worker};
 use crate::Settings;
 
+/// How long the heartbeat waits for the runtime to answer before reporting it unhealthy.
+const RUNTIME_CHECK: Duration = Duration::from_secs(3);
 /// How often containers of vanished pods are looked for.
 const ORPHAN_SWEEP: Duration = Duration::from_secs(10);
 
@@ -161,12 +163,35 @@ pub async fn run<R: ContainerRuntime>(
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     rt.ensure_network(&settings.network).await?;
-    register(&client, &settings, &node)
-        .await
-        .map_err(|source| Error::Register {
-            node: settings.node.clone(),
-            source,
-        })?;
+    // As the kubelet: registration is retried (jittered back-off, 200 ms doubling to
+    // 10 s) until it succeeds or the agent stops; only a refusal is final.
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        tracing::info!(node = %settings.node, "registering node");
+        match register(&client, &settings, &node).await {
+            Ok(()) => break,
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated)
+                ) =>
+            {
+                return Err(Error::Register {
+                    node: settings.node.clone(),
+                    source: e,
+                });
+            }
+            Err(e) => {
+                let wait = backoff.mul_f64(0.75 + rand::random::<f64>() * 0.5);
+                tracing::warn!(error = %e, backoff = ?wait, "registering the node failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
     tracing::info!(node = %settings.node, "node registered");
 
     let mut tasks = JoinSet::new();
@@ -186,13 +211,26 @@ pub async fn run<R: ContainerRuntime>(
                     _ = cancel.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let ok = rt
-                    .summaries(LABEL_AGENT, &s.agent_id)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-                if let Err(e) = heartbeat(&client, &s, &n, ok).await {
-                    tracing::warn!(error = %e, "heartbeat failed; next at the next tick");
+                // A slow runtime must not stop the heartbeat: the node then says it is
+                // not Ready, but stays reachable (its pods are not evicted for it).
+                let ok = match tokio::time::timeout(
+                    RUNTIME_CHECK,
+                    rt.summaries(LABEL_AGENT, &s.agent_id),
+                )
+                .await
+                {
+                    Ok(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {RUNTIME_CHECK:?}")),
+                };
+                if let Err(e) = &ok {
+                    tracing::warn!(error = %e, "container runtime unhealthy");
+                }
+                match tokio::time::timeout(n.heartbeat * 4, heartbeat(&client, &s, &n, ok)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "heartbeat failed; next at the next tick")
+                    }
+                    Err(_) => tracing::warn!("heartbeat timed out; next at the next tick"),
                 }
             }
         });

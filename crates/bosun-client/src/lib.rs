@@ -143,7 +143,19 @@ pub struct Client {
 /// The metadata key carrying a fence term.
 pub const FENCE_HEADER: &str = "bosun-fence-term";
 
+/// The longest a unary call may take (a server that accepted the call and then went
+/// silent must not hold a caller forever). Streams (watch, logs, exec) have none.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A unary request: fenced when asked, and bounded by [`CALL_TIMEOUT`].
 fn fenced<T>(msg: T, fence: Option<u64>) -> tonic::Request<T> {
+    let mut req = fenced_stream(msg, fence);
+    req.set_timeout(CALL_TIMEOUT);
+    req
+}
+
+/// A streaming request: fenced when asked, no deadline.
+fn fenced_stream<T>(msg: T, fence: Option<u64>) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     if let Some(term) = fence {
         if let Ok(v) = term.to_string().parse() {
@@ -258,7 +270,18 @@ impl Client {
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
-            match f(self.servers[idx].1.clone()).await {
+            // Bounded here too: a server that never answers (its connection wedged) does
+            // not see the deadline in the request. For a stream this covers only its
+            // start, until the server answers.
+            let answer =
+                match tokio::time::timeout(CALL_TIMEOUT, f(self.servers[idx].1.clone())).await {
+                    Ok(a) => a,
+                    Err(_) => Err(Status::deadline_exceeded(format!(
+                        "no answer from {} within {CALL_TIMEOUT:?}",
+                        self.servers[idx].0
+                    ))),
+                };
+            match answer {
                 Ok(r) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(r.into_inner());
@@ -513,7 +536,7 @@ impl Client {
         let stream = self
             .call(|mut c, fence| {
                 let req = req.clone();
-                async move { c.watch(fenced(req, fence)).await }
+                async move { c.watch(fenced_stream(req, fence)).await }
             })
             .await?;
         Ok(stream.map(|m| {

@@ -54,9 +54,39 @@ pub fn docker() -> bool {
     }
 }
 
+thread_local! {
+    /// The directory of this test's cluster, for diagnostics.
+    static DIR: std::cell::RefCell<Option<std::path::PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Three servers and `agents` Docker agents (worker-1..N) with a 500 ms first restart
 /// back-off.
 pub fn up(agents: usize) -> Cluster {
+    let c = up_inner(agents);
+    DIR.with(|d| *d.borrow_mut() = Some(c.dir.path().to_path_buf()));
+    c
+}
+
+/// The last lines of this test's agent logs.
+fn agent_logs() -> String {
+    let Some(dir) = DIR.with(|d| d.borrow().clone()) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("worker-") && name.ends_with(".log") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {name} (last 40 lines)\n"));
+            out.push_str(&lines[lines.len().saturating_sub(40)..].join("\n"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn up_inner(agents: usize) -> Cluster {
     let n = agents.to_string();
     match Cluster::up(
         bin(),
@@ -130,26 +160,8 @@ where
                 .await
                 .map(|p| p["status"].clone());
             // The agents' last words, to tell a slow Docker from a stuck worker.
-            let logs: String = std::fs::read_dir(std::env::temp_dir())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|d| d.file_name().to_string_lossy().starts_with("bosun-test-"))
-                .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-                .filter(|f| {
-                    f.file_name().to_string_lossy().starts_with("worker-")
-                        && f.file_name().to_string_lossy().ends_with(".log")
-                })
-                .filter_map(|f| std::fs::read_to_string(f.path()).ok())
-                .filter(|t| t.contains(name))
-                .map(|t| {
-                    t.lines()
-                        .filter(|l| l.contains(name) || l.contains("WARN"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .collect();
-            panic!("{e}; last status: {last:?}\nagent log lines about {name}:\n{logs}")
+            let logs = agent_logs();
+            panic!("{e}; last status: {last:?}\nagent logs:\n{logs}")
         }
     }
 }
