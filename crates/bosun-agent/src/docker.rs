@@ -370,44 +370,17 @@ impl ContainerRuntime for Docker {
     }
 
     async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecOutput> {
-        let cfg = ExecConfig {
-            cmd: Some(cmd.to_vec()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let exec = self
-            .api
-            .create_exec(id, cfg)
-            .await
-            .map_err(op("create exec"))?;
         let run = async {
+            let mut session = self.exec_attached(id, cmd, false, false).await?;
+            drop(session.input);
             let mut output = Vec::new();
-            match self
-                .api
-                .start_exec(&exec.id, None)
-                .await
-                .map_err(op("start exec"))?
-            {
-                StartExecResults::Attached { output: mut o, .. } => {
-                    while let Some(chunk) = o.next().await {
-                        let chunk = chunk.map_err(op("exec output"))?;
-                        let bytes = log_bytes(chunk);
-                        let room = EXEC_OUTPUT_CAP.saturating_sub(output.len());
-                        output.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                    }
-                }
-                StartExecResults::Detached => {}
+            while let Some(chunk) = session.output.next().await {
+                let (_, bytes) = chunk?;
+                let room = EXEC_OUTPUT_CAP.saturating_sub(output.len());
+                output.extend_from_slice(&bytes[..bytes.len().min(room)]);
             }
-            let info = self
-                .api
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(op("inspect exec"))?;
-            Ok(ExecOutput {
-                code: info.exit_code.unwrap_or(-1),
-                output,
-            })
+            let code = session.exit.await?;
+            Ok(ExecOutput { code, output })
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
