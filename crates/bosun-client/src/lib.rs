@@ -551,8 +551,8 @@ impl Client {
 
 /// Container I/O (`bosun logs`, `bosun exec`), relayed by the API server to the agent.
 impl Client {
-    /// The first server that answers, as a Pods client. An unavailable agent is the same
-    /// from every server: only a server that could not be reached is skipped.
+    /// The first server that answers, as a Pods client (an unavailable server, or agent,
+    /// is tried through the next server: nothing was started there).
     async fn pods<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: Fn(bosun_api::resources::pods_client::PodsClient<Channel>) -> Fut,
@@ -560,7 +560,7 @@ impl Client {
     {
         self.on_servers(
             |ch| f(bosun_api::resources::pods_client::PodsClient::new(ch)),
-            |s| retriable(s) && !s.message().contains("agent"),
+            retriable,
         )
         .await
     }

@@ -175,13 +175,7 @@ pub struct ScheduleArgs {
 pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
     let cfg = ClientConfig::find(config)?;
     let admin = Client::connect(&cfg.servers, &cfg.tls())?;
-    let nodes = admin
-        .list_all(&Query {
-            resource: "nodes".into(),
-            ..Default::default()
-        })
-        .await?
-        .items;
+    let nodes = list_nodes(&admin, "").await?;
     if nodes.is_empty() {
         bail!("no nodes: start hollow nodes first (scripts/cluster.sh up --hollow N, or bosun agent --hollow N)");
     }
@@ -282,6 +276,16 @@ pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// The cluster's nodes that match `labels` (a label selector; empty: all).
+async fn list_nodes(admin: &Client, labels: &str) -> Result<Vec<serde_json::Value>> {
+    let q = Query {
+        resource: "nodes".into(),
+        labels: labels.into(),
+        ..Default::default()
+    };
+    Ok(admin.list_all(&q).await?.items)
+}
+
 /// Creates namespace `ns` for a benchmark's objects.
 async fn create_namespace(admin: &Client, ns: &str) -> Result<()> {
     let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -351,14 +355,7 @@ fn all_running(pod: &serde_json::Value) -> bool {
 pub async fn pods(a: PodsArgs, config: Option<&Path>) -> Result<()> {
     let cfg = ClientConfig::find(config)?;
     let admin = Client::connect(&cfg.servers, &cfg.tls())?;
-    let nodes = admin
-        .list_all(&Query {
-            resource: "nodes".into(),
-            labels: "!bosun.io/hollow".into(),
-            ..Default::default()
-        })
-        .await?
-        .items;
+    let nodes = list_nodes(&admin, "!bosun.io/hollow").await?;
     if nodes.is_empty() {
         bail!("no Docker agent nodes: start one (scripts/cluster.sh up --agents 1)");
     }
