@@ -1,5 +1,6 @@
 //! Hollow nodes: N simulated nodes in one process.
 
+use bosun_api::json::At;
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
@@ -117,7 +118,7 @@ fn exited_status(pod: &Value, code: i64) -> Value {
     let at = now();
     let reason = if code == 0 { "Completed" } else { "Error" };
     let containers: Vec<Value> = pod
-        .pointer("/spec/containers")
+        .at("/spec/containers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -132,11 +133,11 @@ fn exited_status(pod: &Value, code: i64) -> Value {
 fn running_status(pod: &Value, host_ip: &str) -> Value {
     let at = now();
     let uid = pod
-        .pointer("/metadata/uid")
+        .at("/metadata/uid")
         .and_then(Value::as_str)
         .unwrap_or("");
     let containers: Vec<Value> = pod
-        .pointer("/spec/containers")
+        .at("/spec/containers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -214,17 +215,13 @@ pub async fn run(
             .list()
             .into_iter()
             .filter(|p| {
-                names.contains(
-                    p.pointer("/spec/nodeName")
-                        .and_then(Value::as_str)
-                        .unwrap_or(""),
-                )
+                names.contains(p.at("/spec/nodeName").and_then(Value::as_str).unwrap_or(""))
             })
             .collect();
         let live: HashSet<String> = mine
             .iter()
             .filter_map(|p| {
-                p.pointer("/metadata/uid")
+                p.at("/metadata/uid")
                     .and_then(Value::as_str)
                     .map(str::to_string)
             })
@@ -233,27 +230,24 @@ pub async fn run(
         let mut set = JoinSet::new();
         for p in mine {
             let uid = p
-                .pointer("/metadata/uid")
+                .at("/metadata/uid")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
             let ns = p
-                .pointer("/metadata/namespace")
+                .at("/metadata/namespace")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
             let name = p
-                .pointer("/metadata/name")
+                .at("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            let deleting = p.pointer("/metadata/deletionTimestamp").is_some();
-            let phase = p
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let deleting = p.at("/metadata/deletionTimestamp").is_some();
+            let phase = p.at("/status/phase").and_then(Value::as_str).unwrap_or("");
             let exit: Option<i64> = p
-                .pointer("/metadata/annotations")
+                .at("/metadata/annotations")
                 .and_then(|a| a.get(EXIT_CODE))
                 .and_then(Value::as_str)
                 .and_then(|c| c.parse().ok());
@@ -276,7 +270,7 @@ pub async fn run(
             }
             let client = client.clone();
             let node = p
-                .pointer("/spec/nodeName")
+                .at("/spec/nodeName")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
@@ -318,7 +312,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => {}
+            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
             _ = tokio::time::sleep(pause) => {}
         }
     }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod json;
 pub mod kinds;
 pub mod selector;
 

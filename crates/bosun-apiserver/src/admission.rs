@@ -2,6 +2,7 @@
 //! decoding into the k8s-openapi type, defaulting, validation), and the fields the server
 //! owns (uid, creationTimestamp, generation, generateName, status on create).
 
+use bosun_api::json::At;
 use std::marker::PhantomData;
 
 use bosun_api::admission::{Admit, FieldError, FieldErrorKind};
@@ -161,28 +162,28 @@ pub fn admit(
 
 /// `metadata.name`, or "".
 pub fn name_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/name")
+    obj.at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("")
 }
 
 /// `metadata.namespace`, or "".
 pub fn namespace_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/namespace")
+    obj.at("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("")
 }
 
 /// `metadata.uid`, or "".
 pub fn uid_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/uid")
+    obj.at("/metadata/uid")
         .and_then(Value::as_str)
         .unwrap_or("")
 }
 
 /// `metadata.resourceVersion`, or "".
 pub fn resource_version_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/resourceVersion")
+    obj.at("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .unwrap_or("")
 }
@@ -428,7 +429,7 @@ pub fn bump_generation(old: &Value, new: &mut Value) {
         return;
     }
     let g = old
-        .pointer("/metadata/generation")
+        .at("/metadata/generation")
         .and_then(Value::as_i64)
         .unwrap_or(0);
     if let Ok(meta) = meta_mut(new) {

@@ -3,6 +3,7 @@
 //! "this key does not exist": two concurrent creates can never get the same value, and a
 //! delete releases its values in the same transaction that removes the Service.
 
+use bosun_api::json::At;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -87,7 +88,7 @@ impl std::fmt::Display for ServiceCidr {
 /// The allocation keys a Service holds.
 pub fn held(svc: &Value) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
-    if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str) {
+    if let Some(ip) = svc.at("/spec/clusterIP").and_then(Value::as_str) {
         if ip.parse::<Ipv4Addr>().is_ok() {
             keys.insert(format!("{IP_PREFIX}{ip}"));
         }
@@ -103,7 +104,7 @@ pub fn held(svc: &Value) -> BTreeSet<String> {
 }
 
 fn ports(svc: &Value) -> Vec<&Value> {
-    svc.pointer("/spec/ports")
+    svc.at("/spec/ports")
         .and_then(Value::as_array)
         .map(|a| a.iter().collect())
         .unwrap_or_default()
@@ -124,15 +125,15 @@ pub struct Picked {
 /// that has none and malformed IPs are validation's to report.
 pub fn check(svc: &Value, old: Option<&Value>, cidr: &ServiceCidr) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    if svc.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName") {
+    if svc.at("/spec/type").and_then(Value::as_str) == Some("ExternalName") {
         return errors;
     }
     let current = svc
-        .pointer("/spec/clusterIP")
+        .at("/spec/clusterIP")
         .and_then(Value::as_str)
         .unwrap_or("");
     let kept = old
-        .and_then(|o| o.pointer("/spec/clusterIP"))
+        .and_then(|o| o.at("/spec/clusterIP"))
         .and_then(Value::as_str)
         .unwrap_or("");
     if let Ok(ip) = current.parse::<Ipv4Addr>() {
@@ -162,7 +163,7 @@ pub fn fill(
 ) -> Result<Picked> {
     let mut picked = Picked::default();
     let kind = svc
-        .pointer("/spec/type")
+        .at("/spec/type")
         .and_then(Value::as_str)
         .unwrap_or("ClusterIP")
         .to_string();
@@ -176,7 +177,7 @@ pub fn fill(
             .unwrap_or("")
             .to_string();
         let kept = old
-            .and_then(|o| o.pointer("/spec/clusterIP"))
+            .and_then(|o| o.at("/spec/clusterIP"))
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();

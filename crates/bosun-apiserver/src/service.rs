@@ -6,6 +6,7 @@
 //! audited. Reads are linearizable (a read barrier, then the local state machine); writes
 //! are compare-and-swap transactions that the store forwards to the leader.
 
+use bosun_api::json::At;
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -239,7 +240,7 @@ impl Inner {
         let stored = self.store.get(&kind.key(ns, name)).ok()??;
         stored
             .object
-            .pointer("/spec/nodeName")
+            .at("/spec/nodeName")
             .and_then(Value::as_str)
             .map(str::to_string)
     }
@@ -351,7 +352,7 @@ impl Inner {
                 // The namespace as it is now: it must exist and not be terminating, and
                 // still be so when the write commits.
                 match self.store.get(k)? {
-                    Some(n) if n.object.pointer("/metadata/deletionTimestamp").is_some() => {
+                    Some(n) if n.object.at("/metadata/deletionTimestamp").is_some() => {
                         return Err(Error::Forbidden(format!(
                             "unable to create new content in namespace {ns} because it is being terminated"
                         )))
@@ -647,7 +648,7 @@ impl Inner {
         self.authorize(user, kind, "patch", "", &ns, &name)?;
         let mutate = |old: &Value| -> Result<Next> {
             let last: Value = old
-                .pointer("/metadata/annotations")
+                .at("/metadata/annotations")
                 .and_then(|a| a.get(LAST_APPLIED))
                 .and_then(Value::as_str)
                 .and_then(|s| serde_json::from_str(s).ok())
@@ -671,61 +672,7 @@ impl Inner {
     /// "target": {"kind": "Node", "name": NODE}}`.
     async fn bind(&self, kind: &KindInfo, ns: &str, binding: &Value) -> Result<Value> {
         let pod = name_of(binding).to_string();
-        let node = binding
-            .pointer("/target/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let mutate = move |old: &Value| -> Result<Next> {
-            let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(old.clone())
-                .map_err(|e| Error::Corrupt {
-                    key: format!("pods/{ns}/{}", name_of(old)),
-                    reason: e.to_string(),
-                })?;
-            let errors = bosun_api::admission::validate_pod_binding(&typed, &node);
-            if !errors.is_empty() {
-                let already = errors.iter().any(|e| e.field == "spec.nodeName");
-                if already {
-                    return Err(Error::Conflict {
-                        resource: "pods".into(),
-                        name: name_of(old).into(),
-                        reason: format!("pod is already assigned to a node: {}", errors[0]),
-                    });
-                }
-                return Err(Error::Invalid {
-                    kind: "Binding".into(),
-                    name: name_of(old).into(),
-                    errors,
-                });
-            }
-            if old.pointer("/metadata/deletionTimestamp").is_some() {
-                return Err(Error::Conflict {
-                    resource: "pods".into(),
-                    name: name_of(old).into(),
-                    reason: "the pod is being deleted".into(),
-                });
-            }
-            let mut new = old.clone();
-            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.insert("nodeName".into(), Value::String(node.clone()));
-            }
-            let cond = serde_json::json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": admission::now()});
-            if let Some(map) = new.as_object_mut() {
-                let status = map.entry("status").or_insert_with(|| serde_json::json!({}));
-                if let Some(st) = status.as_object_mut() {
-                    let conds = st
-                        .entry("conditions")
-                        .or_insert_with(|| Value::Array(Vec::new()));
-                    if let Some(list) = conds.as_array_mut() {
-                        list.retain(|c| {
-                            c.get("type").and_then(Value::as_str) != Some("PodScheduled")
-                        });
-                        list.push(cond);
-                    }
-                }
-            }
-            Ok(Next::Write(new))
-        };
+        let mutate = bind_mutation(ns, binding_target(binding));
         // Binding sets a field that pod updates may not touch: no update admission.
         let how = Cas {
             pinned: None,
@@ -791,7 +738,7 @@ impl Inner {
             for kv in &kvs {
                 let obj = self.store.decode(kv)?.object;
                 let owned = obj
-                    .pointer("/metadata/ownerReferences")
+                    .at("/metadata/ownerReferences")
                     .and_then(Value::as_array)
                     .is_some_and(|refs| {
                         refs.iter()
@@ -884,16 +831,16 @@ impl Inner {
                 });
             }
             let has_finalizers = old
-                .pointer("/metadata/finalizers")
+                .at("/metadata/finalizers")
                 .and_then(Value::as_array)
                 .is_some_and(|f| !f.is_empty());
             let bound = old
-                .pointer("/spec/nodeName")
+                .at("/spec/nodeName")
                 .and_then(Value::as_str)
                 .is_some_and(|n| !n.is_empty());
             let grace = if is_pod {
                 grace.unwrap_or_else(|| {
-                    old.pointer("/spec/terminationGracePeriodSeconds")
+                    old.at("/spec/terminationGracePeriodSeconds")
                         .and_then(Value::as_i64)
                         .unwrap_or(30)
                 })
@@ -947,7 +894,7 @@ impl Inner {
         };
         let mutate = |old: &Value| -> Result<Next> {
             let mut new = old.clone();
-            if old.pointer("/metadata/deletionTimestamp").is_some() {
+            if old.at("/metadata/deletionTimestamp").is_some() {
                 return Ok(Next::Write(new));
             }
             admission::meta_mut(&mut new)?
@@ -1038,6 +985,69 @@ impl Inner {
     }
 }
 
+/// The node a Binding names.
+fn binding_target(binding: &Value) -> String {
+    binding
+        .at("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// What binding a pod of namespace `ns` to `node` does to the stored pod: sets
+/// `spec.nodeName` and the PodScheduled condition; a pod bound already, or being deleted,
+/// is a conflict.
+fn bind_mutation(ns: &str, node: String) -> impl Fn(&Value) -> Result<Next> + Send + Sync + '_ {
+    move |old: &Value| -> Result<Next> {
+        let typed: k8s_openapi::api::core::v1::Pod =
+            serde_json::from_value(old.clone()).map_err(|e| Error::Corrupt {
+                key: format!("pods/{ns}/{}", name_of(old)),
+                reason: e.to_string(),
+            })?;
+        let errors = bosun_api::admission::validate_pod_binding(&typed, &node);
+        if !errors.is_empty() {
+            let already = errors.iter().any(|e| e.field == "spec.nodeName");
+            if already {
+                return Err(Error::Conflict {
+                    resource: "pods".into(),
+                    name: name_of(old).into(),
+                    reason: format!("pod is already assigned to a node: {}", errors[0]),
+                });
+            }
+            return Err(Error::Invalid {
+                kind: "Binding".into(),
+                name: name_of(old).into(),
+                errors,
+            });
+        }
+        if old.at("/metadata/deletionTimestamp").is_some() {
+            return Err(Error::Conflict {
+                resource: "pods".into(),
+                name: name_of(old).into(),
+                reason: "the pod is being deleted".into(),
+            });
+        }
+        let mut new = old.clone();
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("nodeName".into(), Value::String(node.clone()));
+        }
+        let cond = serde_json::json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": admission::now()});
+        if let Some(map) = new.as_object_mut() {
+            let status = map.entry("status").or_insert_with(|| serde_json::json!({}));
+            if let Some(st) = status.as_object_mut() {
+                let conds = st
+                    .entry("conditions")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Some(list) = conds.as_array_mut() {
+                    list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                    list.push(cond);
+                }
+            }
+        }
+        Ok(Next::Write(new))
+    }
+}
+
 fn conflict(kind: &KindInfo, name: &str) -> Error {
     Error::Conflict {
         resource: kind.resource.into(),
@@ -1060,16 +1070,16 @@ fn same_object(a: &Value, b: &Value) -> bool {
 
 /// Removing the last finalizer of an object that is being deleted deletes it.
 fn finalize_or_write(old: &Value, new: Value) -> Next {
-    let deleting = old.pointer("/metadata/deletionTimestamp").is_some();
+    let deleting = old.at("/metadata/deletionTimestamp").is_some();
     let finalizers_left = new
-        .pointer("/metadata/finalizers")
+        .at("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
-    let pod_on_node = old.pointer("/spec/nodeName").is_some()
+    let pod_on_node = old.at("/spec/nodeName").is_some()
         && old.get("kind").and_then(Value::as_str) == Some("Pod");
     // A namespace also waits for the finalizers in its spec (the namespace controller's).
     let namespace_held = new
-        .pointer("/spec/finalizers")
+        .at("/spec/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
     if deleting && !finalizers_left && !pod_on_node && !namespace_held {
@@ -1081,7 +1091,7 @@ fn finalize_or_write(old: &Value, new: Value) -> Next {
 
 /// A Job without a selector gets one on its own uid, as Kubernetes generates it.
 fn job_selector(obj: &mut Value) {
-    if obj.pointer("/spec/selector").is_some() {
+    if obj.at("/spec/selector").is_some() {
         return;
     }
     let uid = uid_of(obj).to_string();
@@ -1108,7 +1118,7 @@ fn job_selector(obj: &mut Value) {
 
 /// Labels of an object.
 pub fn labels_of(obj: &Value) -> std::collections::BTreeMap<String, String> {
-    obj.pointer("/metadata/labels")
+    obj.at("/metadata/labels")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -1268,6 +1278,13 @@ impl Resources for ResourceService {
             ("", &r.namespace, name_of(&obj)),
             res,
         )
+    }
+
+    async fn create_batch(
+        &self,
+        req: Request<BatchWriteRequest>,
+    ) -> std::result::Result<Response<BatchReply>, Status> {
+        self.create_batch_call(req).await
     }
 
     async fn get(
@@ -1530,4 +1547,5 @@ impl Inner {
 /// Idle time after which a watch with bookmarks sends one.
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
 
+mod batch;
 mod pods;

@@ -37,6 +37,7 @@ fn event(kind: &str, obj: &Value) -> WatchEvent {
     WatchEvent {
         r#type: kind.to_string(),
         object: serde_json::to_vec(obj).unwrap_or_default(),
+        more: false,
     }
 }
 
@@ -162,12 +163,22 @@ impl Watch {
                 }
                 b = cursor.next() => match b {
                     Ok(batch) => {
-                        for e in &batch.events {
-                            if let Some(ev) = self.translate(e) {
-                                idle = false;
-                                if !self.send(ev).await {
-                                    return;
-                                }
+                        // A batch holds whole revisions: an event is marked `more` when
+                        // the next one sent has its revision.
+                        let mut out: Vec<(i64, WatchEvent)> = batch
+                            .events
+                            .iter()
+                            .filter_map(|e| self.translate(e).map(|ev| (e.kv.mod_revision, ev)))
+                            .collect();
+                        for i in 1..out.len() {
+                            if out[i].0 == out[i - 1].0 {
+                                out[i - 1].1.more = true;
+                            }
+                        }
+                        for (_, ev) in out {
+                            idle = false;
+                            if !self.send(ev).await {
+                                return;
                             }
                         }
                     }

@@ -2,7 +2,8 @@
 //! applying every event; list again when the watch ends or its revision was compacted.
 //! Readers get cheap `Arc` snapshots of objects and a notification on every change.
 
-use std::collections::BTreeMap;
+use bosun_api::json::At;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,6 +14,11 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Client, Query};
+
+/// Shortest time between two passes of a loop woken by informer changes: under a flood of
+/// changes (thousands of pods a second) its passes then take them in batches instead of
+/// running back to back, each over every cached object.
+pub const MIN_PASS_GAP: Duration = Duration::from_millis(20);
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -29,26 +35,84 @@ enum State {
 /// The cache (cheap to clone; every clone sees the same objects).
 #[derive(Clone)]
 pub struct Informer {
-    objects: Arc<RwLock<BTreeMap<String, Arc<Value>>>>,
+    objects: Arc<RwLock<Cache>>,
     revision: Arc<AtomicI64>,
     changed: Arc<Notify>,
     synced: watch::Receiver<bool>,
 }
 
+/// The cached objects, and an index of them by their controlling owner's uid.
+#[derive(Default)]
+struct Cache {
+    objects: BTreeMap<String, Arc<Value>>,
+    owned: HashMap<String, BTreeSet<String>>,
+}
+
+/// The uid of an object's controlling owner (the ownerReference with controller: true).
+pub fn controller_uid(obj: &Value) -> Option<&str> {
+    obj.at("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .and_then(|r| r.get("uid"))
+        .and_then(Value::as_str)
+}
+
+impl Cache {
+    fn insert(&mut self, key: String, obj: Arc<Value>) {
+        if let Some(owner) = controller_uid(&obj) {
+            self.owned
+                .entry(owner.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+        if let Some(old) = self.objects.insert(key.clone(), obj) {
+            self.unindex(&key, &old);
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.objects.remove(key) {
+            self.unindex(key, &old);
+        }
+    }
+
+    /// Drops `key` from the index entry of `old`'s owner, unless the object now cached
+    /// under `key` has the same owner.
+    fn unindex(&mut self, key: &str, old: &Value) {
+        let Some(owner) = controller_uid(old) else {
+            return;
+        };
+        let same = self
+            .objects
+            .get(key)
+            .is_some_and(|now| controller_uid(now) == Some(owner));
+        if same {
+            return;
+        }
+        if let Some(keys) = self.owned.get_mut(owner) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.owned.remove(owner);
+            }
+        }
+    }
+}
+
 fn key(obj: &Value) -> String {
     let ns = obj
-        .pointer("/metadata/namespace")
+        .at("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("");
     let name = obj
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
     format!("{ns}/{name}")
 }
 
 fn rv(obj: &Value) -> i64 {
-    obj.pointer("/metadata/resourceVersion")
+    obj.at("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
@@ -78,7 +142,7 @@ impl Informer {
     ) -> (Informer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(false);
         let inf = Informer {
-            objects: Arc::new(RwLock::new(BTreeMap::new())),
+            objects: Arc::new(RwLock::new(Cache::default())),
             revision: Arc::new(AtomicI64::new(0)),
             changed: Arc::new(Notify::new()),
             synced: rx,
@@ -91,8 +155,21 @@ impl Informer {
     pub fn list(&self) -> Vec<Arc<Value>> {
         self.objects
             .read()
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.objects.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The cached objects whose controlling owner has `uid` (an index: no scan).
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<Value>> {
+        let Ok(g) = self.objects.read() else {
+            return Vec::new();
+        };
+        g.owned
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| g.objects.get(k).cloned())
+            .collect()
     }
 
     /// One object by namespace and name.
@@ -100,6 +177,7 @@ impl Informer {
         self.objects
             .read()
             .ok()?
+            .objects
             .get(&format!("{namespace}/{name}"))
             .cloned()
     }
@@ -144,13 +222,12 @@ impl Informer {
                     };
                     match listed {
                         Ok(l) => {
-                            let map: BTreeMap<String, Arc<Value>> = l
-                                .items
-                                .into_iter()
-                                .map(|o| (key(&o), Arc::new(o)))
-                                .collect();
+                            let mut cache = Cache::default();
+                            for o in l.items {
+                                cache.insert(key(&o), Arc::new(o));
+                            }
                             if let Ok(mut g) = self.objects.write() {
-                                *g = map;
+                                *g = cache;
                             }
                             let r: i64 = l.resource_version.parse().unwrap_or(0);
                             self.revision.store(r, Ordering::Release);
@@ -198,7 +275,8 @@ impl Informer {
                         match ev.kind.as_str() {
                             "ADDED" | "MODIFIED" => {
                                 if let Ok(mut g) = self.objects.write() {
-                                    g.insert(key(&ev.object), Arc::new(ev.object));
+                                    let k = key(&ev.object);
+                                    g.insert(k, Arc::new(ev.object));
                                 }
                             }
                             "DELETED" => {
@@ -213,7 +291,10 @@ impl Informer {
                                 break;
                             }
                         }
-                        if r > 0 {
+                        // Only a revision whose events have all arrived counts: a watch
+                        // resumed from it loses nothing, and a controller waiting for
+                        // its own write of several objects sees all of them.
+                        if r > 0 && !ev.more {
                             self.revision.store(r, Ordering::Release);
                             from = r.to_string();
                         }

@@ -24,6 +24,13 @@ use tonic::Status;
 
 /// Largest message the client accepts (a list of many objects).
 const MAX_MESSAGE: usize = 256 << 20;
+/// Objects in one `CreateBatch` call at most.
+pub const BATCH_ITEMS: usize = 500;
+/// `CreateBatch` calls of one [`Client::create_batch`] in flight at most.
+const BATCH_CALLS: usize = 4;
+/// Bytes of objects in one `CreateBatch` call at most (well within the server's request
+/// limit, the object limit plus 512 KiB).
+pub const BATCH_BYTES: usize = 1 << 20;
 
 /// What went wrong with a call.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +99,9 @@ pub struct Event {
     pub kind: String,
     /// The object (a Status for ERROR).
     pub object: Value,
+    /// More events of the same resource version follow (one write changed several
+    /// objects): resume a broken watch only from a version whose events were all seen.
+    pub more: bool,
 }
 
 /// The outcome of `apply`.
@@ -233,6 +243,102 @@ impl Client {
             })
             .await?;
         object(&r.object)
+    }
+
+    /// Binds several pods in one call (`CreateBatch` of `pods/binding`): `(namespace, pod,
+    /// node)` each. Every binding is answered as [`Client::bind`] would answer it alone.
+    ///
+    /// # Errors
+    /// When a call fails as a whole (no server answers); then some bindings may have been
+    /// made.
+    pub async fn bind_batch(
+        &self,
+        bindings: &[(String, String, String)],
+    ) -> Result<Vec<Result<Value>>> {
+        let objs: Vec<Value> = bindings
+            .iter()
+            .map(|(ns, pod, node)| serde_json::json!({"apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": pod, "namespace": ns}, "target": {"kind": "Node", "name": node}}))
+            .collect();
+        self.batch("pods", "", "binding", &objs).await
+    }
+
+    /// Creates several objects of one resource in one call (`CreateBatch`); `namespace` is
+    /// used for those that name none. Every object is answered as [`Client::create`] would
+    /// answer it alone, and the server writes them in few store transactions.
+    ///
+    /// # Errors
+    /// When a call fails as a whole (no server answers); then some objects may have been
+    /// created.
+    pub async fn create_batch(
+        &self,
+        resource: &str,
+        namespace: &str,
+        objs: &[Value],
+    ) -> Result<Vec<Result<Value>>> {
+        self.batch(resource, namespace, "", objs).await
+    }
+
+    /// Sends `objs` in calls of at most [`BATCH_ITEMS`] objects and [`BATCH_BYTES`] bytes.
+    async fn batch(
+        &self,
+        resource: &str,
+        namespace: &str,
+        subresource: &str,
+        objs: &[Value],
+    ) -> Result<Vec<Result<Value>>> {
+        let mut encoded: Vec<Vec<u8>> = objs.iter().map(bytes).collect();
+        let mut requests = Vec::new();
+        while !encoded.is_empty() {
+            let mut size = 0;
+            let mut take = 0;
+            for e in &encoded {
+                if take >= BATCH_ITEMS || (take > 0 && size + e.len() > BATCH_BYTES) {
+                    break;
+                }
+                size += e.len();
+                take += 1;
+            }
+            requests.push(BatchWriteRequest {
+                resource: resource.into(),
+                namespace: namespace.into(),
+                subresource: subresource.into(),
+                objects: encoded.drain(..take).collect(),
+                dry_run: false,
+            });
+        }
+        // A few calls at once: the server admits one batch while the store writes another.
+        let replies: Vec<Result<(usize, BatchReply)>> = futures::stream::iter(requests)
+            .map(|req| async move {
+                let take = req.objects.len();
+                self.call(|mut c, fence| {
+                    let req = req.clone();
+                    async move { c.create_batch(fenced(req, fence)).await }
+                })
+                .await
+                .map(|r| (take, r))
+            })
+            .buffered(BATCH_CALLS)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(objs.len());
+        for reply in replies {
+            let (take, r) = reply?;
+            if r.items.len() != take {
+                return Err(Error::Decode(format!(
+                    "{} answers to a batch of {take}",
+                    r.items.len()
+                )));
+            }
+            out.extend(r.items.into_iter().map(|item| {
+                if item.code == 0 {
+                    object(&item.object)
+                } else {
+                    Err(Status::new(Code::from(item.code), item.message).into())
+                }
+            }));
+        }
+        Ok(out)
     }
 
     /// The server that answered the last call.
@@ -544,6 +650,7 @@ impl Client {
             Ok(Event {
                 kind: ev.r#type,
                 object: object(&ev.object)?,
+                more: ev.more,
             })
         }))
     }

@@ -3,6 +3,7 @@
 //! a required node affinity on the node's name, as Kubernetes does. A template change
 //! replaces the pods at most `maxUnavailable` (default 1) nodes at a time.
 
+use bosun_api::json::At;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ const RESYNC: Duration = Duration::from_secs(5);
 const HASH_LABEL: &str = "controller-revision-hash";
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 fn tolerates(pod_spec: &Value, taint: &Value) -> bool {
@@ -39,11 +40,8 @@ fn tolerates(pod_spec: &Value, taint: &Value) -> bool {
 
 /// Whether the DaemonSet wants a pod on `node`.
 fn eligible(ds: &Value, node: &Value) -> bool {
-    let spec = ds
-        .pointer("/spec/template/spec")
-        .cloned()
-        .unwrap_or(json!({}));
-    let labels = node.pointer("/metadata/labels");
+    let spec = ds.at("/spec/template/spec").cloned().unwrap_or(json!({}));
+    let labels = node.at("/metadata/labels");
     let selector_ok = spec
         .get("nodeSelector")
         .and_then(Value::as_object)
@@ -52,7 +50,7 @@ fn eligible(ds: &Value, node: &Value) -> bool {
                 .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
         });
     let taints_ok = node
-        .pointer("/spec/taints")
+        .at("/spec/taints")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -69,7 +67,7 @@ fn target_node(pod: &Value) -> String {
     if !bound.is_empty() {
         return bound.to_string();
     }
-    pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields/0/values/0")
+    pod.at("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields/0/values/0")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string()
@@ -127,13 +125,12 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             }
         };
         let all_nodes = nodes.list();
-        let owned = crate::replicaset::by_controller(pods.list());
         for ds in sets.list() {
             let uid = s(&ds, "/metadata/uid").to_string();
             if waiting.get(&uid).is_some_and(|r| pods.revision() < *r) {
                 continue;
             }
-            let mine = owned.get(&uid).map(Vec::as_slice).unwrap_or(&[]);
+            let mine = &pods.owned_by(&uid)[..];
             match reconcile(&client, &ds, mine, pods.revision(), &all_nodes).await {
                 Ok(Some(r)) => {
                     waiting.insert(uid, r);
@@ -148,7 +145,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => {}
+            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
         }
     }
 }
@@ -160,12 +157,12 @@ async fn reconcile(
     pods_revision: i64,
     nodes: &[Arc<Value>],
 ) -> bosun_client::Result<Option<i64>> {
-    if ds.pointer("/metadata/deletionTimestamp").is_some() {
+    if ds.at("/metadata/deletionTimestamp").is_some() {
         return Ok(None);
     }
     let ns = s(ds, "/metadata/namespace");
     let uid = s(ds, "/metadata/uid");
-    let hash = template_hash(&ds.pointer("/spec/template").cloned().unwrap_or(json!({})));
+    let hash = template_hash(&ds.at("/spec/template").cloned().unwrap_or(json!({})));
     let mut per_node: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
     for p in candidates.iter().cloned() {
         if s(&p, "/metadata/namespace") == ns && controller_uid(&p) == Some(uid) && is_active(&p) {
@@ -189,7 +186,7 @@ async fn reconcile(
     }
     // Outdated pods: replaced at most maxUnavailable at a time, while the rest are ready.
     let max_unavailable = ds
-        .pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable")
+        .at("/spec/updateStrategy/rollingUpdate/maxUnavailable")
         .and_then(Value::as_i64)
         .unwrap_or(1)
         .max(1) as usize;
@@ -255,9 +252,9 @@ async fn reconcile(
         "desiredNumberScheduled": wanted.len(), "currentNumberScheduled": scheduled,
         "numberReady": ready, "numberAvailable": ready, "numberUnavailable": wanted.len() - ready,
         "updatedNumberScheduled": updated, "numberMisscheduled": 0,
-        "observedGeneration": ds.pointer("/metadata/generation").cloned().unwrap_or(json!(0)),
+        "observedGeneration": ds.at("/metadata/generation").cloned().unwrap_or(json!(0)),
     });
-    let old = ds.pointer("/status").cloned().unwrap_or(json!({}));
+    let old = ds.at("/status").cloned().unwrap_or(json!({}));
     let same = [
         "desiredNumberScheduled",
         "currentNumberScheduled",

@@ -5,6 +5,7 @@
 //! when a rollout misses its deadline and the Deployment asks for it with the annotation
 //! `bosun.io/auto-rollback: "true"`.
 
+use bosun_api::json::At;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,15 +27,15 @@ pub const HASH_LABEL: &str = "pod-template-hash";
 pub const AUTO_ROLLBACK: &str = "bosun.io/auto-rollback";
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 fn i(v: &Value, ptr: &str) -> i64 {
-    v.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
+    v.at(ptr).and_then(Value::as_i64).unwrap_or(0)
 }
 
 fn revision(rs: &Value) -> i64 {
-    rs.pointer("/metadata/annotations")
+    rs.at("/metadata/annotations")
         .and_then(|a| a.get(REVISION))
         .and_then(Value::as_str)
         .and_then(|r| r.parse().ok())
@@ -125,7 +126,6 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };
-        let owned_sets = crate::replicaset::by_controller(sets.list());
         for d in deps.list() {
             if cancel.is_cancelled() {
                 break;
@@ -134,7 +134,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             if waiting.get(&uid).is_some_and(|r| sets.revision() < *r) {
                 continue;
             }
-            let mine = owned_sets.get(&uid).map(Vec::as_slice).unwrap_or(&[]);
+            let mine = &sets.owned_by(&uid)[..];
             match reconcile(&client, &d, mine).await {
                 Ok(plan) => match plan.wrote {
                     Some(r) => {
@@ -151,7 +151,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => {}
+            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
         }
     }
 }
@@ -162,17 +162,14 @@ async fn reconcile(
     candidates: &[Arc<Value>],
 ) -> bosun_client::Result<Plan> {
     let mut plan = Plan::default();
-    if d.pointer("/metadata/deletionTimestamp").is_some() {
+    if d.at("/metadata/deletionTimestamp").is_some() {
         return Ok(plan);
     }
     let ns = s(d, "/metadata/namespace");
     let name = s(d, "/metadata/name");
     let uid = s(d, "/metadata/uid");
-    let replicas = d
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let replicas = d.at("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let template = d.at("/spec/template").cloned().unwrap_or(json!({}));
     let hash = template_hash(&template);
     let mut owned: Vec<Arc<Value>> = candidates
         .iter()
@@ -184,9 +181,9 @@ async fn reconcile(
     let bare = bare_template(&template);
     let new_rs = owned
         .iter()
-        .find(|r| r.pointer("/spec/template").map(bare_template).as_ref() == Some(&bare))
+        .find(|r| r.at("/spec/template").map(bare_template).as_ref() == Some(&bare))
         .cloned();
-    let paused = d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+    let paused = d.at("/spec/paused").and_then(Value::as_bool) == Some(true);
 
     let Some(new_rs) = new_rs else {
         if paused {
@@ -204,21 +201,21 @@ async fn reconcile(
                 l.insert(HASH_LABEL.into(), json!(hash));
             }
         }
-        let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
+        let mut selector = d.at("/spec/selector").cloned().unwrap_or(json!({}));
         if let Some(sel) = selector.as_object_mut() {
             let ml = sel.entry("matchLabels").or_insert_with(|| json!({}));
             if let Some(ml) = ml.as_object_mut() {
                 ml.insert(HASH_LABEL.into(), json!(hash));
             }
         }
-        let labels = t.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+        let labels = t.at("/metadata/labels").cloned().unwrap_or(json!({}));
         let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": format!("{name}-{hash}"), "namespace": ns, "labels": labels,
                 "annotations": {REVISION: (max_rev + 1).to_string()},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid,
                     "controller": true, "blockOwnerDeletion": true}]},
             "spec": {"replicas": start, "selector": selector, "template": t,
-                "minReadySeconds": d.pointer("/spec/minReadySeconds").cloned().unwrap_or(json!(0))}});
+                "minReadySeconds": d.at("/spec/minReadySeconds").cloned().unwrap_or(json!(0))}});
         let created = client.create("replicasets", ns, &rs).await?;
         plan.wrote = Some(rv(&created));
         mark_progress(
@@ -273,13 +270,13 @@ async fn reconcile(
             }
         } else {
             let surge = scaled(
-                d.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+                d.at("/spec/strategy/rollingUpdate/maxSurge"),
                 replicas,
                 true,
                 25,
             );
             let mut unavailable = scaled(
-                d.pointer("/spec/strategy/rollingUpdate/maxUnavailable"),
+                d.at("/spec/strategy/rollingUpdate/maxUnavailable"),
                 replicas,
                 false,
                 25,
@@ -346,7 +343,7 @@ async fn reconcile(
     }
     // History: keep revisionHistoryLimit old ReplicaSets that are scaled to zero.
     let limit = d
-        .pointer("/spec/revisionHistoryLimit")
+        .at("/spec/revisionHistoryLimit")
         .and_then(Value::as_i64)
         .unwrap_or(10)
         .max(0) as usize;
@@ -402,7 +399,7 @@ async fn mark_progress(
 }
 
 fn conditions(d: &Value) -> Vec<Value> {
-    d.pointer("/status/conditions")
+    d.at("/status/conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()
@@ -452,7 +449,7 @@ async fn status(
     let updated = i(new_rs, "/status/replicas");
     let updated_available = i(new_rs, "/status/availableReplicas");
     let surge_free_unavailable = scaled(
-        d.pointer("/spec/strategy/rollingUpdate/maxUnavailable"),
+        d.at("/spec/strategy/rollingUpdate/maxUnavailable"),
         replicas,
         false,
         25,
@@ -479,12 +476,12 @@ async fn status(
     );
     let complete = updated == replicas && updated_available == replicas && total == replicas;
     let name = s(new_rs, "/metadata/name");
-    let old_status = d.pointer("/status").cloned().unwrap_or(json!({}));
+    let old_status = d.at("/status").cloned().unwrap_or(json!({}));
     let progressed = i(&old_status, "/updatedReplicas") != updated
         || i(&old_status, "/availableReplicas") != available;
-    let paused = d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+    let paused = d.at("/spec/paused").and_then(Value::as_bool) == Some(true);
     let deadline = d
-        .pointer("/spec/progressDeadlineSeconds")
+        .at("/spec/progressDeadlineSeconds")
         .and_then(Value::as_i64)
         .unwrap_or(600);
     let progressing = conds
@@ -540,7 +537,7 @@ async fn status(
         }
     }
     let new_status = json!({
-        "observedGeneration": d.pointer("/metadata/generation").cloned().unwrap_or(json!(0)),
+        "observedGeneration": d.at("/metadata/generation").cloned().unwrap_or(json!(0)),
         "replicas": total, "updatedReplicas": updated, "readyReplicas": ready,
         "availableReplicas": available, "unavailableReplicas": (replicas - available).max(0),
         "conditions": conds,
@@ -578,7 +575,7 @@ async fn status(
                 && s(c, "/message").contains(&format!("{name:?}"))
         });
     if timed_out_here
-        && d.pointer("/metadata/annotations")
+        && d.at("/metadata/annotations")
             .and_then(|a| a.get(AUTO_ROLLBACK))
             .and_then(Value::as_str)
             == Some("true")
@@ -603,7 +600,7 @@ async fn rollback(
         return Ok(());
     };
     let template = good
-        .pointer("/spec/template")
+        .at("/spec/template")
         .map(bare_template)
         .unwrap_or(json!({}));
     tracing::warn!(deployment = %s(d, "/metadata/name"), to_revision = revision(good), "progress deadline exceeded: rolling back");

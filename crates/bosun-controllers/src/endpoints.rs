@@ -2,6 +2,7 @@
 //! the same name listing the IPs of the matching pods (ready ones as `addresses`, the
 //! others as `notReadyAddresses`) and the Service's ports resolved to the pods' ports.
 
+use bosun_api::json::At;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -18,11 +19,11 @@ const RESYNC: Duration = Duration::from_secs(5);
 pub const MANAGED: &str = "bosun.io/managed-by";
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 fn selects(selector: &serde_json::Map<String, Value>, pod: &Value) -> bool {
-    let labels = pod.pointer("/metadata/labels");
+    let labels = pod.at("/metadata/labels");
     !selector.is_empty()
         && selector
             .iter()
@@ -34,7 +35,7 @@ fn target_port(port: &Value, pod: Option<&Value>) -> Option<i64> {
     match port.get("targetPort") {
         Some(Value::Number(n)) => n.as_i64(),
         Some(Value::String(name)) => pod?
-            .pointer("/spec/containers")?
+            .at("/spec/containers")?
             .as_array()?
             .iter()
             .filter_map(|c| c.get("ports")?.as_array())
@@ -55,7 +56,7 @@ struct Subset {
 
 /// The subsets an Endpoints object should have for `svc`.
 pub fn subsets(svc: &Value, pods: &[std::sync::Arc<Value>]) -> Value {
-    let Some(selector) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
+    let Some(selector) = svc.at("/spec/selector").and_then(Value::as_object) else {
         return json!([]);
     };
     let ns = s(svc, "/metadata/namespace");
@@ -64,7 +65,7 @@ pub fn subsets(svc: &Value, pods: &[std::sync::Arc<Value>]) -> Value {
         .map(|p| p.as_ref())
         .filter(|p| {
             s(p, "/metadata/namespace") == ns
-                && p.pointer("/metadata/deletionTimestamp").is_none()
+                && p.at("/metadata/deletionTimestamp").is_none()
                 && !s(p, "/status/podIP").is_empty()
                 && selects(selector, p)
         })
@@ -77,7 +78,7 @@ pub fn subsets(svc: &Value, pods: &[std::sync::Arc<Value>]) -> Value {
     let mut groups: BTreeMap<String, Subset> = BTreeMap::new();
     for p in chosen {
         let ports: Vec<Value> = svc
-            .pointer("/spec/ports")
+            .at("/spec/ports")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -141,7 +142,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         };
         let all_pods = pods.list();
         for svc in services.list() {
-            if svc.pointer("/spec/selector").is_none() {
+            if svc.at("/spec/selector").is_none() {
                 continue;
             }
             let (ns, name) = (s(&svc, "/metadata/namespace"), s(&svc, "/metadata/name"));
@@ -173,7 +174,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         // Endpoints of Services that are gone.
         for ep in endpoints.list() {
             let managed = ep
-                .pointer("/metadata/annotations")
+                .at("/metadata/annotations")
                 .and_then(|a| a.get(MANAGED))
                 .is_some();
             let (ns, name) = (s(&ep, "/metadata/namespace"), s(&ep, "/metadata/name"));
@@ -183,7 +184,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => {}
+            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! missing with a read through the API before anything is deleted, so a cache that lags
 //! behind a new owner never costs its dependents.
 
+use bosun_api::json::At;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ const OWNERS: [(&str, &str); 4] = [
 const DEPENDENTS: [&str; 2] = ["replicasets", "pods"];
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 /// Whether the owner an ownerReference names still exists (checked through the API).
@@ -77,7 +78,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 let node = s(&p, "/spec/nodeName");
                 if !node.is_empty()
                     && !node_names.contains(node)
-                    && p.pointer("/metadata/deletionTimestamp").is_some()
+                    && p.at("/metadata/deletionTimestamp").is_some()
                 {
                     let (ns, name) = (s(&p, "/metadata/namespace"), s(&p, "/metadata/name"));
                     match client.delete("pods", ns, name, Some(0)).await {
@@ -94,14 +95,14 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         for (resource, cache) in DEPENDENTS.iter().zip([replicasets, &pods]) {
             for dep in cache.list() {
                 let refs = dep
-                    .pointer("/metadata/ownerReferences")
+                    .at("/metadata/ownerReferences")
                     .and_then(Value::as_array)
                     .cloned()
                     .unwrap_or_default();
                 if refs.is_empty() || refs.iter().any(|r| live.contains(s(r, "/uid"))) {
                     continue;
                 }
-                if dep.pointer("/metadata/deletionTimestamp").is_some() {
+                if dep.at("/metadata/deletionTimestamp").is_some() {
                     continue;
                 }
                 let ns = s(&dep, "/metadata/namespace");

@@ -2,6 +2,7 @@
 //! `parallelism` at a time; gives up (condition Failed, reason BackoffLimitExceeded) after
 //! more than `backoffLimit` failed pods; `suspend` stops it.
 
+use bosun_api::json::At;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,15 +17,15 @@ use crate::replicaset::{controller_uid, is_ready};
 const RESYNC: Duration = Duration::from_secs(5);
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 fn int(v: &Value, ptr: &str, default: i64) -> i64 {
-    v.pointer(ptr).and_then(Value::as_i64).unwrap_or(default)
+    v.at(ptr).and_then(Value::as_i64).unwrap_or(default)
 }
 
 fn has_condition(job: &Value, kind: &str) -> bool {
-    job.pointer("/status/conditions")
+    job.at("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|c| {
             c.iter()
@@ -57,13 +58,12 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };
-        let owned = crate::replicaset::by_controller(pods.list());
         for job in jobs.list() {
             let uid = s(&job, "/metadata/uid").to_string();
             if waiting.get(&uid).is_some_and(|r| pods.revision() < *r) {
                 continue;
             }
-            let mine = owned.get(&uid).map(Vec::as_slice).unwrap_or(&[]);
+            let mine = &pods.owned_by(&uid)[..];
             match reconcile(&client, &job, mine).await {
                 Ok(Some(r)) => {
                     waiting.insert(uid, r);
@@ -78,7 +78,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => {}
+            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
         }
     }
 }
@@ -88,7 +88,7 @@ async fn reconcile(
     job: &Value,
     candidates: &[Arc<Value>],
 ) -> bosun_client::Result<Option<i64>> {
-    if job.pointer("/metadata/deletionTimestamp").is_some() {
+    if job.at("/metadata/deletionTimestamp").is_some() {
         return Ok(None);
     }
     let ns = s(job, "/metadata/namespace");
@@ -106,21 +106,21 @@ async fn reconcile(
         .iter()
         .filter(|p| {
             !matches!(phase(p).as_str(), "Succeeded" | "Failed")
-                && p.pointer("/metadata/deletionTimestamp").is_none()
+                && p.at("/metadata/deletionTimestamp").is_none()
         })
         .collect();
     let completions = int(job, "/spec/completions", 1);
     let parallelism = int(job, "/spec/parallelism", 1);
     let backoff = int(job, "/spec/backoffLimit", 6);
-    let suspended = job.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
+    let suspended = job.at("/spec/suspend").and_then(Value::as_bool) == Some(true);
     let finished = has_condition(job, "Complete") || has_condition(job, "Failed");
     let now = crate::now();
     let mut conditions: Vec<Value> = job
-        .pointer("/status/conditions")
+        .at("/status/conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut completion_time = job.pointer("/status/completionTime").cloned();
+    let mut completion_time = job.at("/status/completionTime").cloned();
     let mut last = None;
     let done = succeeded >= completions;
     let gave_up = failed > backoff;
@@ -169,11 +169,11 @@ async fn reconcile(
         "ready": active.iter().filter(|p| is_ready(p)).count(),
         "succeeded": succeeded,
         "failed": failed,
-        "startTime": job.pointer("/status/startTime").cloned().unwrap_or(json!(now)),
+        "startTime": job.at("/status/startTime").cloned().unwrap_or(json!(now)),
         "completionTime": completion_time,
         "conditions": conditions,
     });
-    let old = job.pointer("/status").cloned().unwrap_or(json!({}));
+    let old = job.at("/status").cloned().unwrap_or(json!({}));
     let same = [
         "active",
         "ready",

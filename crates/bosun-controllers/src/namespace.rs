@@ -2,6 +2,7 @@
 //! it, through the API, so pods get their grace period and Services release their
 //! addresses), then removes the `kubernetes` finalizer from its spec, which deletes it.
 
+use bosun_api::json::At;
 use std::time::Duration;
 
 use bosun_api::kinds::KINDS;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 const TICK: Duration = Duration::from_millis(500);
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 /// Runs the controller until `cancel`.
@@ -32,7 +33,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             _ = tick.tick() => {}
         }
         for ns in namespaces.list() {
-            if ns.pointer("/metadata/deletionTimestamp").is_none() {
+            if ns.at("/metadata/deletionTimestamp").is_none() {
                 continue;
             }
             let name = s(&ns, "/metadata/name");
@@ -76,7 +77,7 @@ async fn empty(client: &Client, ns: &str) -> bosun_client::Result<bool> {
         };
         for o in client.list_all(&q).await?.items {
             left += 1;
-            if o.pointer("/metadata/deletionTimestamp").is_some() {
+            if o.at("/metadata/deletionTimestamp").is_some() {
                 continue;
             }
             match client

@@ -5,6 +5,7 @@
 //! Kubernetes waits 300 s), so their owners replace them elsewhere. A node that heartbeats
 //! again loses the taint.
 
+use bosun_api::json::At;
 use std::time::Duration;
 
 use bosun_client::informer::{Informer, Informers};
@@ -38,7 +39,7 @@ impl Default for Timing {
 }
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 fn ts(t: &str) -> Option<jiff::Timestamp> {
@@ -46,14 +47,14 @@ fn ts(t: &str) -> Option<jiff::Timestamp> {
 }
 
 fn ready_condition(node: &Value) -> Option<&Value> {
-    node.pointer("/status/conditions")?
+    node.at("/status/conditions")?
         .as_array()?
         .iter()
         .find(|c| s(c, "/type") == "Ready")
 }
 
 fn unreachable_taint(node: &Value) -> Option<&Value> {
-    node.pointer("/spec/taints")?
+    node.at("/spec/taints")?
         .as_array()?
         .iter()
         .find(|t| s(t, "/key") == UNREACHABLE && s(t, "/effect") == "NoExecute")
@@ -62,7 +63,7 @@ fn unreachable_taint(node: &Value) -> Option<&Value> {
 /// How long a pod tolerates the unreachable taint: its own toleration's seconds (none
 /// given: forever), or the default.
 fn tolerated_for(pod: &Value, default: Duration) -> Option<Duration> {
-    let tols = pod.pointer("/spec/tolerations").and_then(Value::as_array);
+    let tols = pod.at("/spec/tolerations").and_then(Value::as_array);
     for t in tols.into_iter().flatten() {
         let key_ok = s(t, "/key") == UNREACHABLE
             || (s(t, "/key").is_empty() && s(t, "/operator") == "Exists");
@@ -139,7 +140,7 @@ async fn reconcile_node(
     if silent && ready != "Unknown" {
         let now = crate::now();
         let mut conds = node
-            .pointer("/status/conditions")
+            .at("/status/conditions")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
@@ -161,7 +162,7 @@ async fn reconcile_node(
     let want_taint = silent;
     if want_taint != tainted {
         let mut taints: Vec<Value> = node
-            .pointer("/spec/taints")
+            .at("/spec/taints")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
@@ -193,7 +194,7 @@ async fn evict(
     default: Duration,
 ) {
     for p in pods.list() {
-        if s(&p, "/spec/nodeName") != node || p.pointer("/metadata/deletionTimestamp").is_some() {
+        if s(&p, "/spec/nodeName") != node || p.at("/metadata/deletionTimestamp").is_some() {
             continue;
         }
         let Some(limit) = tolerated_for(&p, default) else {

@@ -1,13 +1,14 @@
 //! Node affinity (required and preferred) and inter-pod affinity and anti-affinity
 //! (required, any topology key: nodes with the same value of that label are one domain).
 
+use bosun_api::json::At;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 fn values(e: &Value) -> Vec<&str> {
@@ -65,7 +66,7 @@ fn term_matches(term: &Value, node_name: &str, labels: Option<&Value>) -> bool {
 /// `requiredDuringSchedulingIgnoredDuringExecution` node affinity: any term matches.
 pub(crate) fn node_required(pod: &Value, node_name: &str, labels: Option<&Value>) -> bool {
     let Some(terms) = pod
-        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .at("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
         .and_then(Value::as_array)
     else {
         return true;
@@ -75,7 +76,7 @@ pub(crate) fn node_required(pod: &Value, node_name: &str, labels: Option<&Value>
 
 /// The summed weights of the preferred node affinity terms a node matches.
 pub(crate) fn node_preferred(pod: &Value, node_name: &str, labels: Option<&Value>) -> i128 {
-    pod.pointer("/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
+    pod.at("/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -89,7 +90,7 @@ pub(crate) fn node_preferred(pod: &Value, node_name: &str, labels: Option<&Value
 
 /// A metav1 LabelSelector against a pod's labels.
 fn selects(sel: &Value, pod: &Value) -> bool {
-    let labels = pod.pointer("/metadata/labels");
+    let labels = pod.at("/metadata/labels");
     let by_label = |k: &str| label_of(labels, k);
     let ml = sel.get("matchLabels").and_then(Value::as_object);
     let me = sel.get("matchExpressions").and_then(Value::as_array);
@@ -152,7 +153,7 @@ pub(crate) fn inter_pod(
 ) -> Result<(), InterPod> {
     let ns = s(pod, "/metadata/namespace");
     let terms = |kind: &str| {
-        pod.pointer(&format!(
+        pod.at(&format!(
             "/spec/affinity/{kind}/requiredDuringSchedulingIgnoredDuringExecution"
         ))
         .and_then(Value::as_array)

@@ -14,6 +14,7 @@
 
 mod affinity;
 
+use bosun_api::json::At;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +28,38 @@ use tokio_util::sync::CancellationToken;
 
 /// Periodic retry of unschedulable pods.
 const RESYNC: Duration = Duration::from_secs(5);
-/// Bindings in flight at most.
-const BINDS_IN_FLIGHT: usize = 64;
+/// Shortest time between two passes: each pass reads every pod and node, so under a
+/// flood of new pods it places them in batches rather than a few at a time.
+const PASS_GAP: Duration = Duration::from_millis(50);
+/// Bindings sent in one call (one store transaction) at most.
+const BIND_BATCH: usize = 500;
+/// Binding calls in flight at most.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// The pending bindings of a pass: (namespace, pod, node) and the pod's uid.
+type Bindings = Vec<((String, String, String), String)>;
+
+/// Sends `batch` in one call; the uids of the pods it failed to bind.
+async fn bind_all(client: Client, batch: Bindings) -> Vec<String> {
+    let (triples, uids): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    match client.bind_batch(&triples).await {
+        Ok(results) => results
+            .into_iter()
+            .zip(uids)
+            .filter_map(|(r, uid)| match r {
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(pod = %uid, error = %e, "binding failed; will retry");
+                    Some(uid)
+                }
+            })
+            .collect(),
+        Err(e) => {
+            tracing::debug!(pods = uids.len(), error = %e, "binding call failed; will retry");
+            uids
+        }
+    }
+}
 
 /// Free capacity of one node, in milli-units (cpu millicores, memory millibytes) and pods.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,7 +72,7 @@ struct Room {
 }
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 fn quantity(v: Option<&Value>) -> i128 {
@@ -58,13 +89,13 @@ fn requests(pod: &Value) -> (i128, i128) {
     let mut cpu = 0;
     let mut mem = 0;
     for c in pod
-        .pointer("/spec/containers")
+        .at("/spec/containers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
-        let req = c.pointer("/resources/requests");
-        let lim = c.pointer("/resources/limits");
+        let req = c.at("/resources/requests");
+        let lim = c.at("/resources/limits");
         let pick = |k: &str| {
             let r = quantity(req.and_then(|r| r.get(k)));
             if r > 0 {
@@ -80,7 +111,7 @@ fn requests(pod: &Value) -> (i128, i128) {
 }
 
 fn ready(node: &Value) -> bool {
-    node.pointer("/status/conditions")
+    node.at("/status/conditions")
         .and_then(Value::as_array)
         .is_some_and(|c| {
             c.iter()
@@ -88,23 +119,49 @@ fn ready(node: &Value) -> bool {
         })
 }
 
-fn tolerates(pod: &Value, taint: &Value) -> bool {
-    pod.pointer("/spec/tolerations")
+fn tolerates(tolerations: &[Value], taint: &Value) -> bool {
+    tolerations.iter().any(|t| {
+        let key_ok = s(t, "/key").is_empty() || s(t, "/key") == s(taint, "/key");
+        let effect_ok = s(t, "/effect").is_empty() || s(t, "/effect") == s(taint, "/effect");
+        let value_ok = s(t, "/operator") == "Exists" || s(t, "/value") == s(taint, "/value");
+        key_ok && effect_ok && value_ok
+    })
+}
+
+/// What the filters look at on a pod, read once per pod (not once per node).
+struct PodView<'a> {
+    requests: (i128, i128),
+    tolerations: &'a [Value],
+    /// It tolerates node.kubernetes.io/unschedulable (DaemonSet pods): cordoned nodes
+    /// take it, as that taint works in Kubernetes.
+    tolerates_cordon: bool,
+    node_selector: Option<&'a serde_json::Map<String, Value>>,
+    node_affinity: bool,
+    /// Required pod affinity or anti-affinity.
+    inter_pod: bool,
+}
+
+fn pod_view(pod: &Value) -> PodView<'_> {
+    static CORDON: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
+        || json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}),
+    );
+    let tolerations = pod
+        .at("/spec/tolerations")
         .and_then(Value::as_array)
-        .is_some_and(|ts| {
-            ts.iter().any(|t| {
-                let key_ok = s(t, "/key").is_empty() || s(t, "/key") == s(taint, "/key");
-                let effect_ok =
-                    s(t, "/effect").is_empty() || s(t, "/effect") == s(taint, "/effect");
-                let value_ok =
-                    s(t, "/operator") == "Exists" || s(t, "/value") == s(taint, "/value");
-                key_ok && effect_ok && value_ok
-            })
-        })
+        .map_or(&[][..], Vec::as_slice);
+    PodView {
+        requests: requests(pod),
+        tolerations,
+        tolerates_cordon: tolerates(tolerations, &CORDON),
+        node_selector: pod.at("/spec/nodeSelector").and_then(Value::as_object),
+        node_affinity: pod.at("/spec/affinity/nodeAffinity").is_some(),
+        inter_pod: pod.at("/spec/affinity/podAffinity").is_some()
+            || pod.at("/spec/affinity/podAntiAffinity").is_some(),
+    }
 }
 
 fn owner(pod: &Value) -> Option<&str> {
-    pod.pointer("/metadata/ownerReferences")?
+    pod.at("/metadata/ownerReferences")?
         .as_array()?
         .iter()
         .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))?
@@ -155,52 +212,48 @@ fn view(node: &Value) -> NodeView<'_> {
     NodeView {
         name: s(node, "/metadata/name"),
         ready: ready(node),
-        unschedulable: node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true),
+        unschedulable: node.at("/spec/unschedulable").and_then(Value::as_bool) == Some(true),
         hard_taints: node
-            .pointer("/spec/taints")
+            .at("/spec/taints")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter(|t| matches!(s(t, "/effect"), "NoSchedule" | "NoExecute"))
             .collect(),
-        labels: node.pointer("/metadata/labels"),
+        labels: node.at("/metadata/labels"),
     }
 }
 
 #[cfg(test)]
 fn fits(pod: &Value, node: &Value, room: &Room) -> Result<(), Misfit> {
-    fits_view(pod, requests(pod), &view(node), room)
+    fits_view(pod, &pod_view(pod), &view(node), room)
 }
 
-fn fits_view(
-    pod: &Value,
-    (cpu, mem): (i128, i128),
-    node: &NodeView<'_>,
-    room: &Room,
-) -> Result<(), Misfit> {
+fn fits_view(pod: &Value, p: &PodView<'_>, node: &NodeView<'_>, room: &Room) -> Result<(), Misfit> {
     if !node.ready {
         return Err(Misfit::NotReady);
     }
-    // A cordoned node takes only pods that tolerate it (DaemonSet pods), as the taint
-    // node.kubernetes.io/unschedulable works in Kubernetes.
-    let cordon =
-        serde_json::json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"});
-    if node.unschedulable && !tolerates(pod, &cordon) {
+    if node.unschedulable && !p.tolerates_cordon {
         return Err(Misfit::Unschedulable);
     }
-    if node.hard_taints.iter().any(|t| !tolerates(pod, t)) {
+    if node
+        .hard_taints
+        .iter()
+        .any(|t| !tolerates(p.tolerations, t))
+    {
         return Err(Misfit::Taint);
     }
-    if let Some(sel) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object) {
+    if let Some(sel) = p.node_selector {
         for (k, v) in sel {
             if node.labels.and_then(|l| l.get(k)) != Some(v) {
                 return Err(Misfit::Selector);
             }
         }
     }
-    if !affinity::node_required(pod, node.name, node.labels) {
+    if p.node_affinity && !affinity::node_required(pod, node.name, node.labels) {
         return Err(Misfit::Selector);
     }
+    let (cpu, mem) = p.requests;
     if room.pods < 1 {
         return Err(Misfit::Pods);
     }
@@ -232,8 +285,8 @@ fn rooms(nodes: &[Arc<Value>], pods: &[Arc<Value>]) -> HashMap<String, Room> {
         .iter()
         .map(|n| {
             let alloc = n
-                .pointer("/status/allocatable")
-                .or_else(|| n.pointer("/status/capacity"));
+                .at("/status/allocatable")
+                .or_else(|| n.at("/status/capacity"));
             let cpu = quantity(alloc.and_then(|a| a.get("cpu")));
             let memory = quantity(alloc.and_then(|a| a.get("memory")));
             let pods = quantity(alloc.and_then(|a| a.get("pods"))) / 1000;
@@ -302,181 +355,214 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         };
         let all_pods = pods.list();
         let all_nodes = nodes.list();
-        let by_uid: HashMap<&str, &Arc<Value>> = all_pods
-            .iter()
-            .map(|p| (s(p, "/metadata/uid"), p))
-            .collect();
-        placed.retain(|uid, _| {
-            by_uid
-                .get(uid.as_str())
-                .is_some_and(|p| s(p, "/spec/nodeName").is_empty())
+        // Most changes are to bound pods (status reports): with nothing to place, the
+        // pass ends here, before the work that reads every pod and node.
+        let waiting = all_pods.iter().any(|p| {
+            s(p, "/spec/nodeName").is_empty()
+                && p.at("/metadata/deletionTimestamp").is_none()
+                && !placed.contains_key(s(p, "/metadata/uid"))
         });
-        let mut room = rooms(&all_nodes, &all_pods);
-        // Account for our own bindings the cache has not shown yet.
-        for (uid, node) in &placed {
-            if let (Some(p), Some(r)) = (by_uid.get(uid.as_str()), room.get_mut(node)) {
-                let (cpu, mem) = requests(p);
-                r.cpu -= cpu;
-                r.memory -= mem;
-                r.pods -= 1;
+        'pass: {
+            if !waiting {
+                break 'pass;
             }
-        }
-        // owner uid -> node -> pods of that owner there (looked up without allocating).
-        let mut per_owner: HashMap<String, HashMap<String, usize>> = HashMap::new();
-        for p in &all_pods {
-            // Our own bindings the cache does not show yet count where we put them.
-            let node = match placed.get(s(p, "/metadata/uid")) {
-                Some(n) => n.as_str(),
-                None => s(p, "/spec/nodeName"),
-            };
-            if let (Some(o), false) = (owner(p), node.is_empty()) {
-                *per_owner
-                    .entry(o.to_string())
-                    .or_default()
-                    .entry(node.to_string())
-                    .or_default() += 1;
+            let by_uid: HashMap<&str, &Arc<Value>> = all_pods
+                .iter()
+                .map(|p| (s(p, "/metadata/uid"), p))
+                .collect();
+            placed.retain(|uid, _| {
+                by_uid
+                    .get(uid.as_str())
+                    .is_some_and(|p| s(p, "/spec/nodeName").is_empty())
+            });
+            let mut room = rooms(&all_nodes, &all_pods);
+            // Account for our own bindings the cache has not shown yet.
+            for (uid, node) in &placed {
+                if let (Some(p), Some(r)) = (by_uid.get(uid.as_str()), room.get_mut(node)) {
+                    let (cpu, mem) = requests(p);
+                    r.cpu -= cpu;
+                    r.memory -= mem;
+                    r.pods -= 1;
+                }
             }
-        }
-        let views: Vec<NodeView<'_>> = all_nodes.iter().map(|n| view(n)).collect();
-        let enough = nodes_to_score(views.len());
-        let mut index = affinity::PodIndex::default();
-        for v in &views {
-            index.labels.insert(v.name, v.labels);
-        }
-        for p in &all_pods {
-            let phase = s(p, "/status/phase");
-            if p.pointer("/metadata/deletionTimestamp").is_some()
-                || phase == "Succeeded"
-                || phase == "Failed"
-            {
-                continue;
+            // owner uid -> node -> pods of that owner there (looked up without allocating).
+            let mut per_owner: HashMap<String, HashMap<String, usize>> = HashMap::new();
+            for p in &all_pods {
+                // Our own bindings the cache does not show yet count where we put them.
+                let node = match placed.get(s(p, "/metadata/uid")) {
+                    Some(n) => n.as_str(),
+                    None => s(p, "/spec/nodeName"),
+                };
+                if let (Some(o), false) = (owner(p), node.is_empty()) {
+                    *per_owner
+                        .entry(o.to_string())
+                        .or_default()
+                        .entry(node.to_string())
+                        .or_default() += 1;
+                }
             }
-            let node = match placed.get(s(p, "/metadata/uid")) {
-                Some(n) => n.clone(),
-                None => s(p, "/spec/nodeName").to_string(),
-            };
-            if !node.is_empty() {
-                index.pods.entry(node).or_default().push(p.clone());
+            let views: Vec<NodeView<'_>> = all_nodes.iter().map(|n| view(n)).collect();
+            let enough = nodes_to_score(views.len());
+            // Free room by node index (no lookup by name in the loop over nodes).
+            let mut slots: Vec<Option<Room>> = views.iter().map(|v| room.remove(v.name)).collect();
+            let mut index = affinity::PodIndex::default();
+            for v in &views {
+                index.labels.insert(v.name, v.labels);
             }
-        }
-        let unbound: Vec<&Arc<Value>> = all_pods
-            .iter()
-            .filter(|p| {
-                s(p, "/spec/nodeName").is_empty()
-                    && p.pointer("/metadata/deletionTimestamp").is_none()
-                    && matches!(s(p, "/spec/schedulerName"), "" | "default-scheduler")
-                    && !placed.contains_key(s(p, "/metadata/uid"))
-            })
-            .collect();
-        // Bindings go out concurrently (the store folds them into few log entries).
-        let mut binds: JoinSet<(String, bosun_client::Result<()>)> = JoinSet::new();
-        for pod in unbound {
-            if cancel.is_cancelled() {
-                break;
+            for p in &all_pods {
+                let phase = s(p, "/status/phase");
+                if p.at("/metadata/deletionTimestamp").is_some()
+                    || phase == "Succeeded"
+                    || phase == "Failed"
+                {
+                    continue;
+                }
+                let node = match placed.get(s(p, "/metadata/uid")) {
+                    Some(n) => n.clone(),
+                    None => s(p, "/spec/nodeName").to_string(),
+                };
+                if !node.is_empty() {
+                    index.pods.entry(node).or_default().push(p.clone());
+                }
             }
-            let req = requests(pod);
-            let mut misfits: BTreeMap<Misfit, usize> = BTreeMap::new();
-            let mut best: Option<(i128, &str)> = None;
-            // Like kube-scheduler's percentageOfNodesToScore: in a large cluster, score the
-            // first feasible nodes found from a rotating start, not all of them.
-            let mut feasible = 0usize;
-            let start = offset % views.len().max(1);
-            offset = offset.wrapping_add(1);
-            let mine = owner(pod).and_then(|o| per_owner.get(o));
-            for n in views.iter().skip(start).chain(views.iter().take(start)) {
-                if feasible >= enough {
+            let unbound: Vec<&Arc<Value>> = all_pods
+                .iter()
+                .filter(|p| {
+                    s(p, "/spec/nodeName").is_empty()
+                        && p.at("/metadata/deletionTimestamp").is_none()
+                        && matches!(s(p, "/spec/schedulerName"), "" | "default-scheduler")
+                        && !placed.contains_key(s(p, "/metadata/uid"))
+                })
+                .collect();
+            // Bindings go out in batches (one store transaction each), a few at a time.
+            let mut binds: JoinSet<Vec<String>> = JoinSet::new();
+            let mut pending: Bindings = Vec::new();
+            for pod in unbound {
+                if cancel.is_cancelled() {
                     break;
                 }
-                let Some(r) = room.get(n.name) else { continue };
-                let fit = fits_view(pod, req, n, r).and_then(|()| {
-                    affinity::inter_pod(pod, n.labels, &index).map_err(|e| match e {
-                        affinity::InterPod::Affinity => Misfit::PodAffinity,
-                        affinity::InterPod::AntiAffinity => Misfit::PodAntiAffinity,
-                    })
-                });
-                match fit {
-                    Ok(()) => {
-                        feasible += 1;
-                        let same = mine.and_then(|m| m.get(n.name)).copied().unwrap_or(0);
-                        let sc =
-                            score(req, r, same) + affinity::node_preferred(pod, n.name, n.labels);
-                        if best.is_none_or(|(b, bn)| sc > b || (sc == b && n.name < bn)) {
-                            best = Some((sc, n.name));
+                let pv = pod_view(pod);
+                let req = pv.requests;
+                let mut misfits: BTreeMap<Misfit, usize> = BTreeMap::new();
+                // (score, node index)
+                let mut best: Option<(i128, usize)> = None;
+                // Like kube-scheduler's percentageOfNodesToScore: in a large cluster, score the
+                // first feasible nodes found from a rotating start, not all of them.
+                let mut feasible = 0usize;
+                let start = offset % views.len().max(1);
+                offset = offset.wrapping_add(1);
+                let mine = owner(pod)
+                    .and_then(|o| per_owner.get(o))
+                    .filter(|m| !m.is_empty());
+                for i in (start..views.len()).chain(0..start) {
+                    if feasible >= enough {
+                        break;
+                    }
+                    let n = &views[i];
+                    let Some(r) = &slots[i] else { continue };
+                    let fit = fits_view(pod, &pv, n, r).and_then(|()| {
+                        if !pv.inter_pod {
+                            return Ok(());
                         }
-                    }
-                    Err(m) => *misfits.entry(m).or_default() += 1,
-                }
-            }
-            let ns = s(pod, "/metadata/namespace").to_string();
-            let name = s(pod, "/metadata/name").to_string();
-            let uid = s(pod, "/metadata/uid").to_string();
-            match best {
-                Some((_, node)) => {
-                    let node = node.to_string();
-                    if let Some(r) = room.get_mut(&node) {
-                        r.cpu -= req.0;
-                        r.memory -= req.1;
-                        r.pods -= 1;
-                    }
-                    if let Some(o) = owner(pod) {
-                        *per_owner
-                            .entry(o.to_string())
-                            .or_default()
-                            .entry(node.clone())
-                            .or_default() += 1;
-                    }
-                    reported.remove(&uid);
-                    placed.insert(uid.clone(), node.clone());
-                    index
-                        .pods
-                        .entry(node.clone())
-                        .or_default()
-                        .push((*pod).clone());
-                    while binds.len() >= BINDS_IN_FLIGHT {
-                        if let Some(Ok((uid, Err(e)))) = binds.join_next().await {
-                            tracing::debug!(pod = %uid, error = %e, "binding failed; will retry");
-                            placed.remove(&uid);
-                        }
-                    }
-                    let client = client.clone();
-                    binds.spawn(async move {
-                        let r = client.bind(&ns, &name, &node).await.map(|_| ());
-                        (uid, r)
+                        affinity::inter_pod(pod, n.labels, &index).map_err(|e| match e {
+                            affinity::InterPod::Affinity => Misfit::PodAffinity,
+                            affinity::InterPod::AntiAffinity => Misfit::PodAntiAffinity,
+                        })
                     });
+                    match fit {
+                        Ok(()) => {
+                            feasible += 1;
+                            let same = mine.and_then(|m| m.get(n.name)).copied().unwrap_or(0);
+                            let sc = score(req, r, same)
+                                + if pv.node_affinity {
+                                    affinity::node_preferred(pod, n.name, n.labels)
+                                } else {
+                                    0
+                                };
+                            if best.is_none_or(|(b, bi)| {
+                                sc > b || (sc == b && n.name < views[bi].name)
+                            }) {
+                                best = Some((sc, i));
+                            }
+                        }
+                        Err(m) => *misfits.entry(m).or_default() += 1,
+                    }
                 }
-                None => {
-                    let mut parts: Vec<String> = misfits
-                        .iter()
-                        .map(|(m, n)| format!("{n} {}", m.text()))
-                        .collect();
-                    parts.sort();
-                    let msg = format!(
-                        "0/{} nodes are available: {}.",
-                        all_nodes.len(),
-                        if parts.is_empty() {
-                            "no nodes registered".to_string()
-                        } else {
-                            parts.join(", ")
+                let ns = s(pod, "/metadata/namespace").to_string();
+                let name = s(pod, "/metadata/name").to_string();
+                let uid = s(pod, "/metadata/uid").to_string();
+                match best {
+                    Some((_, i)) => {
+                        let node = views[i].name.to_string();
+                        if let Some(r) = &mut slots[i] {
+                            r.cpu -= req.0;
+                            r.memory -= req.1;
+                            r.pods -= 1;
                         }
-                    );
-                    if reported.get(&uid) != Some(&msg) {
-                        if let Err(e) = unschedulable(&client, pod, &msg).await {
-                            tracing::debug!(error = %e, "recording FailedScheduling failed");
+                        if let Some(o) = owner(pod) {
+                            *per_owner
+                                .entry(o.to_string())
+                                .or_default()
+                                .entry(node.clone())
+                                .or_default() += 1;
                         }
-                        reported.insert(uid, msg);
+                        reported.remove(&uid);
+                        placed.insert(uid.clone(), node.clone());
+                        index
+                            .pods
+                            .entry(node.clone())
+                            .or_default()
+                            .push((*pod).clone());
+                        pending.push(((ns, name, node), uid));
+                        if pending.len() >= BIND_BATCH {
+                            while binds.len() >= BATCHES_IN_FLIGHT {
+                                if let Some(Ok(failed)) = binds.join_next().await {
+                                    for uid in failed {
+                                        placed.remove(&uid);
+                                    }
+                                }
+                            }
+                            binds.spawn(bind_all(client.clone(), std::mem::take(&mut pending)));
+                        }
+                    }
+                    None => {
+                        let mut parts: Vec<String> = misfits
+                            .iter()
+                            .map(|(m, n)| format!("{n} {}", m.text()))
+                            .collect();
+                        parts.sort();
+                        let msg = format!(
+                            "0/{} nodes are available: {}.",
+                            all_nodes.len(),
+                            if parts.is_empty() {
+                                "no nodes registered".to_string()
+                            } else {
+                                parts.join(", ")
+                            }
+                        );
+                        if reported.get(&uid) != Some(&msg) {
+                            if let Err(e) = unschedulable(&client, pod, &msg).await {
+                                tracing::debug!(error = %e, "recording FailedScheduling failed");
+                            }
+                            reported.insert(uid, msg);
+                        }
                     }
                 }
             }
-        }
-        while let Some(r) = binds.join_next().await {
-            if let Ok((uid, Err(e))) = r {
-                tracing::debug!(pod = %uid, error = %e, "binding failed; will retry");
-                placed.remove(&uid);
+            if !pending.is_empty() {
+                binds.spawn(bind_all(client.clone(), pending));
+            }
+            while let Some(r) = binds.join_next().await {
+                if let Ok(failed) = r {
+                    for uid in failed {
+                        placed.remove(&uid);
+                    }
+                }
             }
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => {}
+            _ = woken => tokio::time::sleep(PASS_GAP).await,
         }
     }
 }

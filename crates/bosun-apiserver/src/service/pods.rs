@@ -2,6 +2,7 @@
 //! pods/exec, audited), then relayed to the agent of the pod's node over mTLS with this
 //! server's own certificate (the agent accepts server certificates only).
 
+use bosun_api::json::At;
 use bosun_api::resources::agent_client::AgentClient;
 use bosun_api::resources::pods_server::Pods;
 use bosun_api::resources::{
@@ -34,7 +35,7 @@ impl ResourceService {
             })?;
         let node = pod
             .object
-            .pointer("/spec/nodeName")
+            .at("/spec/nodeName")
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
             .ok_or_else(|| {
@@ -53,7 +54,7 @@ impl ResourceService {
             })?;
         let ip = n
             .object
-            .pointer("/status/addresses")
+            .at("/status/addresses")
             .and_then(Value::as_array)
             .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
             .and_then(|a| a["address"].as_str())
@@ -61,7 +62,7 @@ impl ResourceService {
             .to_string();
         let port = n
             .object
-            .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+            .at("/status/daemonEndpoints/kubeletEndpoint/Port")
             .and_then(Value::as_u64)
             .unwrap_or(0);
         if ip.is_empty() || port == 0 {
@@ -134,7 +135,7 @@ impl Pods for ResourceService {
             self.scan_all(&nodes.prefix(""))?
                 .iter()
                 .filter_map(|n| {
-                    n.pointer("/metadata/name")
+                    n.at("/metadata/name")
                         .and_then(Value::as_str)
                         .map(str::to_string)
                 })
@@ -151,7 +152,7 @@ impl Pods for ResourceService {
                 .scan_all(&pods.prefix(ns))?
                 .iter()
                 .filter_map(|p| {
-                    p.pointer("/spec/nodeName")
+                    p.at("/spec/nodeName")
                         .and_then(Value::as_str)
                         .map(str::to_string)
                 })
@@ -185,7 +186,7 @@ impl Pods for ResourceService {
             .await;
         let mut reply = TopReply::default();
         for (node, obj, got) in answers {
-            let alloc = obj.as_ref().and_then(|o| o.pointer("/status/allocatable"));
+            let alloc = obj.as_ref().and_then(|o| o.at("/status/allocatable"));
             let mut usage = NodeUsage {
                 name: node.clone(),
                 cpu_allocatable_millicores: quantity_milli(alloc.and_then(|a| a.get("cpu"))),

@@ -1,0 +1,419 @@
+//! `CreateBatch`: many creates, or many pod bindings, in few store transactions.
+//!
+//! Every item gets what Create would have answered for it alone: it is authorized,
+//! admitted and audited on its own. The items that pass are written together, in
+//! transactions of at most [`TXN_ITEMS`] items and [`TXN_BYTES`] bytes, each guarded per
+//! item (a created key is absent; a bound pod is unchanged since it was read) and by the
+//! namespaces the items go into. When the guards of such a transaction fail, nothing of it
+//! was written, and its items go again one by one through the single-item path, which
+//! says precisely why an item fails. When the store fails (no leader), every item of the
+//! transaction gets that error: none is retried, so an item is never written twice.
+
+use bosun_api::json::At;
+use std::collections::{BTreeMap, HashSet};
+
+use bosun_api::kinds::KindInfo;
+use bosun_api::resources::{BatchItem, BatchReply, BatchWriteRequest};
+use bosun_store::command::{Compare, Op};
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use super::{
+    bind_mutation, binding_target, clone_err, fence_of, kind_of, parse_object, to_bytes, Inner,
+    Next, ResourceService,
+};
+use crate::admission::{self, name_of, namespace_of};
+use crate::authz::caller;
+use crate::error::{Error, Result};
+use crate::store;
+
+/// Objects in one request at most.
+pub const MAX_ITEMS: usize = 1000;
+/// Items written in one store transaction at most.
+const TXN_ITEMS: usize = 500;
+/// Bytes of values written in one store transaction at most.
+const TXN_BYTES: usize = 1 << 20;
+
+/// One item ready to be written.
+struct Planned {
+    /// Its place in the request.
+    index: usize,
+    key: String,
+    /// The object to store, and its encoding.
+    object: Value,
+    encoded: Vec<u8>,
+    /// The guard: the key is absent (0), or was last modified at this revision.
+    mod_revision: i64,
+}
+
+/// Splits `planned` into transactions within [`TXN_ITEMS`] and [`TXN_BYTES`].
+fn chunks(planned: Vec<Planned>) -> Vec<Vec<Planned>> {
+    let mut out: Vec<Vec<Planned>> = Vec::new();
+    let mut bytes = 0;
+    for p in planned {
+        let full = out
+            .last()
+            .is_none_or(|c| c.len() >= TXN_ITEMS || bytes + p.encoded.len() > TXN_BYTES);
+        if full {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += p.encoded.len();
+        if let Some(c) = out.last_mut() {
+            c.push(p);
+        }
+    }
+    out
+}
+
+/// How one transaction of a batch went.
+enum Outcome {
+    /// Written at this revision.
+    Written(i64),
+    /// A guard failed: nothing was written.
+    Guarded,
+}
+
+impl Inner {
+    /// Writes `chunk` in one transaction, guarded by each item's revision and by
+    /// `extra` (the namespaces').
+    async fn write_chunk(&self, chunk: &[Planned], extra: &[Compare]) -> Result<Outcome> {
+        let mut compare: Vec<Compare> = chunk
+            .iter()
+            .map(|p| match p.mod_revision {
+                0 => store::absent(&p.key),
+                rev => store::unchanged_since(&p.key, rev),
+            })
+            .collect();
+        compare.extend_from_slice(extra);
+        let success: Vec<Op> = chunk
+            .iter()
+            .map(|p| store::put_raw(&p.key, p.encoded.clone()))
+            .collect();
+        let (rev, res) = self.store.txn(compare, success, Vec::new()).await?;
+        Ok(if res.succeeded {
+            Outcome::Written(rev)
+        } else {
+            Outcome::Guarded
+        })
+    }
+
+    /// Writes the planned items in transactions; fills `out` for the ones written and
+    /// for the ones the store failed; leaves `None` where a guard failed.
+    async fn write_planned(
+        &self,
+        planned: Vec<Planned>,
+        guards: &(dyn Fn(&[Planned]) -> Vec<Compare> + Sync),
+        out: &mut [Option<Result<Value>>],
+    ) {
+        for chunk in chunks(planned) {
+            let extra = guards(&chunk);
+            match self.write_chunk(&chunk, &extra).await {
+                Ok(Outcome::Written(rev)) => {
+                    for mut p in chunk {
+                        store::set_resource_version(&mut p.object, rev);
+                        out[p.index] = Some(Ok(p.object));
+                    }
+                }
+                Ok(Outcome::Guarded) => {}
+                Err(e) => {
+                    for p in chunk {
+                        out[p.index] = Some(Err(clone_err(&e)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates `objs` (each already type-checked and authorized), as [`Inner::create`]
+    /// would one by one.
+    pub(crate) async fn create_many(
+        &self,
+        kind: &KindInfo,
+        objs: Vec<Value>,
+        dry_run: bool,
+    ) -> Vec<Result<Value>> {
+        let mut out: Vec<Option<Result<Value>>> = (0..objs.len()).map(|_| None).collect();
+        // Services allocate cluster IPs and node ports, each a guarded write of its own;
+        // a dry run writes nothing. Both take the single path.
+        if kind.resource != "services" && !dry_run {
+            let mut planned = Vec::new();
+            let mut keys = HashSet::new();
+            // namespace -> its revision (0: missing), read once per batch.
+            let mut namespaces: BTreeMap<String, i64> = BTreeMap::new();
+            for (index, obj) in objs.iter().enumerate() {
+                match self.plan_create(kind, obj.clone(), &mut namespaces) {
+                    // The same name twice in one batch, or a name this server sees taken:
+                    // it goes alone (and is told it exists), not failing the others' guard.
+                    Ok(p) if !keys.insert(p.key.clone()) => {}
+                    Ok(p) if self.store.exists(&p.key).unwrap_or(true) => {}
+                    Ok(p) => planned.push(Planned { index, ..p }),
+                    Err(e) => out[index] = Some(Err(e)),
+                }
+            }
+            let guards = |chunk: &[Planned]| -> Vec<Compare> {
+                let mut seen = HashSet::new();
+                chunk
+                    .iter()
+                    .filter_map(|p| {
+                        let ns = namespace_of(&p.object);
+                        let key = super::Inner::namespace_key(kind, ns)?;
+                        if !seen.insert(key.clone()) {
+                            return None;
+                        }
+                        let rev = namespaces.get(ns).copied().unwrap_or(0);
+                        Some(store::unchanged_since(&key, rev))
+                    })
+                    .collect()
+            };
+            self.write_planned(planned, &guards, &mut out).await;
+        }
+        let mut results = Vec::with_capacity(out.len());
+        for (slot, obj) in out.into_iter().zip(objs) {
+            results.push(match slot {
+                Some(r) => r,
+                None => self.create(kind, obj, dry_run).await,
+            });
+        }
+        results
+    }
+
+    /// Admits and encodes one object to create, checking its namespace (read once per
+    /// batch into `namespaces`).
+    fn plan_create(
+        &self,
+        kind: &KindInfo,
+        mut obj: Value,
+        namespaces: &mut BTreeMap<String, i64>,
+    ) -> Result<Planned> {
+        admission::prepare_create(kind, &mut obj)?;
+        if kind.kind == "Job" {
+            super::job_selector(&mut obj);
+        }
+        let obj = admission::admit(kind, obj, None, Vec::new())?;
+        let ns = namespace_of(&obj).to_string();
+        let key = kind.key(&ns, name_of(&obj));
+        if let Some(ns_key) = super::Inner::namespace_key(kind, &ns) {
+            let rev = match namespaces.get(&ns) {
+                Some(rev) => *rev,
+                None => {
+                    let rev = match self.store.get(&ns_key)? {
+                        Some(n) if n.object.at("/metadata/deletionTimestamp").is_some() => -1,
+                        Some(n) => n.mod_revision,
+                        None => 0,
+                    };
+                    namespaces.insert(ns.clone(), rev);
+                    rev
+                }
+            };
+            match rev {
+                -1 => {
+                    return Err(Error::Forbidden(format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                )))
+                }
+                0 => {
+                    return Err(Error::NotFound {
+                        resource: "namespaces".into(),
+                        name: ns,
+                    })
+                }
+                _ => {}
+            }
+        }
+        let encoded = self.encode_within_limit(kind, &key, &obj)?;
+        Ok(Planned {
+            index: 0,
+            key,
+            object: obj,
+            encoded,
+            mod_revision: 0,
+        })
+    }
+
+    /// Binds pods: `bindings` are (namespace, Binding), each already authorized; as
+    /// [`Inner::bind`] would one by one.
+    pub(crate) async fn bind_many(
+        &self,
+        kind: &KindInfo,
+        bindings: Vec<(String, Value)>,
+    ) -> Vec<Result<Value>> {
+        let mut out: Vec<Option<Result<Value>>> = (0..bindings.len()).map(|_| None).collect();
+        match self.store.barrier().await {
+            Err(e) => return bindings.iter().map(|_| Err(clone_err(&e))).collect(),
+            Ok(()) => {
+                let mut planned = Vec::new();
+                let mut keys = HashSet::new();
+                for (index, (ns, binding)) in bindings.iter().enumerate() {
+                    match self.plan_binding(kind, ns, binding) {
+                        Ok(p) if !keys.insert(p.key.clone()) => {}
+                        Ok(p) => planned.push(Planned { index, ..p }),
+                        Err(e) => out[index] = Some(Err(e)),
+                    }
+                }
+                self.write_planned(planned, &|_| Vec::new(), &mut out).await;
+            }
+        }
+        let mut results = Vec::with_capacity(out.len());
+        for (slot, (ns, binding)) in out.into_iter().zip(bindings) {
+            results.push(match slot {
+                Some(r) => r,
+                None => self.bind(kind, &ns, &binding).await,
+            });
+        }
+        results
+    }
+
+    /// Reads the pod a binding names and computes it bound.
+    fn plan_binding(&self, kind: &KindInfo, ns: &str, binding: &Value) -> Result<Planned> {
+        let name = name_of(binding);
+        let key = kind.key(ns, name);
+        let stored = self.store.get(&key)?.ok_or_else(|| Error::NotFound {
+            resource: kind.resource.into(),
+            name: name.into(),
+        })?;
+        let mut object = match bind_mutation(ns, binding_target(binding))(&stored.object)? {
+            Next::Write(v) => v,
+            Next::Delete => {
+                return Err(Error::Conflict {
+                    resource: kind.resource.into(),
+                    name: name.into(),
+                    reason: "the pod is being deleted".into(),
+                })
+            }
+        };
+        store::set_resource_version(&mut object, stored.mod_revision);
+        let encoded = self.encode_within_limit(kind, &key, &object)?;
+        Ok(Planned {
+            index: 0,
+            key,
+            object,
+            encoded,
+            mod_revision: stored.mod_revision,
+        })
+    }
+}
+
+impl ResourceService {
+    /// Parses, type-checks and authorizes one item: its namespace and name (for the
+    /// audit), and the object, or why it is refused.
+    fn check_item(
+        &self,
+        user: &crate::rbac::UserInfo,
+        kind: &KindInfo,
+        binding: bool,
+        namespace: &str,
+        bytes: &[u8],
+    ) -> ((String, String), Result<(String, Value)>) {
+        let mut ident = (namespace.to_string(), String::new());
+        let mut check = || -> Result<(String, Value)> {
+            let mut obj = parse_object(bytes, self.inner.max_object_bytes)?;
+            let ns = if binding {
+                match namespace_of(&obj) {
+                    "" => namespace.to_string(),
+                    ns => ns.to_string(),
+                }
+            } else {
+                admission::check_type(kind, &mut obj, namespace)?;
+                namespace_of(&obj).to_string()
+            };
+            ident = (ns.clone(), name_of(&obj).to_string());
+            let sub = if binding { "binding" } else { "" };
+            self.inner
+                .authorize(user, kind, "create", sub, &ns, name_of(&obj))?;
+            Ok((ns, obj))
+        };
+        let res = check();
+        (ident, res)
+    }
+
+    /// The `CreateBatch` call.
+    pub(super) async fn create_batch_call(
+        &self,
+        req: Request<BatchWriteRequest>,
+    ) -> std::result::Result<Response<BatchReply>, Status> {
+        let user = caller(&req)?;
+        let fence = fence_of(&req)?;
+        let r = req.into_inner();
+        let kind = kind_of(&r.resource)?;
+        if r.objects.len() > MAX_ITEMS {
+            return Err(Error::BadRequest(format!(
+                "a batch holds at most {MAX_ITEMS} objects; this one has {}",
+                r.objects.len()
+            ))
+            .into());
+        }
+        let binding = match r.subresource.as_str() {
+            "" => false,
+            "binding" if kind.resource == "pods" => true,
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "creating subresource {other:?} of {}",
+                    kind.resource
+                ))
+                .into())
+            }
+        };
+        let sub = if binding { "binding" } else { "" };
+        let n = r.objects.len();
+        // Per item: its namespace and name (for the audit), and what was answered.
+        let mut names: Vec<(String, String)> = Vec::with_capacity(n);
+        let mut out: Vec<Option<Result<Value>>> = (0..n).map(|_| None).collect();
+        let mut accepted: Vec<(usize, String, Value)> = Vec::new();
+        for (i, bytes) in r.objects.iter().enumerate() {
+            let (ident, checked) = self.check_item(&user, kind, binding, &r.namespace, bytes);
+            names.push(ident);
+            match checked {
+                Ok((ns, obj)) => accepted.push((i, ns, obj)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let indices: Vec<usize> = accepted.iter().map(|(i, _, _)| *i).collect();
+        let results = store::fenced(fence, async {
+            if binding {
+                let items = accepted.into_iter().map(|(_, ns, o)| (ns, o)).collect();
+                self.inner.bind_many(kind, items).await
+            } else {
+                let items = accepted.into_iter().map(|(_, _, o)| o).collect();
+                self.inner.create_many(kind, items, r.dry_run).await
+            }
+        })
+        .await;
+        for (i, res) in indices.into_iter().zip(results) {
+            out[i] = Some(res);
+        }
+        let mut items = Vec::with_capacity(n);
+        for (slot, (ns, name)) in out.into_iter().zip(&names) {
+            // Every slot is filled above: an item refused before the store, or answered.
+            let res =
+                slot.unwrap_or_else(|| Err(Error::Exhausted("the item was not handled".into())));
+            let name = match &res {
+                Ok(obj) if !binding => name_of(obj).to_string(),
+                _ => name.clone(),
+            };
+            self.record(
+                &user,
+                "create",
+                kind,
+                (sub, ns, &name),
+                &res.as_ref().map(|_| ()),
+            );
+            items.push(match res {
+                Ok(obj) => BatchItem {
+                    object: to_bytes(&obj),
+                    code: 0,
+                    message: String::new(),
+                },
+                Err(e) => {
+                    let status = Status::from(e);
+                    BatchItem {
+                        object: Vec::new(),
+                        code: status.code() as i32,
+                        message: status.message().to_string(),
+                    }
+                }
+            });
+        }
+        Ok(Response::new(BatchReply { items }))
+    }
+}

@@ -1,0 +1,169 @@
+//! `CreateBatch`: many creates or pod bindings in one call, each item answered as it would
+//! be alone; a watch marks the events of one write of several objects.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tonic::Code;
+
+use crate::util::*;
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "bosun/busybox:latest"}]}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_answers_every_item_as_alone_and_writes_the_good_ones_at_one_revision() {
+    let c = up();
+    let a = admin(&c);
+    ready(&a).await;
+    a.create("namespaces", "", &namespace("b1")).await.unwrap();
+    a.create("pods", "b1", &pod("taken")).await.unwrap();
+    let mut generated = pod("");
+    generated["metadata"] = json!({"generateName": "gen-"});
+    let mut bad_name = pod("Not_A_Name");
+    bad_name["metadata"]["name"] = json!("Not_A_Name");
+    let items = vec![
+        pod("p1"),
+        pod("taken"),
+        bad_name,
+        generated,
+        pod("p2"),
+        pod("p1"),
+    ];
+    let results = a.create_batch("pods", "b1", &items).await.unwrap();
+    assert_eq!(results.len(), items.len());
+    let code = |i: usize| results[i].as_ref().err().and_then(|e| e.code());
+    let ok: Vec<&Value> = [0, 3, 4]
+        .iter()
+        .map(|i| {
+            results[*i]
+                .as_ref()
+                .unwrap_or_else(|e| panic!("item {i}: {e}"))
+        })
+        .collect();
+    assert_eq!(code(1), Some(Code::AlreadyExists), "{:?}", results[1]);
+    assert_eq!(code(2), Some(Code::InvalidArgument), "{:?}", results[2]);
+    let msg = results[2].as_ref().unwrap_err().to_string();
+    assert!(msg.contains("metadata.name"), "{msg}");
+    assert_eq!(code(5), Some(Code::AlreadyExists), "{:?}", results[5]);
+    let missing = a
+        .create_batch("pods", "missing-ns", &[pod("x")])
+        .await
+        .unwrap();
+    let err = missing[0].as_ref().unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    assert!(err.to_string().contains("missing-ns"), "{err}");
+    assert!(ok[1]["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("gen-")));
+    // Written together: one transaction, one revision.
+    assert_eq!(rv(ok[0]), rv(ok[1]));
+    assert_eq!(rv(ok[0]), rv(ok[2]));
+    let listed = a.list(&query("pods", "b1")).await.unwrap();
+    let mut got = names(&listed.items);
+    got.sort();
+    let generated_name = ok[1]["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let mut want = vec![
+        "p1".to_string(),
+        "p2".into(),
+        "taken".into(),
+        generated_name,
+    ];
+    want.sort();
+    assert_eq!(got, want);
+
+    // Too many items: the call as a whole is refused, and nothing is written.
+    let req = bosun_api::resources::BatchWriteRequest {
+        resource: "configmaps".into(),
+        namespace: "b1".into(),
+        objects: (0..1001)
+            .map(|i| serde_json::to_vec(&configmap("b1", &format!("c{i}"), json!({}))).unwrap())
+            .collect(),
+        ..Default::default()
+    };
+    let err = raw_batch(&c, req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("at most 1000"), "{}", err.message());
+    assert!(a
+        .list(&query("configmaps", "b1"))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+async fn raw_batch(
+    c: &Cluster,
+    req: bosun_api::resources::BatchWriteRequest,
+) -> Result<bosun_api::resources::BatchReply, tonic::Status> {
+    let ch = c.channel_as("s1", &c.admin_tls()).unwrap();
+    let mut client = bosun_api::resources::resources_client::ResourcesClient::new(ch)
+        .max_encoding_message_size(64 << 20);
+    client.create_batch(req).await.map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_bindings_bind_each_pod_once_and_a_watch_sees_them_as_one_write() {
+    let c = up();
+    let a = admin(&c);
+    ready(&a).await;
+    a.create("namespaces", "", &namespace("b2")).await.unwrap();
+    let pods: Vec<Value> = (0..5).map(|i| pod(&format!("p{i}"))).collect();
+    for r in a.create_batch("pods", "b2", &pods).await.unwrap() {
+        r.unwrap();
+    }
+    a.bind("b2", "p4", "node-x").await.unwrap();
+    let mut events = Box::pin(
+        a.watch(
+            &query("pods", "b2"),
+            &a.list(&query("pods", "b2")).await.unwrap().resource_version,
+            false,
+        )
+        .await
+        .unwrap(),
+    );
+    let bindings: Vec<(String, String, String)> = [
+        ("p0", "n1"),
+        ("p1", "n2"),
+        ("p2", "n1"),
+        ("gone", "n1"),
+        ("p4", "n3"),
+    ]
+    .iter()
+    .map(|(p, n)| ("b2".to_string(), p.to_string(), n.to_string()))
+    .collect();
+    let results = a.bind_batch(&bindings).await.unwrap();
+    for i in 0..3 {
+        let pod = results[i]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("binding {i}: {e}"));
+        assert_eq!(pod["spec"]["nodeName"], bindings[i].2.as_str());
+    }
+    assert_eq!(
+        results[3].as_ref().unwrap_err().code(),
+        Some(Code::NotFound)
+    );
+    let err = results[4].as_ref().unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    assert!(err.to_string().contains("already assigned"), "{err}");
+    assert_eq!(
+        a.get("pods", "b2", "p4").await.unwrap()["spec"]["nodeName"],
+        "node-x"
+    );
+    // The three bindings are one write: the watch marks all but the last event of it.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a watch event within 10 s")
+            .expect("the watch goes on")
+            .unwrap();
+        seen.push((rv(&ev.object), ev.more));
+    }
+    assert!(seen.iter().all(|(r, _)| *r == seen[0].0), "{seen:?}");
+    let more: Vec<bool> = seen.iter().map(|(_, m)| *m).collect();
+    assert_eq!(more, [true, true, false]);
+}
