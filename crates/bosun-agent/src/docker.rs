@@ -102,32 +102,11 @@ fn state_of(s: Option<&bollard::models::ContainerState>) -> State {
     }
 }
 
-impl ContainerRuntime for Docker {
-    async fn ensure_network(&self, name: &str) -> Result<()> {
-        match self.api.inspect_network(name, None).await {
-            Ok(_) => return Ok(()),
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(e) => return Err(op("inspect network")(e)),
-        }
-        let req = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([("bosun.io/network".into(), "pods".into())])),
-            ..Default::default()
-        };
-        let created = match self.api.create_network(req).await {
-            Ok(r) => r.id,
-            // Another agent on this host made it first.
-            Err(DockerError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => return Ok(()),
-            Err(e) => return Err(op("create network")(e)),
-        };
-        // Docker allows two networks of one name: agents starting together may both have
-        // made one. Every agent keeps the one with the smallest id and removes its own if
-        // that is another, so they converge on one.
+impl Docker {
+    /// Removes every network named `name` but the one with the smallest id; whether there
+    /// were several. A network still in use stays (its containers keep it) and is retried
+    /// on the next call.
+    async fn dedupe_network(&self, name: &str) -> Result<bool> {
         let opts = ListNetworksOptions {
             filters: Some(HashMap::from([(
                 "name".to_string(),
@@ -139,23 +118,61 @@ impl ContainerRuntime for Docker {
             .list_networks(Some(opts))
             .await
             .map_err(op("list networks"))?;
-        let keep = nets
+        let mut ids: Vec<&str> = nets
             .iter()
             .filter(|n| n.name.as_deref() == Some(name))
             .filter_map(|n| n.id.as_deref())
-            .min();
-        if let Some(keep) = keep {
-            if keep != created {
-                tracing::info!(
-                    network = name,
-                    "another agent created the pod network too; using its"
-                );
-                self.api
-                    .remove_network(&created)
-                    .await
-                    .map_err(op("remove duplicate network"))?;
+            .collect();
+        ids.sort_unstable();
+        for extra in ids.iter().skip(1) {
+            tracing::info!(
+                network = name,
+                id = extra,
+                "removing a duplicate pod network"
+            );
+            if let Err(e) = self.api.remove_network(extra).await {
+                tracing::debug!(network = name, id = extra, error = %e, "duplicate network not removed; retrying later");
             }
         }
+        Ok(ids.len() > 1)
+    }
+}
+
+impl ContainerRuntime for Docker {
+    async fn ensure_network(&self, name: &str) -> Result<()> {
+        match self.api.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => {
+                // Two networks of this name (agents that started together on a fresh
+                // daemon each made one): keep the smallest id, as below.
+                if self.dedupe_network(name).await? {
+                    return Ok(());
+                }
+                return Err(op("inspect network")(e));
+            }
+        }
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([("bosun.io/network".into(), "pods".into())])),
+            ..Default::default()
+        };
+        match self.api.create_network(req).await {
+            Ok(_) => {}
+            // Another agent on this host made it first.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => return Ok(()),
+            Err(e) => return Err(op("create network")(e)),
+        }
+        // Docker allows two networks of one name: agents starting together may both have
+        // made one. Every agent keeps the one with the smallest id and removes the others,
+        // so they converge on one (an agent that saw only its own does it on its next
+        // sync, when the name is ambiguous).
+        self.dedupe_network(name).await?;
         Ok(())
     }
 
