@@ -65,11 +65,7 @@ pub async fn run(a: ApiArgs, config: Option<&Path>) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let clients = a.clients.max(1);
     for w in 0..clients {
-        // Clients start on different servers, as users of a cluster would.
-        let mut servers = cfg.servers.clone();
-        let n = servers.len().max(1);
-        servers.rotate_left(w % n);
-        let client = Client::connect(&servers, &cfg.tls())?;
+        let client = client_number(&cfg, w)?;
         let ns = ns.clone();
         let total = a.pods;
         tasks.spawn(async move {
@@ -206,10 +202,7 @@ pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
         "clients" => {
             let clients = a.clients.max(1);
             for w in 0..clients {
-                let mut servers = cfg.servers.clone();
-                let n = servers.len().max(1);
-                servers.rotate_left(w % n);
-                let client = Client::connect(&servers, &cfg.tls())?;
+                let client = client_number(&cfg, w)?;
                 let (ns, total) = (ns.clone(), a.pods);
                 tasks.spawn(async move {
                     let mut i = w;
@@ -306,6 +299,15 @@ pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
         delete_namespace(&admin, &ns).await?;
     }
     Ok(())
+}
+
+/// Benchmark client number `w`: clients start on different servers in turn, as users
+/// of a cluster would (two thirds of the writes are then forwarded to the leader).
+fn client_number(cfg: &ClientConfig, w: usize) -> Result<Client> {
+    let mut servers = cfg.servers.clone();
+    let n = servers.len().max(1);
+    servers.rotate_left(w % n);
+    Ok(Client::connect(&servers, &cfg.tls())?)
 }
 
 /// The cluster's nodes that match `labels` (a label selector; empty: all).
