@@ -31,9 +31,10 @@ const PROPOSAL_QUEUE: usize = 4096;
 const MAX_BATCH: usize = 256;
 /// Encoded bytes of one batch at most (a larger request goes alone).
 const MAX_BATCH_BYTES: u64 = 1 << 20;
-/// Batches proposed concurrently: while they are in flight, new requests queue up and
-/// form the next, larger batch.
-const BATCHES_IN_FLIGHT: usize = 2;
+/// Batches proposed concurrently: while one is in flight, new requests queue up and form
+/// the next, larger batch. One measured best (docs/benchmarks.md, 2026-12-03): Raft's cost
+/// is per entry, so two or more half-size batches in flight gave fewer writes per second.
+const BATCHES_IN_FLIGHT: usize = 1;
 
 /// Smallest lease TTL granted, in seconds (as etcd, a lease must outlive an election).
 pub const MIN_LEASE_TTL: i64 = 2;

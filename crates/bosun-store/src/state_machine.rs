@@ -73,6 +73,77 @@ struct SnapshotBody {
     hist: Vec<(i64, u32, Event)>,
 }
 
+/// Writes a [`SnapshotBody`] byte for byte as `bincode::serialize` does (fields in order,
+/// little-endian fixed-width integers, a `u64` length before each sequence), but takes
+/// each key record and event as the bytes RocksDB already holds — bincode of the same
+/// types — so a snapshot copies the history instead of decoding and re-encoding it.
+/// `install_snapshot` reads it with plain `bincode::deserialize`.
+struct BodyEncoder {
+    out: Vec<u8>,
+    /// Where the length of the sequence being written goes, and its count so far.
+    len_at: usize,
+    count: u64,
+}
+
+impl BodyEncoder {
+    /// Starts with the fields before `kvs` (taken from `head`; its sequences are ignored).
+    fn new(head: &SnapshotBody) -> std::io::Result<Self> {
+        let mut out = Vec::new();
+        let mut put = |v: &dyn erased::Ser| -> std::io::Result<()> {
+            out.extend_from_slice(&v.bytes()?);
+            Ok(())
+        };
+        put(&head.last_applied)?;
+        put(&head.membership)?;
+        put(&head.revision)?;
+        put(&head.compact_revision)?;
+        let mut enc = BodyEncoder {
+            out,
+            len_at: 0,
+            count: 0,
+        };
+        enc.open_sequence();
+        Ok(enc)
+    }
+
+    fn open_sequence(&mut self) {
+        self.len_at = self.out.len();
+        self.count = 0;
+        self.out.extend_from_slice(&0u64.to_le_bytes());
+    }
+
+    fn close_sequence(&mut self) {
+        self.out[self.len_at..self.len_at + 8].copy_from_slice(&self.count.to_le_bytes());
+    }
+
+    /// One key record, as stored (bincode of a [`KeyValue`]).
+    fn kv(&mut self, raw: &[u8]) {
+        self.out.extend_from_slice(raw);
+        self.count += 1;
+    }
+
+    /// Ends the key records, writes the leases and starts the history.
+    fn start_history(&mut self, leases: &[(i64, i64)]) -> std::io::Result<()> {
+        self.close_sequence();
+        self.out.extend_from_slice(&erased::Ser::bytes(&leases)?);
+        self.open_sequence();
+        Ok(())
+    }
+
+    /// One history event, as stored (bincode of an [`Event`]).
+    fn event(&mut self, rev: i64, sub: u32, raw: &[u8]) {
+        self.out.extend_from_slice(&rev.to_le_bytes());
+        self.out.extend_from_slice(&sub.to_le_bytes());
+        self.out.extend_from_slice(raw);
+        self.count += 1;
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.close_sequence();
+        self.out
+    }
+}
+
 fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
     StorageIOError::new(
         ErrorSubject::StateMachine,
@@ -275,31 +346,14 @@ impl Shared {
 
     /// Builds a snapshot of the current state: (meta, bytes).
     fn build(&self, save: bool) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
-        let (body, meta) = {
+        let read = |e: std::io::Error| snap_err(ErrorVerb::Read, e);
+        // Under the lock only long enough to pin a RocksDB snapshot and copy the small
+        // metadata: every apply writes memory and RocksDB under the write lock, so the
+        // pinned view is exactly the state the metadata describes. Scanning and encoding
+        // happen outside it, so writes keep being applied meanwhile.
+        let (view, meta, body) = {
             let inner = self.read();
-            // The state we snapshot must be durable before openraft purges the log behind it.
-            blocking(|| self.db.flush_wal(true)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            let cf_h = cf(&self.db, CF_HIST).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let mut hist = Vec::new();
-            let mut it = self.db.raw_iterator_cf(cf_h);
-            it.seek_to_first();
-            while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                let ev: Event =
-                    bincode::deserialize(v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-                let sub = u32::from_be_bytes(k[8..12].try_into().unwrap_or([0; 4]));
-                hist.push((ev.kv.mod_revision, sub, ev));
-                it.next();
-            }
-            it.status().map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let body = SnapshotBody {
-                last_applied: inner.last_applied,
-                membership: inner.membership.clone(),
-                revision: inner.mvcc.revision,
-                compact_revision: inner.mvcc.compact_revision,
-                kvs: inner.mvcc.kvs.values().cloned().collect(),
-                leases: inner.mvcc.leases.iter().map(|(i, l)| (*i, l.ttl)).collect(),
-                hist,
-            };
+            let view = self.db.snapshot();
             let id = match inner.last_applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, inner.mvcc.revision),
                 None => format!("0-0-{}", inner.mvcc.revision),
@@ -309,9 +363,54 @@ impl Shared {
                 last_membership: inner.membership.clone(),
                 snapshot_id: id,
             };
-            (body, meta)
+            let body = SnapshotBody {
+                last_applied: inner.last_applied,
+                membership: inner.membership.clone(),
+                revision: inner.mvcc.revision,
+                compact_revision: inner.mvcc.compact_revision,
+                kvs: Vec::new(),
+                leases: inner.mvcc.leases.iter().map(|(i, l)| (*i, l.ttl)).collect(),
+                hist: Vec::new(),
+            };
+            (view, meta, body)
         };
-        let data = bincode::serialize(&body).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // The state we snapshot must be durable before openraft purges the log behind it.
+        blocking(|| self.db.flush_wal(true)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let mut enc = BodyEncoder::new(&body).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        {
+            let mut it = view.raw_iterator_cf(cf(&self.db, CF_KV).map_err(read)?);
+            it.seek_to_first();
+            while let Some(v) = it.value() {
+                enc.kv(v);
+                it.next();
+            }
+            it.status().map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        }
+        enc.start_history(&body.leases)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        {
+            let mut it = view.raw_iterator_cf(cf(&self.db, CF_HIST).map_err(read)?);
+            it.seek_to_first();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let (rev, sub) = match (k.get(..8), k.get(8..12)) {
+                    (Some(r), Some(s)) => (
+                        u64::from_be_bytes(r.try_into().unwrap_or([0; 8])) as i64,
+                        u32::from_be_bytes(s.try_into().unwrap_or([0; 4])),
+                    ),
+                    _ => {
+                        return Err(snap_err(
+                            ErrorVerb::Read,
+                            format!("history key of {} bytes (want 12)", k.len()),
+                        ))
+                    }
+                };
+                enc.event(rev, sub, v);
+                it.next();
+            }
+            it.status().map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        }
+        drop(view);
+        let data = enc.finish();
         if save {
             self.save_snapshot(&meta, &data)?;
         }
@@ -489,8 +588,9 @@ mod erased {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let started = std::time::Instant::now();
         let (meta, data) = self.shared.build(true)?;
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), took_ms = started.elapsed().as_millis() as u64, "snapshot built");
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -668,5 +768,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::typ::LogId;
+
+    fn kv(key: &str, rev: i64, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.as_bytes().to_vec(),
+            create_revision: 1,
+            mod_revision: rev,
+            version: rev,
+            value: value.as_bytes().to_vec(),
+            lease: 0,
+        }
+    }
+
+    #[test]
+    fn the_snapshot_encoder_writes_what_bincode_writes() {
+        let body = SnapshotBody {
+            last_applied: Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 42)),
+            membership: StoredMembership::default(),
+            revision: 7,
+            compact_revision: 2,
+            kvs: vec![kv("/a", 5, "x"), kv("/b", 7, "yy")],
+            leases: vec![(9, 30), (10, 60)],
+            hist: vec![
+                (
+                    5,
+                    0,
+                    Event {
+                        kind: EventKind::Put,
+                        kv: kv("/a", 5, "x"),
+                        prev: Some(kv("/a", 4, "old")),
+                    },
+                ),
+                (
+                    7,
+                    1,
+                    Event {
+                        kind: EventKind::Delete,
+                        kv: kv("/c", 7, ""),
+                        prev: None,
+                    },
+                ),
+            ],
+        };
+        let ser = |v: &dyn erased::Ser| v.bytes().unwrap_or_default();
+        let mut enc = BodyEncoder::new(&body).unwrap_or_else(|e| panic!("{e}"));
+        for k in &body.kvs {
+            enc.kv(&ser(k));
+        }
+        enc.start_history(&body.leases)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (rev, sub, ev) in &body.hist {
+            enc.event(*rev, *sub, &ser(ev));
+        }
+        let ours = enc.finish();
+        let theirs = bincode::serialize(&body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ours, theirs);
+        let back: SnapshotBody = bincode::deserialize(&ours).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.kvs, body.kvs);
+        assert_eq!(back.hist.len(), 2);
     }
 }
