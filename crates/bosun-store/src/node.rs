@@ -31,10 +31,6 @@ const PROPOSAL_QUEUE: usize = 4096;
 const MAX_BATCH: usize = 256;
 /// Encoded bytes of one batch at most (a larger request goes alone).
 const MAX_BATCH_BYTES: u64 = 1 << 20;
-/// Batches proposed concurrently: while one is in flight, new requests queue up and form
-/// the next, larger batch. One measured best (docs/benchmarks.md, 2026-12-03): Raft's cost
-/// is per entry, so two or more half-size batches in flight gave fewer writes per second.
-const BATCHES_IN_FLIGHT: usize = 1;
 
 /// Smallest lease TTL granted, in seconds (as etcd, a lease must outlive an election).
 pub const MIN_LEASE_TTL: i64 = 2;
@@ -365,9 +361,11 @@ impl Node {
 
     /// Folds queued writes into batches. openraft 0.9 stores, replicates and applies each
     /// proposal on its own; one entry for many requests turns N appends, N fsyncs, N
-    /// replication messages (and N forwards from a follower) into one.
+    /// replication messages (and N forwards from a follower) into one. One batch is in
+    /// flight at a time: while it is, new requests queue up and form the next, larger one.
+    /// One measured best (docs/benchmarks.md, 2026-12-03): Raft's cost is per entry, so
+    /// two or more half-size batches in flight gave fewer writes per second.
     async fn batcher(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<Proposal>) {
-        let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
         // A proposal that did not fit in the previous batch: it starts the next one.
         let mut carried: Option<Proposal> = None;
         loop {
@@ -378,12 +376,8 @@ impl Node {
                     p = rx.recv() => match p { Some(p) => p, None => return },
                 },
             };
-            let permit = tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            };
-            // Everything that queued while we waited for a slot joins this batch, as long
-            // as it stays within MAX_BATCH_BYTES; a request larger than that goes alone.
+            // Everything that queued while the previous batch was in flight joins this
+            // one, as long as it stays within MAX_BATCH_BYTES; a larger request goes alone.
             let mut bytes = first.size;
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -399,11 +393,12 @@ impl Node {
                     Err(_) => break,
                 }
             }
-            let node = self.clone();
-            self.tasks.spawn(async move {
-                let _permit = permit;
-                node.propose_batch(batch).await;
-            });
+            // One batch in flight, proposed from this task: no hand-off to another task
+            // per batch. Shutdown drops it, and its callers get ShuttingDown.
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = self.propose_batch(batch) => {}
+            }
         }
     }
 
