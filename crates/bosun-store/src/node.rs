@@ -394,11 +394,9 @@ impl Node {
                 }
             }
             // One batch in flight, proposed from this task: no hand-off to another task
-            // per batch. Shutdown drops it, and its callers get ShuttingDown.
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = self.propose_batch(batch) => {}
-            }
+            // per batch. Shutdown waits for it (its outcome is then known), so
+            // ShuttingDown always means "not proposed".
+            self.propose_batch(batch).await;
         }
     }
 

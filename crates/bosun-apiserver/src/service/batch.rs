@@ -137,6 +137,12 @@ impl Inner {
         // Services allocate cluster IPs and node ports, each a guarded write of its own;
         // a dry run writes nothing. Both take the single path.
         if kind.resource != "services" && !dry_run {
+            // Planning reads this server's state (namespaces, taken names): first catch
+            // up with everything committed, or a namespace created a moment ago through
+            // another server looks missing.
+            if let Err(e) = self.store.barrier().await {
+                return objs.iter().map(|_| Err(clone_err(&e))).collect();
+            }
             let mut planned = Vec::new();
             let mut keys = HashSet::new();
             // namespace -> its revision (0: missing), read once per batch.
