@@ -219,6 +219,23 @@ fn get_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &str) -> std::io::Resu
     }
 }
 
+/// A state machine meta value as of a pinned RocksDB snapshot.
+fn meta_in<T: serde::de::DeserializeOwned>(
+    view: &rocksdb::SnapshotWithThreadMode<'_, DB>,
+    sm: &rocksdb::ColumnFamily,
+    key: &str,
+) -> Result<Option<T>, StorageError> {
+    match view
+        .get_cf(sm, key)
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?
+    {
+        None => Ok(None),
+        Some(b) => bincode::deserialize(&b)
+            .map(Some)
+            .map_err(|e| snap_err(ErrorVerb::Read, e)),
+    }
+}
+
 fn clear_cf(db: &DB, batch: &mut WriteBatch, name: &str) -> std::io::Result<()> {
     let cf = cf(db, name)?;
     let mut it = db.raw_iterator_cf(cf);
@@ -347,32 +364,50 @@ impl Shared {
     /// Builds a snapshot of the current state: (meta, bytes).
     fn build(&self, save: bool) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
         let read = |e: std::io::Error| snap_err(ErrorVerb::Read, e);
-        // Under the lock only long enough to pin a RocksDB snapshot and copy the small
-        // metadata: every apply writes memory and RocksDB under the write lock, so the
-        // pinned view is exactly the state the metadata describes. Scanning and encoding
-        // happen outside it, so writes keep being applied meanwhile.
-        let (view, meta, body) = {
-            let inner = self.read();
-            let view = self.db.snapshot();
-            let id = match inner.last_applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, inner.mvcc.revision),
-                None => format!("0-0-{}", inner.mvcc.revision),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: inner.last_applied,
-                last_membership: inner.membership.clone(),
-                snapshot_id: id,
-            };
-            let body = SnapshotBody {
-                last_applied: inner.last_applied,
-                membership: inner.membership.clone(),
-                revision: inner.mvcc.revision,
-                compact_revision: inner.mvcc.compact_revision,
-                kvs: Vec::new(),
-                leases: inner.mvcc.leases.iter().map(|(i, l)| (*i, l.ttl)).collect(),
-                hist: Vec::new(),
-            };
-            (view, meta, body)
+        // Under the lock only long enough to pin a RocksDB snapshot: every apply writes
+        // memory and RocksDB under the write lock, so the pinned view holds whole applies.
+        // Everything, metadata included, is then read from that view (never from memory,
+        // which a failed apply could leave ahead of the disk), while applies go on.
+        let view = {
+            let _inner = self.read();
+            self.db.snapshot()
+        };
+        let sm = cf(&self.db, CF_SM).map_err(read)?;
+        let last_applied: Option<LogId> = meta_in(&view, sm, "applied")?.flatten();
+        let membership: StoredMembership = meta_in(&view, sm, "membership")?.unwrap_or_default();
+        let revision: i64 = meta_in(&view, sm, "revision")?.unwrap_or(0);
+        let compact_revision: i64 = meta_in(&view, sm, "compact")?.unwrap_or(0);
+        let mut leases = Vec::new();
+        {
+            let mut it = view.raw_iterator_cf(cf(&self.db, CF_LEASE).map_err(read)?);
+            it.seek_to_first();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let id: [u8; 8] = k.try_into().map_err(|_| {
+                    snap_err(ErrorVerb::Read, format!("lease key of {} bytes", k.len()))
+                })?;
+                let ttl: i64 = bincode::deserialize(v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+                leases.push((u64::from_be_bytes(id) as i64, ttl));
+                it.next();
+            }
+            it.status().map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        }
+        let id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, revision),
+            None => format!("0-0-{}", revision),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership.clone(),
+            snapshot_id: id,
+        };
+        let body = SnapshotBody {
+            last_applied,
+            membership,
+            revision,
+            compact_revision,
+            kvs: Vec::new(),
+            leases,
+            hist: Vec::new(),
         };
         // The state we snapshot must be durable before openraft purges the log behind it.
         blocking(|| self.db.flush_wal(true)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
