@@ -79,6 +79,16 @@ pub fn hist_key(rev: i64, sub: u32) -> [u8; 12] {
     k
 }
 
+/// The (revision, sub) a history key names; `None` if it is not 12 bytes.
+pub fn parse_hist_key(k: &[u8]) -> Option<(i64, u32)> {
+    let k: [u8; 12] = k.try_into().ok()?;
+    let (rev, sub) = k.split_at(8);
+    Some((
+        u64::from_be_bytes(rev.try_into().ok()?) as i64,
+        u32::from_be_bytes(sub.try_into().ok()?),
+    ))
+}
+
 /// Size on disk of the database directory (for Status).
 pub fn size_on_disk(dir: &Path) -> u64 {
     fn walk(p: &Path) -> u64 {

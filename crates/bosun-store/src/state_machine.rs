@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::command::{Event, EventKind, KeyRange, KeyValue, RangeReq, RangeResult, Response};
-use crate::db::{be, hist_key, CF_HIST, CF_KV, CF_LEASE, CF_SM};
+use crate::db::{be, hist_key, parse_hist_key, CF_HIST, CF_KV, CF_LEASE, CF_SM};
 use crate::log_store::blocking;
 use crate::mvcc::{Changes, History, LeaseState, Mvcc, ReadError};
 use crate::types::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
@@ -208,32 +208,35 @@ fn read_hist(db: &DB, from: i64, max: usize) -> std::io::Result<Vec<Event>> {
 }
 
 fn get_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &str) -> std::io::Result<Option<T>> {
-    match db
-        .get_cf(cf(db, CF_SM)?, key)
-        .map_err(std::io::Error::other)?
-    {
-        None => Ok(None),
-        Some(b) => bincode::deserialize(&b)
-            .map(Some)
-            .map_err(std::io::Error::other),
-    }
+    decode_meta(
+        db.get_cf(cf(db, CF_SM)?, key)
+            .map_err(std::io::Error::other)?,
+    )
 }
 
-/// A state machine meta value as of a pinned RocksDB snapshot.
-fn meta_in<T: serde::de::DeserializeOwned>(
-    view: &rocksdb::SnapshotWithThreadMode<'_, DB>,
-    sm: &rocksdb::ColumnFamily,
-    key: &str,
-) -> Result<Option<T>, StorageError> {
-    match view
-        .get_cf(sm, key)
-        .map_err(|e| snap_err(ErrorVerb::Read, e))?
-    {
-        None => Ok(None),
-        Some(b) => bincode::deserialize(&b)
-            .map(Some)
-            .map_err(|e| snap_err(ErrorVerb::Read, e)),
+/// A state machine meta value from its stored bytes, if any.
+fn decode_meta<T: serde::de::DeserializeOwned>(b: Option<Vec<u8>>) -> std::io::Result<Option<T>> {
+    b.map(|b| bincode::deserialize(&b))
+        .transpose()
+        .map_err(std::io::Error::other)
+}
+
+/// Every lease (id, TTL) an iterator over the `lease` column family holds.
+fn read_leases(
+    mut it: rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
+) -> std::io::Result<Vec<(i64, i64)>> {
+    let mut out = Vec::new();
+    it.seek_to_first();
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        let id: [u8; 8] = k
+            .try_into()
+            .map_err(|_| std::io::Error::other(format!("lease key of {} bytes", k.len())))?;
+        let ttl: i64 = bincode::deserialize(v).map_err(std::io::Error::other)?;
+        out.push((u64::from_be_bytes(id) as i64, ttl));
+        it.next();
     }
+    it.status().map_err(std::io::Error::other)?;
+    Ok(out)
 }
 
 fn clear_cf(db: &DB, batch: &mut WriteBatch, name: &str) -> std::io::Result<()> {
@@ -372,25 +375,19 @@ impl Shared {
             let _inner = self.read();
             self.db.snapshot()
         };
-        let sm = cf(&self.db, CF_SM).map_err(read)?;
-        let last_applied: Option<LogId> = meta_in(&view, sm, "applied")?.flatten();
-        let membership: StoredMembership = meta_in(&view, sm, "membership")?.unwrap_or_default();
-        let revision: i64 = meta_in(&view, sm, "revision")?.unwrap_or(0);
-        let compact_revision: i64 = meta_in(&view, sm, "compact")?.unwrap_or(0);
-        let mut leases = Vec::new();
-        {
-            let mut it = view.raw_iterator_cf(cf(&self.db, CF_LEASE).map_err(read)?);
-            it.seek_to_first();
-            while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                let id: [u8; 8] = k.try_into().map_err(|_| {
-                    snap_err(ErrorVerb::Read, format!("lease key of {} bytes", k.len()))
-                })?;
-                let ttl: i64 = bincode::deserialize(v).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-                leases.push((u64::from_be_bytes(id) as i64, ttl));
-                it.next();
-            }
-            it.status().map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        }
+        let (last_applied, membership, revision, compact_revision, leases) =
+            (|| -> std::io::Result<_> {
+                let sm = cf(&self.db, CF_SM)?;
+                let meta = |key: &str| view.get_cf(sm, key).map_err(std::io::Error::other);
+                Ok((
+                    decode_meta::<Option<LogId>>(meta("applied")?)?.flatten(),
+                    decode_meta::<StoredMembership>(meta("membership")?)?.unwrap_or_default(),
+                    decode_meta::<i64>(meta("revision")?)?.unwrap_or(0),
+                    decode_meta::<i64>(meta("compact")?)?.unwrap_or(0),
+                    read_leases(view.raw_iterator_cf(cf(&self.db, CF_LEASE)?))?,
+                ))
+            })()
+            .map_err(read)?;
         let id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, revision),
             None => format!("0-0-{}", revision),
@@ -427,18 +424,12 @@ impl Shared {
             let mut it = view.raw_iterator_cf(cf(&self.db, CF_HIST).map_err(read)?);
             it.seek_to_first();
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                let (rev, sub) = match (k.get(..8), k.get(8..12)) {
-                    (Some(r), Some(s)) => (
-                        u64::from_be_bytes(r.try_into().unwrap_or([0; 8])) as i64,
-                        u32::from_be_bytes(s.try_into().unwrap_or([0; 4])),
-                    ),
-                    _ => {
-                        return Err(snap_err(
-                            ErrorVerb::Read,
-                            format!("history key of {} bytes (want 12)", k.len()),
-                        ))
-                    }
-                };
+                let (rev, sub) = parse_hist_key(k).ok_or_else(|| {
+                    snap_err(
+                        ErrorVerb::Read,
+                        format!("history key of {} bytes (want 12)", k.len()),
+                    )
+                })?;
                 enc.event(rev, sub, v);
                 it.next();
             }
@@ -501,27 +492,19 @@ impl StateMachine {
         let revision: i64 = get_meta(&db, "revision")?.unwrap_or(0);
         let compact_revision: i64 = get_meta(&db, "compact")?.unwrap_or(0);
         let mut kvs = BTreeMap::new();
-        let mut leases: BTreeMap<i64, LeaseState> = BTreeMap::new();
-        {
-            let mut it = db.raw_iterator_cf(cf(&db, CF_LEASE)?);
-            it.seek_to_first();
-            while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                let id = u64::from_be_bytes(
-                    k.try_into()
-                        .map_err(|_| std::io::Error::other("bad lease key"))?,
-                ) as i64;
-                let ttl: i64 = bincode::deserialize(v).map_err(std::io::Error::other)?;
-                leases.insert(
-                    id,
-                    LeaseState {
-                        ttl,
-                        keys: BTreeSet::new(),
-                    },
-                );
-                it.next();
-            }
-            it.status().map_err(std::io::Error::other)?;
-        }
+        let mut leases: BTreeMap<i64, LeaseState> =
+            read_leases(db.raw_iterator_cf(cf(&db, CF_LEASE)?))?
+                .into_iter()
+                .map(|(id, ttl)| {
+                    (
+                        id,
+                        LeaseState {
+                            ttl,
+                            keys: BTreeSet::new(),
+                        },
+                    )
+                })
+                .collect();
         {
             let mut it = db.raw_iterator_cf(cf(&db, CF_KV)?);
             it.seek_to_first();
