@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 pub const HEARTBEAT: Duration = Duration::from_millis(2500);
 /// Status writes in flight at most.
 const IN_FLIGHT: usize = 32;
+/// Shortest time between two rounds of heartbeats (each round beats a share of the nodes).
+const BEAT_TICK: Duration = Duration::from_millis(10);
 
 /// What the hollow nodes look like.
 #[derive(Debug, Clone)]
@@ -181,25 +183,38 @@ pub async fn run(
     let beats = {
         let (client, cfg, cancel) = (client.clone(), cfg.clone(), cancel.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(cfg.heartbeat);
+            // Each node beats once a period, the nodes spread evenly over it (real nodes
+            // each keep their own clock), not all at once: a burst of thousands of writes
+            // every period is not what a cluster sees.
+            let count = cfg.count.max(1);
+            let tick_every = (cfg.heartbeat / count as u32).max(BEAT_TICK);
+            let per_tick = (count as f64 * tick_every.as_secs_f64()
+                / cfg.heartbeat.as_secs_f64().max(1e-3))
+            .ceil()
+            .max(1.0) as usize;
+            let mut tick = tokio::time::interval(tick_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut set = JoinSet::new();
+            let mut next = 0usize;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let mut set = JoinSet::new();
-                for i in 0..cfg.count {
-                    while set.len() >= IN_FLIGHT {
-                        let _ = set.join_next().await;
+                while set.try_join_next().is_some() {}
+                for _ in 0..per_tick {
+                    if set.len() >= IN_FLIGHT {
+                        // Behind: this round's remaining nodes wait for the next tick.
+                        break;
                     }
-                    let (client, cfg) = (client.clone(), cfg.clone());
+                    let (client, cfg, i) = (client.clone(), cfg.clone(), next);
+                    next = (next + 1) % count;
                     set.spawn(async move {
                         if let Err(e) = heartbeat(&client, &cfg, i).await {
                             tracing::debug!(error = %e, node = i, "heartbeat failed");
                         }
                     });
                 }
-                while set.join_next().await.is_some() {}
             }
         })
     };
@@ -228,6 +243,10 @@ pub async fn run(
             .collect();
         done.retain(|a| a.split('/').next().is_some_and(|u| live.contains(u)));
         let mut set = JoinSet::new();
+        // Running reports go in batches (one store transaction per few hundred pods):
+        // (namespace, name, patch) and the action each stands for.
+        let mut runs: Vec<(String, String, Value)> = Vec::new();
+        let mut run_actions: Vec<String> = Vec::new();
         for p in mine {
             let uid = p
                 .at("/metadata/uid")
@@ -263,25 +282,29 @@ pub async fn run(
                 continue;
             }
             done.insert(action.clone());
+            if let Step::Run = step {
+                let node = p.at("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+                let i: usize = node
+                    .rsplit('-')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                runs.push((ns, name, running_status(&p, &host_ip(i))));
+                run_actions.push(action);
+                continue;
+            }
             while set.len() >= IN_FLIGHT {
                 if let Some(Ok(Some(failed))) = set.join_next().await {
                     done.remove(&failed);
                 }
             }
             let client = client.clone();
-            let node = p
-                .at("/spec/nodeName")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
             set.spawn(async move {
                 let res = match step {
                     // Nothing to stop: the pod's grace period is over at once.
                     Step::Delete => client.delete("pods", &ns, &name, Some(0)).await.map(|_| ()),
-                    Step::Run => {
-                        let i: usize = node.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-                        client.patch("pods", &ns, &name, "status", &running_status(&p, &host_ip(i))).await.map(|_| ())
-                    }
+                    // Batched above.
+                    Step::Run => Ok(()),
                     Step::Exit(code) => client
                         .patch("pods", &ns, &name, "status", &exited_status(&p, code))
                         .await
@@ -298,6 +321,24 @@ pub async fn run(
             });
         }
         let mut retry = false;
+        if !runs.is_empty() {
+            let failed: Vec<bool> = match client.patch_batch("pods", "status", &runs).await {
+                Ok(results) => results
+                    .iter()
+                    .map(|r| matches!(r, Err(e) if e.code() != Some(Code::NotFound)))
+                    .collect(),
+                Err(e) => {
+                    tracing::debug!(pods = runs.len(), error = %e, "hollow status batch failed; retrying");
+                    vec![true; runs.len()]
+                }
+            };
+            for (action, failed) in run_actions.into_iter().zip(failed) {
+                if failed {
+                    done.remove(&action);
+                    retry = true;
+                }
+            }
+        }
         while let Some(r) = set.join_next().await {
             if let Ok(Some(failed)) = r {
                 done.remove(&failed);

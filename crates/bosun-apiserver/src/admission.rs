@@ -30,42 +30,47 @@ impl<T: Admit + Serialize + DeserializeOwned> Typed for As<T> {
         obj: Value,
         old: Option<&Value>,
     ) -> std::result::Result<Value, Vec<FieldError>> {
-        let input = obj.clone();
-        let mut typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
+        let encode_error = |e: serde_json::Error| {
+            vec![FieldError {
+                field: String::new(),
+                kind: FieldErrorKind::Invalid(String::new()),
+                detail: e.to_string(),
+            }]
+        };
+        // Decoded from a reference: the input is kept, to find the fields the type drops.
+        let mut typed: T = serde_path_to_error::deserialize(&obj).map_err(|e| {
             vec![FieldError {
                 field: e.path().to_string(),
                 kind: FieldErrorKind::Invalid(String::new()),
                 detail: e.inner().to_string(),
             }]
         })?;
-        let round = serde_json::to_value(&typed).map_err(|e| {
-            vec![FieldError {
-                field: String::new(),
-                kind: FieldErrorKind::Invalid(String::new()),
-                detail: e.to_string(),
-            }]
-        })?;
-        let mut errors = Vec::new();
-        unknown_fields(&input, &round, "", &mut errors);
         typed.default_fields();
-        errors.extend(typed.validate());
+        let mut invalid = typed.validate();
         if let Some(old) = old {
             // The stored object passed admission when written; if it no longer decodes,
             // there is nothing to compare immutable fields against.
-            if let Ok(old) = serde_json::from_value::<T>(old.clone()) {
-                errors.extend(typed.validate_update(&old));
+            if let Ok(old) = <T as serde::Deserialize>::deserialize(old) {
+                invalid.extend(typed.validate_update(&old));
             }
         }
+        let out = serde_json::to_value(&typed).map_err(encode_error)?;
+        // What the input has and the output lacks: the type dropped it, or defaulting
+        // folded it into another field (a Secret's stringData). Only when something is
+        // missing is the input decoded again, to tell which.
+        let mut errors = Vec::new();
+        unknown_fields(&obj, &out, "", &mut errors);
+        if !errors.is_empty() {
+            errors.clear();
+            let undefaulted = <T as serde::Deserialize>::deserialize(&obj).map_err(encode_error)?;
+            let round = serde_json::to_value(&undefaulted).map_err(encode_error)?;
+            unknown_fields(&obj, &round, "", &mut errors);
+        }
+        errors.extend(invalid);
         if !errors.is_empty() {
             return Err(errors);
         }
-        serde_json::to_value(&typed).map_err(|e| {
-            vec![FieldError {
-                field: String::new(),
-                kind: FieldErrorKind::Invalid(String::new()),
-                detail: e.to_string(),
-            }]
-        })
+        Ok(out)
     }
 }
 

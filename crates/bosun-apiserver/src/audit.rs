@@ -72,15 +72,25 @@ impl Audit {
     /// Writes one entry. A failing audit log is reported in the server log, and the
     /// request is not failed for it (Kubernetes' default "best effort" mode).
     pub fn record(&self, entry: &Entry) {
-        let Ok(mut line) = serde_json::to_vec(entry) else {
+        self.record_all(std::slice::from_ref(entry));
+    }
+
+    /// Writes entries in one write (the items of a batch call), as [`Audit::record`].
+    pub fn record_all(&self, entries: &[Entry]) {
+        let mut lines = Vec::new();
+        for e in entries {
+            if serde_json::to_writer(&mut lines, e).is_ok() {
+                lines.push(b'\n');
+            }
+        }
+        if lines.is_empty() {
             return;
-        };
-        line.push(b'\n');
+        }
         let Ok(mut guard) = self.file.lock() else {
             return;
         };
         if let Some(f) = guard.as_mut() {
-            if let Err(e) = f.write_all(&line) {
+            if let Err(e) = f.write_all(&lines) {
                 tracing::warn!(error = %e, path = ?self.path, "writing the audit log failed");
             }
         }

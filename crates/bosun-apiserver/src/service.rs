@@ -465,8 +465,7 @@ impl Inner {
                     })?;
                     more = allocator::check(&new, Some(&old), &self.cidr);
                 }
-                new = admission::admit(kind, new, Some(&old), more)?;
-                admission::bump_generation(&old, &mut new);
+                new = admit_update(kind, &old, new, more)?;
             }
             store::set_resource_version(&mut new, mod_revision);
             if same_object(&new, &old) && !stale_encryption {
@@ -582,13 +581,7 @@ impl Inner {
         dry_run: bool,
     ) -> Result<Value> {
         let pinned = rv_of(&patch)?;
-        let status_only = target.subresource == "status";
-        let mutate = move |old: &Value| -> Result<Next> {
-            let mut new = old.clone();
-            admission::merge_patch(&mut new, &patch);
-            let new = admission::prepare_update(kind, old, new, status_only)?;
-            Ok(finalize_or_write(old, new))
-        };
+        let mutate = patch_mutation(kind, &patch, target.subresource == "status");
         self.guaranteed_update(
             kind,
             &target.namespace,
@@ -1069,6 +1062,33 @@ fn same_object(a: &Value, b: &Value) -> bool {
 }
 
 /// Removing the last finalizer of an object that is being deleted deletes it.
+/// What a merge patch makes of a stored object (`status_only`: of its status).
+fn patch_mutation<'a>(
+    kind: &'a KindInfo,
+    patch: &'a Value,
+    status_only: bool,
+) -> impl Fn(&Value) -> Result<Next> + Send + Sync + 'a {
+    move |old: &Value| {
+        let mut new = old.clone();
+        admission::merge_patch(&mut new, patch);
+        let new = admission::prepare_update(kind, old, new, status_only)?;
+        Ok(finalize_or_write(old, new))
+    }
+}
+
+/// `new`, replacing `old`, through admission (with the allocator's findings `more`), its
+/// generation bumped when its spec changed.
+fn admit_update(
+    kind: &KindInfo,
+    old: &Value,
+    new: Value,
+    more: Vec<bosun_api::admission::FieldError>,
+) -> Result<Value> {
+    let mut new = admission::admit(kind, new, Some(old), more)?;
+    admission::bump_generation(old, &mut new);
+    Ok(new)
+}
+
 fn finalize_or_write(old: &Value, new: Value) -> Next {
     let deleting = old.at("/metadata/deletionTimestamp").is_some();
     let finalizers_left = new
@@ -1167,28 +1187,41 @@ impl ResourceService {
         user: &UserInfo,
         verb: &str,
         kind: &KindInfo,
-        (sub, ns, name): (&str, &str, &str),
+        target: (&str, &str, &str),
         res: &std::result::Result<(), &Error>,
     ) {
-        let (code, message) = match res {
-            Ok(()) => ("Ok".to_string(), String::new()),
-            Err(e) => {
-                let status = Status::from(clone_err(e));
-                (format!("{:?}", status.code()), e.to_string())
-            }
-        };
-        self.inner.audit.record(&Entry {
-            time: admission::now(),
-            user: user.name.clone(),
-            groups: user.groups.clone(),
-            verb: verb.to_string(),
-            resource: kind.resource.to_string(),
-            subresource: sub.to_string(),
-            namespace: ns.to_string(),
-            name: name.to_string(),
-            code,
-            message,
-        });
+        self.inner
+            .audit
+            .record(&audit_entry(user, verb, kind, target, res));
+    }
+}
+
+/// The audit log's entry for one request (or one item of a batch).
+fn audit_entry(
+    user: &UserInfo,
+    verb: &str,
+    kind: &KindInfo,
+    (sub, ns, name): (&str, &str, &str),
+    res: &std::result::Result<(), &Error>,
+) -> Entry {
+    let (code, message) = match res {
+        Ok(()) => ("Ok".to_string(), String::new()),
+        Err(e) => {
+            let status = Status::from(clone_err(e));
+            (format!("{:?}", status.code()), e.to_string())
+        }
+    };
+    Entry {
+        time: admission::now(),
+        user: user.name.clone(),
+        groups: user.groups.clone(),
+        verb: verb.to_string(),
+        resource: kind.resource.to_string(),
+        subresource: sub.to_string(),
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        code,
+        message,
     }
 }
 
@@ -1285,6 +1318,13 @@ impl Resources for ResourceService {
         req: Request<BatchWriteRequest>,
     ) -> std::result::Result<Response<BatchReply>, Status> {
         self.create_batch_call(req).await
+    }
+
+    async fn patch_batch(
+        &self,
+        req: Request<BatchPatchRequest>,
+    ) -> std::result::Result<Response<BatchReply>, Status> {
+        self.patch_batch_call(req).await
     }
 
     async fn get(

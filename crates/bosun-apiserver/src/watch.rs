@@ -28,8 +28,13 @@ struct Filter {
 }
 
 impl Filter {
+    /// No selector: every object of the resource is seen.
+    fn everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(&labels_of(obj)) && self.fields.matches(obj)
+        self.everything() || (self.labels.matches(&labels_of(obj)) && self.fields.matches(obj))
     }
 }
 
@@ -206,16 +211,26 @@ impl Watch {
     }
 
     /// The Kubernetes event for one store change, if the watcher sees it.
+    ///
+    /// Without a selector, an update needs only the new object: the old one was seen
+    /// whenever it existed, so it is not decoded (the informers of the scheduler, the
+    /// controllers and the agents watch this way, and decoding is most of a watch's cost).
     fn translate(&self, e: &Event) -> Option<WatchEvent> {
-        let before = e
-            .prev
-            .as_ref()
-            .and_then(|p| self.decode(p))
-            .filter(|o| self.filter.matches(o));
+        let decode_before = || {
+            e.prev
+                .as_ref()
+                .and_then(|p| self.decode(p))
+                .filter(|o| self.filter.matches(o))
+        };
         match e.kind {
             EventKind::Put => {
+                let seen_before = if self.filter.everything() {
+                    e.prev.is_some()
+                } else {
+                    decode_before().is_some()
+                };
                 let now = self.decode(&e.kv)?;
-                match (before.is_some(), self.filter.matches(&now)) {
+                match (seen_before, self.filter.matches(&now)) {
                     (false, true) => Some(event("ADDED", &now)),
                     (true, true) => Some(event("MODIFIED", &now)),
                     (true, false) => Some(event("DELETED", &now)),
@@ -223,7 +238,7 @@ impl Watch {
                 }
             }
             EventKind::Delete => {
-                let mut gone = before?;
+                let mut gone = decode_before()?;
                 set_resource_version(&mut gone, e.kv.mod_revision);
                 Some(event("DELETED", &gone))
             }

@@ -180,6 +180,26 @@ fn retriable(s: &Status) -> bool {
     s.code() == Code::Unavailable
 }
 
+/// How many items go in each call of a batch, for items of these sizes: at most
+/// [`BATCH_ITEMS`] and [`BATCH_BYTES`] a call, and at least one.
+fn batch_sizes(sizes: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    let mut bytes = 0;
+    for size in sizes {
+        match out.last_mut() {
+            Some(take) if *take < BATCH_ITEMS && bytes + size <= BATCH_BYTES => {
+                *take += 1;
+                bytes += size;
+            }
+            _ => {
+                out.push(1);
+                bytes = size;
+            }
+        }
+    }
+    out
+}
+
 fn bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
@@ -279,6 +299,22 @@ impl Client {
         self.batch(resource, namespace, "", objs).await
     }
 
+    /// Creates `n` objects from one (which names none: it has `metadata.generateName`),
+    /// as [`Client::create_batch`] of `n` copies would, encoding it once.
+    ///
+    /// # Errors
+    /// As [`Client::create_batch`].
+    pub async fn create_copies(
+        &self,
+        resource: &str,
+        namespace: &str,
+        obj: &Value,
+        n: usize,
+    ) -> Result<Vec<Result<Value>>> {
+        self.batch_encoded(resource, namespace, "", vec![bytes(obj); n])
+            .await
+    }
+
     /// Sends `objs` in calls of at most [`BATCH_ITEMS`] objects and [`BATCH_BYTES`] bytes.
     async fn batch(
         &self,
@@ -287,41 +323,101 @@ impl Client {
         subresource: &str,
         objs: &[Value],
     ) -> Result<Vec<Result<Value>>> {
-        let mut encoded: Vec<Vec<u8>> = objs.iter().map(bytes).collect();
-        let mut requests = Vec::new();
-        while !encoded.is_empty() {
-            let mut size = 0;
-            let mut take = 0;
-            for e in &encoded {
-                if take >= BATCH_ITEMS || (take > 0 && size + e.len() > BATCH_BYTES) {
-                    break;
-                }
-                size += e.len();
-                take += 1;
-            }
-            requests.push(BatchWriteRequest {
+        let encoded: Vec<Vec<u8>> = objs.iter().map(bytes).collect();
+        self.batch_encoded(resource, namespace, subresource, encoded)
+            .await
+    }
+
+    /// [`Client::batch`] of objects already encoded.
+    async fn batch_encoded(
+        &self,
+        resource: &str,
+        namespace: &str,
+        subresource: &str,
+        mut encoded: Vec<Vec<u8>>,
+    ) -> Result<Vec<Result<Value>>> {
+        let requests: Vec<BatchWriteRequest> = batch_sizes(encoded.iter().map(Vec::len))
+            .into_iter()
+            .map(|take| BatchWriteRequest {
                 resource: resource.into(),
                 namespace: namespace.into(),
                 subresource: subresource.into(),
                 objects: encoded.drain(..take).collect(),
                 dry_run: false,
-            });
-        }
+            })
+            .collect();
+        self.batch_calls(
+            requests,
+            |req| req.objects.len(),
+            |mut c, req| async move { c.create_batch(req).await },
+        )
+        .await
+    }
+
+    /// Applies JSON merge patches to several objects of one resource in few calls
+    /// (`PatchBatch`): `(namespace, name, patch)` each. Every patch is answered as
+    /// [`Client::patch`] would answer it alone, and the server writes them in few store
+    /// transactions.
+    ///
+    /// # Errors
+    /// When a call fails as a whole (no server answers); then some patches may have been
+    /// applied.
+    pub async fn patch_batch(
+        &self,
+        resource: &str,
+        subresource: &str,
+        patches: &[(String, String, Value)],
+    ) -> Result<Vec<Result<Value>>> {
+        let mut items: Vec<PatchItem> = patches
+            .iter()
+            .map(|(ns, name, patch)| PatchItem {
+                namespace: ns.clone(),
+                name: name.clone(),
+                patch: bytes(patch),
+            })
+            .collect();
+        let requests: Vec<BatchPatchRequest> = batch_sizes(items.iter().map(|i| i.patch.len()))
+            .into_iter()
+            .map(|take| BatchPatchRequest {
+                resource: resource.into(),
+                subresource: subresource.into(),
+                items: items.drain(..take).collect(),
+                dry_run: false,
+            })
+            .collect();
+        self.batch_calls(
+            requests,
+            |req| req.items.len(),
+            |mut c, req| async move { c.patch_batch(req).await },
+        )
+        .await
+    }
+
+    /// Makes the calls of one batch, a few at a time, and gives every item its answer in
+    /// order; `items` tells how many items a request holds.
+    async fn batch_calls<R, F, Fut>(
+        &self,
+        requests: Vec<R>,
+        items: fn(&R) -> usize,
+        send: F,
+    ) -> Result<Vec<Result<Value>>>
+    where
+        R: Clone,
+        F: Fn(ResourcesClient<Channel>, tonic::Request<R>) -> Fut + Copy,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<BatchReply>, Status>>,
+    {
         // A few calls at once: the server admits one batch while the store writes another.
         let replies: Vec<Result<(usize, BatchReply)>> = futures::stream::iter(requests)
             .map(|req| async move {
-                let take = req.objects.len();
-                self.call(|mut c, fence| {
-                    let req = req.clone();
-                    async move { c.create_batch(fenced(req, fence)).await }
-                })
-                .await
-                .map(|r| (take, r))
+                let take = items(&req);
+                self.call(|c, fence| send(c, fenced(req.clone(), fence)))
+                    .await
+                    .map(|r| (take, r))
             })
             .buffered(BATCH_CALLS)
             .collect()
             .await;
-        let mut out = Vec::with_capacity(objs.len());
+        let mut out = Vec::new();
         for reply in replies {
             let (take, r) = reply?;
             if r.items.len() != take {

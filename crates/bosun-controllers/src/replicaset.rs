@@ -18,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Periodic resync: catches anything an event did not trigger.
 const RESYNC: Duration = Duration::from_secs(5);
+/// First wait before a ReplicaSet whose reconcile failed is tried again; it doubles with
+/// each failure in a row, up to [`MAX_BACKOFF`] (as Kubernetes' work queues back off).
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Pods created or deleted per ReplicaSet per pass at most (as Kubernetes' burst limit
 /// does; creations go in batches).
 const BURST: usize = 2000;
@@ -108,6 +112,9 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     }
     tracing::info!("replicaset controller started");
     let mut expect = Expectations::default();
+    // Per ReplicaSet uid whose last reconcile failed: when to try again, and the wait
+    // after that.
+    let mut backoff: HashMap<String, (tokio::time::Instant, Duration)> = HashMap::new();
     loop {
         let (c1, c2) = (sets.changed(), pods.changed());
         let woken = async {
@@ -129,17 +136,35 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             {
                 continue;
             }
+            let now = tokio::time::Instant::now();
+            if backoff.get(uid(&rs)).is_some_and(|(at, _)| now < *at) {
+                continue;
+            }
             let mine = &pods.owned_by(uid(&rs))[..];
             match reconcile(&client, &rs, mine, &mut expect).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    backoff.remove(uid(&rs));
+                }
                 Err(e) => {
-                    tracing::warn!(replicaset = %format!("{}/{}", namespace(&rs), name(&rs)), error = %e, "reconcile failed; retrying")
+                    let wait = backoff
+                        .get(uid(&rs))
+                        .map_or(FIRST_BACKOFF, |(_, w)| (*w * 2).min(MAX_BACKOFF));
+                    backoff.insert(uid(&rs).to_string(), (now + wait, wait));
+                    tracing::warn!(replicaset = %format!("{}/{}", namespace(&rs), name(&rs)), error = %e, retry_in_ms = wait.as_millis() as u64, "reconcile failed; retrying")
                 }
             }
         }
+        // ReplicaSets that are gone need no retry.
+        if !backoff.is_empty() {
+            let live: std::collections::HashSet<String> =
+                sets.list().iter().map(|r| uid(r).to_string()).collect();
+            backoff.retain(|u, _| live.contains(u));
+        }
+        let next_retry = backoff.values().map(|(at, _)| *at).min();
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
+            _ = tokio::time::sleep_until(next_retry.unwrap_or_else(tokio::time::Instant::now)), if next_retry.is_some() => {}
         }
     }
 }
@@ -200,10 +225,9 @@ async fn reconcile(
     if owned.len() < want {
         // Batch calls (500 pods each, a few at a time): the server writes each batch in
         // one store transaction.
-        let pods: Vec<Value> = (0..(want - owned.len()).min(BURST))
-            .map(|_| pod_for(rs))
-            .collect();
-        let results = client.create_batch("pods", ns, &pods).await?;
+        // The pods are alike (their names are generated): encoded once.
+        let n = (want - owned.len()).min(BURST);
+        let results = client.create_copies("pods", ns, &pod_for(rs), n).await?;
         let mut failed = None;
         for r in results {
             match r {

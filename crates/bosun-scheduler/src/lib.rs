@@ -155,9 +155,14 @@ fn pod_view(pod: &Value) -> PodView<'_> {
         tolerates_cordon: tolerates(tolerations, &CORDON),
         node_selector: pod.at("/spec/nodeSelector").and_then(Value::as_object),
         node_affinity: pod.at("/spec/affinity/nodeAffinity").is_some(),
-        inter_pod: pod.at("/spec/affinity/podAffinity").is_some()
-            || pod.at("/spec/affinity/podAntiAffinity").is_some(),
+        inter_pod: has_pod_affinity(pod),
     }
+}
+
+/// The pod has required pod affinity or anti-affinity rules.
+fn has_pod_affinity(pod: &Value) -> bool {
+    pod.at("/spec/affinity/podAffinity").is_some()
+        || pod.at("/spec/affinity/podAntiAffinity").is_some()
 }
 
 fn owner(pod: &Value) -> Option<&str> {
@@ -279,43 +284,146 @@ fn score((cpu, mem): (i128, i128), room: &Room, same_owner_here: usize) -> i128 
     least_allocated - 50 * same_owner_here as i128
 }
 
-/// Free room per node, from the pods bound to it.
-fn rooms(nodes: &[Arc<Value>], pods: &[Arc<Value>]) -> HashMap<String, Room> {
+/// The room a node offers when empty: its allocatable (or capacity).
+fn capacity(n: &Value) -> Room {
+    let alloc = n
+        .at("/status/allocatable")
+        .or_else(|| n.at("/status/capacity"));
+    let cpu = quantity(alloc.and_then(|a| a.get("cpu")));
+    let memory = quantity(alloc.and_then(|a| a.get("memory")));
+    let pods = quantity(alloc.and_then(|a| a.get("pods"))) / 1000;
+    Room {
+        cpu,
+        memory,
+        pods,
+        cpu_total: cpu,
+        memory_total: memory,
+    }
+}
+
+impl Room {
+    /// Takes a pod that requests `(cpu, memory)`.
+    fn take(&mut self, (cpu, memory): (i128, i128)) {
+        self.cpu -= cpu;
+        self.memory -= memory;
+        self.pods -= 1;
+    }
+}
+
+/// Free room per node, from the pods that hold room on it: (node, requests) each.
+#[cfg(test)]
+fn rooms<'a>(
+    nodes: &[Arc<Value>],
+    holding: impl IntoIterator<Item = (&'a str, (i128, i128))>,
+) -> HashMap<String, Room> {
     let mut out: HashMap<String, Room> = nodes
         .iter()
-        .map(|n| {
-            let alloc = n
-                .at("/status/allocatable")
-                .or_else(|| n.at("/status/capacity"));
-            let cpu = quantity(alloc.and_then(|a| a.get("cpu")));
-            let memory = quantity(alloc.and_then(|a| a.get("memory")));
-            let pods = quantity(alloc.and_then(|a| a.get("pods"))) / 1000;
-            (
-                s(n, "/metadata/name").to_string(),
-                Room {
-                    cpu,
-                    memory,
-                    pods,
-                    cpu_total: cpu,
-                    memory_total: memory,
-                },
-            )
-        })
+        .map(|n| (s(n, "/metadata/name").to_string(), capacity(n)))
         .collect();
-    for p in pods {
-        let node = s(p, "/spec/nodeName");
-        let phase = s(p, "/status/phase");
-        if node.is_empty() || phase == "Succeeded" || phase == "Failed" {
-            continue;
-        }
+    for (node, req) in holding {
         if let Some(r) = out.get_mut(node) {
-            let (cpu, mem) = requests(p);
-            r.cpu -= cpu;
-            r.memory -= mem;
-            r.pods -= 1;
+            r.take(req);
         }
     }
     out
+}
+
+/// What a pass reads of one pod: kept from pass to pass while the cache holds the same
+/// object, so that a pass over ten thousand pods reads (and parses the quantities of)
+/// only the pods that changed.
+struct Facts {
+    /// The cached object these were read from (a changed pod is a new object).
+    pod: Arc<Value>,
+    node: String,
+    requests: (i128, i128),
+    owner: Option<String>,
+    /// Succeeded or Failed: it holds no room.
+    finished: bool,
+    deleting: bool,
+    /// Ours to place: no node, not being deleted, and for this scheduler.
+    waiting: bool,
+    /// It has required pod affinity or anti-affinity.
+    inter_pod: bool,
+}
+
+impl Facts {
+    fn of(pod: &Arc<Value>) -> Facts {
+        let node = s(pod, "/spec/nodeName").to_string();
+        let deleting = pod.at("/metadata/deletionTimestamp").is_some();
+        Facts {
+            pod: pod.clone(),
+            waiting: node.is_empty()
+                && !deleting
+                && matches!(s(pod, "/spec/schedulerName"), "" | "default-scheduler"),
+            node,
+            requests: requests(pod),
+            inter_pod: has_pod_affinity(pod),
+            owner: owner(pod).map(str::to_string),
+            finished: matches!(s(pod, "/status/phase"), "Succeeded" | "Failed"),
+            deleting,
+        }
+    }
+}
+
+/// The capacity of each node by name, kept while the cache holds the same node object.
+#[derive(Default)]
+struct Capacities {
+    nodes: HashMap<String, (Arc<Value>, Room)>,
+}
+
+impl Capacities {
+    /// The capacity of each of `nodes`, in their order.
+    fn of(&mut self, nodes: &[Arc<Value>]) -> Vec<Room> {
+        let out = nodes
+            .iter()
+            .map(|n| {
+                let name = s(n, "/metadata/name");
+                match self.nodes.get_mut(name) {
+                    Some((seen, room)) if Arc::ptr_eq(seen, n) => room.clone(),
+                    _ => {
+                        let room = capacity(n);
+                        self.nodes
+                            .insert(name.to_string(), (n.clone(), room.clone()));
+                        room
+                    }
+                }
+            })
+            .collect();
+        if self.nodes.len() > nodes.len() {
+            let live: std::collections::HashSet<&str> =
+                nodes.iter().map(|n| s(n, "/metadata/name")).collect();
+            self.nodes.retain(|name, _| live.contains(name.as_str()));
+        }
+        out
+    }
+}
+
+/// [`Facts`] per pod uid.
+#[derive(Default)]
+struct Memo {
+    pods: HashMap<String, Facts>,
+}
+
+impl Memo {
+    /// Brings the memo up to the cache's `pods`, reading only new and changed ones.
+    fn refresh(&mut self, pods: &[Arc<Value>]) {
+        for p in pods {
+            let uid = s(p, "/metadata/uid");
+            match self.pods.get_mut(uid) {
+                Some(f) if Arc::ptr_eq(&f.pod, p) => {}
+                Some(f) => *f = Facts::of(p),
+                None => {
+                    self.pods.insert(uid.to_string(), Facts::of(p));
+                }
+            }
+        }
+        // Each cached pod has its entry: any more are pods that are gone.
+        if self.pods.len() > pods.len() {
+            let live: std::collections::HashSet<&str> =
+                pods.iter().map(|p| s(p, "/metadata/uid")).collect();
+            self.pods.retain(|uid, _| live.contains(uid.as_str()));
+        }
+    }
 }
 
 /// How many feasible nodes are enough to pick from: all of them up to 100 nodes, then a
@@ -344,6 +452,12 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     let mut placed: HashMap<String, String> = HashMap::new();
     // Where the next pod's search through the nodes starts.
     let mut offset = 0usize;
+    // Binding calls in flight. They outlive the pass that sent them: the next pass
+    // decides while they are written (their pods count as placed until the cache shows
+    // them bound, or the call reports them failed). Dropped, so cancelled, with the loop.
+    let mut binds: JoinSet<Vec<String>> = JoinSet::new();
+    let mut memo = Memo::default();
+    let mut capacities = Capacities::default();
     loop {
         let (c1, c2) = (pods.changed(), nodes.changed());
         let woken = async {
@@ -353,89 +467,77 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };
+        let pass_started = std::time::Instant::now();
         let all_pods = pods.list();
         let all_nodes = nodes.list();
+        memo.refresh(&all_pods);
         // Most changes are to bound pods (status reports): with nothing to place, the
         // pass ends here, before the work that reads every pod and node.
-        let waiting = all_pods.iter().any(|p| {
-            s(p, "/spec/nodeName").is_empty()
-                && p.at("/metadata/deletionTimestamp").is_none()
-                && !placed.contains_key(s(p, "/metadata/uid"))
-        });
+        let waiting = memo
+            .pods
+            .iter()
+            .any(|(uid, f)| f.waiting && !placed.contains_key(uid));
         'pass: {
             if !waiting {
                 break 'pass;
             }
-            let by_uid: HashMap<&str, &Arc<Value>> = all_pods
-                .iter()
-                .map(|p| (s(p, "/metadata/uid"), p))
-                .collect();
-            placed.retain(|uid, _| {
-                by_uid
-                    .get(uid.as_str())
-                    .is_some_and(|p| s(p, "/spec/nodeName").is_empty())
-            });
-            let mut room = rooms(&all_nodes, &all_pods);
-            // Account for our own bindings the cache has not shown yet.
-            for (uid, node) in &placed {
-                if let (Some(p), Some(r)) = (by_uid.get(uid.as_str()), room.get_mut(node)) {
-                    let (cpu, mem) = requests(p);
-                    r.cpu -= cpu;
-                    r.memory -= mem;
-                    r.pods -= 1;
-                }
-            }
-            // owner uid -> node -> pods of that owner there (looked up without allocating).
-            let mut per_owner: HashMap<String, HashMap<String, usize>> = HashMap::new();
-            for p in &all_pods {
-                // Our own bindings the cache does not show yet count where we put them.
-                let node = match placed.get(s(p, "/metadata/uid")) {
-                    Some(n) => n.as_str(),
-                    None => s(p, "/spec/nodeName"),
-                };
-                if let (Some(o), false) = (owner(p), node.is_empty()) {
-                    *per_owner
-                        .entry(o.to_string())
-                        .or_default()
-                        .entry(node.to_string())
-                        .or_default() += 1;
-                }
-            }
+            placed.retain(|uid, _| memo.pods.get(uid).is_some_and(|f| f.node.is_empty()));
             let views: Vec<NodeView<'_>> = all_nodes.iter().map(|n| view(n)).collect();
-            let enough = nodes_to_score(views.len());
+            let at: HashMap<&str, usize> =
+                views.iter().enumerate().map(|(i, v)| (v.name, i)).collect();
+            // Where each pod holds room: its node, or where we bound it and the cache
+            // does not show yet.
+            let node_of = |uid: &str, f: &Facts| -> Option<usize> {
+                let node = placed.get(uid).map_or(f.node.as_str(), String::as_str);
+                at.get(node).copied()
+            };
             // Free room by node index (no lookup by name in the loop over nodes).
-            let mut slots: Vec<Option<Room>> = views.iter().map(|v| room.remove(v.name)).collect();
-            let mut index = affinity::PodIndex::default();
-            for v in &views {
-                index.labels.insert(v.name, v.labels);
-            }
-            for p in &all_pods {
-                let phase = s(p, "/status/phase");
-                if p.at("/metadata/deletionTimestamp").is_some()
-                    || phase == "Succeeded"
-                    || phase == "Failed"
-                {
-                    continue;
+            let mut slots: Vec<Room> = capacities.of(&all_nodes);
+            // owner uid -> node index -> pods of that owner there.
+            let mut per_owner: HashMap<&str, HashMap<usize, usize>> = HashMap::new();
+            let mut inter_pod = false;
+            for (uid, f) in &memo.pods {
+                inter_pod |= f.waiting && f.inter_pod;
+                let Some(i) = node_of(uid, f) else { continue };
+                if !f.finished {
+                    slots[i].take(f.requests);
                 }
-                let node = match placed.get(s(p, "/metadata/uid")) {
-                    Some(n) => n.clone(),
-                    None => s(p, "/spec/nodeName").to_string(),
-                };
-                if !node.is_empty() {
-                    index.pods.entry(node).or_default().push(p.clone());
+                if let Some(o) = &f.owner {
+                    *per_owner.entry(o).or_default().entry(i).or_default() += 1;
                 }
             }
+            let enough = nodes_to_score(views.len());
+            // The pods on each node, for pod (anti-)affinity: only when a pod asks.
+            let mut index = inter_pod.then(|| {
+                let mut index = affinity::PodIndex::default();
+                for v in &views {
+                    index.labels.insert(v.name, v.labels);
+                }
+                for (uid, f) in &memo.pods {
+                    if f.deleting || f.finished {
+                        continue;
+                    }
+                    if let Some(i) = node_of(uid, f) {
+                        index
+                            .pods
+                            .entry(views[i].name.to_string())
+                            .or_default()
+                            .push(f.pod.clone());
+                    }
+                }
+                index
+            });
+            // In the cache's order (namespace, name): placement does not depend on how
+            // the memo is laid out.
             let unbound: Vec<&Arc<Value>> = all_pods
                 .iter()
                 .filter(|p| {
-                    s(p, "/spec/nodeName").is_empty()
-                        && p.at("/metadata/deletionTimestamp").is_none()
-                        && matches!(s(p, "/spec/schedulerName"), "" | "default-scheduler")
-                        && !placed.contains_key(s(p, "/metadata/uid"))
+                    let uid = s(p, "/metadata/uid");
+                    memo.pods.get(uid).is_some_and(|f| f.waiting) && !placed.contains_key(uid)
                 })
                 .collect();
+            let mut placed_now = 0usize;
             // Bindings go out in batches (one store transaction each), a few at a time.
-            let mut binds: JoinSet<Vec<String>> = JoinSet::new();
             let mut pending: Bindings = Vec::new();
             for pod in unbound {
                 if cancel.is_cancelled() {
@@ -459,12 +561,13 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                         break;
                     }
                     let n = &views[i];
-                    let Some(r) = &slots[i] else { continue };
+                    let r = &slots[i];
                     let fit = fits_view(pod, &pv, n, r).and_then(|()| {
                         if !pv.inter_pod {
                             return Ok(());
                         }
-                        affinity::inter_pod(pod, n.labels, &index).map_err(|e| match e {
+                        let Some(index) = &index else { return Ok(()) };
+                        affinity::inter_pod(pod, n.labels, index).map_err(|e| match e {
                             affinity::InterPod::Affinity => Misfit::PodAffinity,
                             affinity::InterPod::AntiAffinity => Misfit::PodAntiAffinity,
                         })
@@ -472,7 +575,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                     match fit {
                         Ok(()) => {
                             feasible += 1;
-                            let same = mine.and_then(|m| m.get(n.name)).copied().unwrap_or(0);
+                            let same = mine.and_then(|m| m.get(&i)).copied().unwrap_or(0);
                             let sc = score(req, r, same)
                                 + if pv.node_affinity {
                                     affinity::node_preferred(pod, n.name, n.labels)
@@ -494,34 +597,23 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 match best {
                     Some((_, i)) => {
                         let node = views[i].name.to_string();
-                        if let Some(r) = &mut slots[i] {
-                            r.cpu -= req.0;
-                            r.memory -= req.1;
-                            r.pods -= 1;
-                        }
+                        slots[i].take(req);
                         if let Some(o) = owner(pod) {
-                            *per_owner
-                                .entry(o.to_string())
-                                .or_default()
-                                .entry(node.clone())
-                                .or_default() += 1;
+                            *per_owner.entry(o).or_default().entry(i).or_default() += 1;
                         }
                         reported.remove(&uid);
                         placed.insert(uid.clone(), node.clone());
-                        index
-                            .pods
-                            .entry(node.clone())
-                            .or_default()
-                            .push((*pod).clone());
+                        placed_now += 1;
+                        if let Some(index) = &mut index {
+                            index
+                                .pods
+                                .entry(node.clone())
+                                .or_default()
+                                .push((*pod).clone());
+                        }
                         pending.push(((ns, name, node), uid));
                         if pending.len() >= BIND_BATCH {
-                            while binds.len() >= BATCHES_IN_FLIGHT {
-                                if let Some(Ok(failed)) = binds.join_next().await {
-                                    for uid in failed {
-                                        placed.remove(&uid);
-                                    }
-                                }
-                            }
+                            room_for_a_call(&mut binds, &mut placed).await;
                             binds.spawn(bind_all(client.clone(), std::mem::take(&mut pending)));
                         }
                     }
@@ -550,20 +642,55 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 }
             }
             if !pending.is_empty() {
+                room_for_a_call(&mut binds, &mut placed).await;
                 binds.spawn(bind_all(client.clone(), pending));
             }
-            while let Some(r) = binds.join_next().await {
-                if let Ok(failed) = r {
-                    for uid in failed {
-                        placed.remove(&uid);
-                    }
-                }
-            }
+            tracing::debug!(
+                pods = all_pods.len(),
+                nodes = all_nodes.len(),
+                placed = placed_now,
+                binding_calls = binds.len(),
+                took_ms = pass_started.elapsed().as_millis() as u64,
+                "scheduling pass"
+            );
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
+            // A binding call ended: its failed pods are waiting again.
+            Some(r) = binds.join_next(), if !binds.is_empty() => {
+                forget_failed(r, &mut placed);
+                while let Some(r) = binds.try_join_next() {
+                    forget_failed(r, &mut placed);
+                }
+            }
             _ = woken => tokio::time::sleep(PASS_GAP).await,
         }
+    }
+}
+
+/// Waits until fewer than [`BATCHES_IN_FLIGHT`] binding calls are in flight.
+async fn room_for_a_call(binds: &mut JoinSet<Vec<String>>, placed: &mut HashMap<String, String>) {
+    while binds.len() >= BATCHES_IN_FLIGHT {
+        match binds.join_next().await {
+            Some(r) => forget_failed(r, placed),
+            None => break,
+        }
+    }
+}
+
+/// Drops the pods a binding call failed to bind from `placed`: they wait to be placed
+/// again.
+fn forget_failed(
+    r: std::result::Result<Vec<String>, tokio::task::JoinError>,
+    placed: &mut HashMap<String, String>,
+) {
+    match r {
+        Ok(failed) => {
+            for uid in failed {
+                placed.remove(&uid);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "a binding call ended abnormally"),
     }
 }
 
@@ -606,7 +733,7 @@ mod tests {
     #[test]
     fn a_pod_fits_where_there_is_room_and_nowhere_else() {
         let nodes = vec![node("a", "1", "1Gi"), node("b", "4", "8Gi")];
-        let room = rooms(&nodes, &[]);
+        let room = rooms(&nodes, []);
         let p = pod("2", "1Gi");
         assert_eq!(fits(&p, &nodes[0], &room["a"]), Err(Misfit::Cpu));
         assert_eq!(fits(&p, &nodes[1], &room["b"]), Ok(()));
@@ -619,7 +746,7 @@ mod tests {
         let nodes = vec![node("a", "2", "2Gi")];
         let mut bound = pod("1500m", "1Gi");
         bound["spec"]["nodeName"] = json!("a");
-        let room = rooms(&nodes, &[Arc::new(bound)]);
+        let room = rooms(&nodes, [("a", requests(&bound))]);
         assert_eq!(
             fits(&pod("600m", "100Mi"), &nodes[0], &room["a"]),
             Err(Misfit::Cpu)
@@ -653,6 +780,50 @@ mod tests {
         let mut down = (*node("d", "4", "4Gi")).clone();
         down["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
         assert_eq!(fits(&p, &down, &room), Err(Misfit::NotReady));
+    }
+
+    #[test]
+    fn the_memo_rereads_changed_pods_and_forgets_gone_ones() {
+        let with_uid = |uid: &str| {
+            let mut p = pod("100m", "10Mi");
+            p["metadata"] =
+                json!({"uid": uid, "ownerReferences": [{"uid": "rs", "controller": true}]});
+            p
+        };
+        let mut a = with_uid("a");
+        let first = vec![Arc::new(a.clone()), Arc::new(with_uid("b"))];
+        let mut memo = Memo::default();
+        memo.refresh(&first);
+        assert_eq!(memo.pods.len(), 2);
+        assert!(memo.pods["a"].waiting);
+        assert_eq!(memo.pods["a"].requests, (100, 10 * 1024 * 1024 * 1000));
+        assert_eq!(memo.pods["a"].owner.as_deref(), Some("rs"));
+        // Unchanged objects are not read again; a changed one is.
+        memo.refresh(&first);
+        assert!(Arc::ptr_eq(&memo.pods["a"].pod, &first[0]));
+        a["spec"]["nodeName"] = json!("n1");
+        a["status"] = json!({"phase": "Succeeded"});
+        let second = vec![Arc::new(a)];
+        memo.refresh(&second);
+        assert_eq!(memo.pods.len(), 1, "b is gone");
+        let f = &memo.pods["a"];
+        assert_eq!(f.node, "n1");
+        assert!(!f.waiting && f.finished);
+    }
+
+    #[test]
+    fn node_capacities_follow_the_cache() {
+        let mut caps = Capacities::default();
+        let first = vec![node("a", "1", "1Gi"), node("b", "2", "2Gi")];
+        let rooms = caps.of(&first);
+        assert_eq!((rooms[0].cpu, rooms[1].cpu), (1000, 2000));
+        let second = vec![node("b", "4", "2Gi")];
+        assert_eq!(
+            caps.of(&second)[0].cpu,
+            4000,
+            "a changed node is read again"
+        );
+        assert_eq!(caps.nodes.len(), 1, "a is gone");
     }
 
     #[test]

@@ -275,6 +275,29 @@ pub struct Compare {
     pub target: CompareTarget,
 }
 
+impl Compare {
+    /// Whether the comparison holds for one key's record (`None`: the key is absent; it
+    /// then has revisions, version and lease 0, and no value, as in etcd).
+    pub fn holds_for(&self, kv: Option<&KeyValue>) -> bool {
+        use std::cmp::Ordering;
+        let ord: Option<Ordering> = match &self.target {
+            CompareTarget::Version(v) => Some(kv.map_or(0, |k| k.version).cmp(v)),
+            CompareTarget::Create(v) => Some(kv.map_or(0, |k| k.create_revision).cmp(v)),
+            CompareTarget::Mod(v) => Some(kv.map_or(0, |k| k.mod_revision).cmp(v)),
+            CompareTarget::Lease(v) => Some(kv.map_or(0, |k| k.lease).cmp(v)),
+            // A value comparison on a missing key fails, as in etcd.
+            CompareTarget::Value(v) => kv.map(|k| k.value.as_slice().cmp(v.as_slice())),
+        };
+        match (ord, self.op) {
+            (None, _) => false,
+            (Some(o), CompareOp::Equal) => o == Ordering::Equal,
+            (Some(o), CompareOp::NotEqual) => o != Ordering::Equal,
+            (Some(o), CompareOp::Greater) => o == Ordering::Greater,
+            (Some(o), CompareOp::Less) => o == Ordering::Less,
+        }
+    }
+}
+
 /// A transaction: if every compare holds, run `success`, else `failure`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnReq {
@@ -413,6 +436,38 @@ pub enum CommandResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_key_compares_as_etcd_says() {
+        let on = |op, target| Compare {
+            range: KeyRange {
+                key: b"/k".to_vec(),
+                end: Vec::new(),
+            },
+            op,
+            target,
+        };
+        let kv = KeyValue {
+            key: b"/k".to_vec(),
+            create_revision: 5,
+            mod_revision: 9,
+            version: 2,
+            value: b"v".to_vec(),
+            lease: 0,
+        };
+        let absent = on(CompareOp::Equal, CompareTarget::Create(0));
+        assert!(absent.holds_for(None));
+        assert!(!absent.holds_for(Some(&kv)));
+        let unchanged = on(CompareOp::Equal, CompareTarget::Mod(9));
+        assert!(unchanged.holds_for(Some(&kv)));
+        assert!(!unchanged.holds_for(None));
+        assert!(on(CompareOp::Greater, CompareTarget::Version(1)).holds_for(Some(&kv)));
+        assert!(on(CompareOp::Less, CompareTarget::Mod(10)).holds_for(Some(&kv)));
+        // A value comparison on a missing key fails, whatever the operator.
+        let value = on(CompareOp::NotEqual, CompareTarget::Value(b"x".to_vec()));
+        assert!(value.holds_for(Some(&kv)));
+        assert!(!value.holds_for(None));
+    }
 
     #[test]
     fn values_encode_as_they_did_as_sequences_of_u8() {

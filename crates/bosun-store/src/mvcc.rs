@@ -338,24 +338,7 @@ impl Mvcc {
     }
 
     fn compare(&self, c: &Compare) -> bool {
-        let check = |kv: Option<&KeyValue>| -> bool {
-            use std::cmp::Ordering;
-            let ord: Option<Ordering> = match &c.target {
-                CompareTarget::Version(v) => Some(kv.map_or(0, |k| k.version).cmp(v)),
-                CompareTarget::Create(v) => Some(kv.map_or(0, |k| k.create_revision).cmp(v)),
-                CompareTarget::Mod(v) => Some(kv.map_or(0, |k| k.mod_revision).cmp(v)),
-                CompareTarget::Lease(v) => Some(kv.map_or(0, |k| k.lease).cmp(v)),
-                // A value comparison on a missing key fails, as in etcd.
-                CompareTarget::Value(v) => kv.map(|k| k.value.as_slice().cmp(v.as_slice())),
-            };
-            match (ord, c.op) {
-                (None, _) => false,
-                (Some(o), CompareOp::Equal) => o == Ordering::Equal,
-                (Some(o), CompareOp::NotEqual) => o != Ordering::Equal,
-                (Some(o), CompareOp::Greater) => o == Ordering::Greater,
-                (Some(o), CompareOp::Less) => o == Ordering::Less,
-            }
-        };
+        let check = |kv: Option<&KeyValue>| c.holds_for(kv);
         if c.range.is_single() {
             check(self.kvs.get(&c.range.key))
         } else {

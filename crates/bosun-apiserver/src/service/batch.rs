@@ -1,26 +1,30 @@
-//! `CreateBatch`: many creates, or many pod bindings, in few store transactions.
+//! `CreateBatch` and `PatchBatch`: many creates, pod bindings or patches, in few store
+//! transactions.
 //!
 //! Every item gets what Create would have answered for it alone: it is authorized,
 //! admitted and audited on its own. The items that pass are written together, in
 //! transactions of at most [`TXN_ITEMS`] items and [`TXN_BYTES`] bytes, each guarded per
-//! item (a created key is absent; a bound pod is unchanged since it was read) and by the
+//! item (a created key is absent; a bound or patched object is unchanged since it was read) and by the
 //! namespaces the items go into. When the guards of such a transaction fail, nothing of it
-//! was written, and its items go again one by one through the single-item path, which
-//! says precisely why an item fails. When the store fails (no leader), every item of the
+//! was written: the transaction reads which guards failed, the items whose own guards held
+//! are written together once more (a generated name that a concurrent batch took must not
+//! send hundreds of pods down the slow path), and the rest go one by one through the
+//! single-item path, which says precisely why an item fails (or, for a generated name,
+//! generates another). When the store fails (no leader), every item of the
 //! transaction gets that error: none is retried, so an item is never written twice.
 
 use bosun_api::json::At;
 use std::collections::{BTreeMap, HashSet};
 
 use bosun_api::kinds::KindInfo;
-use bosun_api::resources::{BatchItem, BatchReply, BatchWriteRequest};
-use bosun_store::command::{Compare, Op};
+use bosun_api::resources::{BatchItem, BatchPatchRequest, BatchReply, BatchWriteRequest, Target};
+use bosun_store::command::{Compare, Op, RangeReq};
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::{
-    bind_mutation, binding_target, clone_err, fence_of, kind_of, parse_object, to_bytes, Inner,
-    Next, ResourceService,
+    admit_update, bind_mutation, binding_target, clone_err, conflict, fence_of, kind_of,
+    parse_object, patch_mutation, rv_of, same_object, to_bytes, Inner, Next, ResourceService,
 };
 use crate::admission::{self, name_of, namespace_of};
 use crate::authz::caller;
@@ -44,6 +48,16 @@ struct Planned {
     encoded: Vec<u8>,
     /// The guard: the key is absent (0), or was last modified at this revision.
     mod_revision: i64,
+}
+
+/// What a patch of a batch comes to, read against the stored object.
+enum PatchPlan {
+    /// Write this.
+    Write(Planned),
+    /// Nothing changes: answer this (the object as stored).
+    Unchanged(Value),
+    /// It deletes the object (its last finalizer goes): the single-item path does that.
+    Alone,
 }
 
 /// Splits `planned` into transactions within [`TXN_ITEMS`] and [`TXN_BYTES`].
@@ -70,13 +84,15 @@ fn chunks(planned: Vec<Planned>) -> Vec<Vec<Planned>> {
 enum Outcome {
     /// Written at this revision.
     Written(i64),
-    /// A guard failed: nothing was written.
-    Guarded,
+    /// A guard failed: nothing was written. Per item of the transaction, whether its own
+    /// guard failed; and whether one of the extra guards (the namespaces') did.
+    Guarded { items: Vec<bool>, extra: bool },
 }
 
 impl Inner {
     /// Writes `chunk` in one transaction, guarded by each item's revision and by
-    /// `extra` (the namespaces').
+    /// `extra` (the namespaces'). When a guard fails, the transaction reads the guarded
+    /// keys (without values) to tell which.
     async fn write_chunk(&self, chunk: &[Planned], extra: &[Compare]) -> Result<Outcome> {
         let mut compare: Vec<Compare> = chunk
             .iter()
@@ -90,11 +106,33 @@ impl Inner {
             .iter()
             .map(|p| store::put_raw(&p.key, p.encoded.clone()))
             .collect();
-        let (rev, res) = self.store.txn(compare, success, Vec::new()).await?;
-        Ok(if res.succeeded {
-            Outcome::Written(rev)
-        } else {
-            Outcome::Guarded
+        let failure: Vec<Op> = compare
+            .iter()
+            .map(|c| {
+                Op::Range(RangeReq {
+                    range: c.range.clone(),
+                    keys_only: true,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let (rev, res) = self.store.txn(compare.clone(), success, failure).await?;
+        if res.succeeded {
+            return Ok(Outcome::Written(rev));
+        }
+        let found = store::reads(&res);
+        let failed: Vec<bool> = compare
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match found.get(i) {
+                Some(kv) => !c.holds_for(kv.as_ref()),
+                None => true,
+            })
+            .collect();
+        let (items, extra) = failed.split_at(chunk.len().min(failed.len()));
+        Ok(Outcome::Guarded {
+            items: items.to_vec(),
+            extra: extra.iter().any(|f| *f),
         })
     }
 
@@ -107,6 +145,20 @@ impl Inner {
         out: &mut [Option<Result<Value>>],
     ) {
         for chunk in chunks(planned) {
+            self.write_guarded(chunk, guards, out).await;
+        }
+    }
+
+    /// Writes one transaction's items. When the guards of a few of them fail (a name
+    /// that a concurrent batch took, a pod changed meanwhile), the others are tried once
+    /// more together; the items left go alone.
+    async fn write_guarded(
+        &self,
+        mut chunk: Vec<Planned>,
+        guards: &(dyn Fn(&[Planned]) -> Vec<Compare> + Sync),
+        out: &mut [Option<Result<Value>>],
+    ) {
+        for attempt in 0..2 {
             let extra = guards(&chunk);
             match self.write_chunk(&chunk, &extra).await {
                 Ok(Outcome::Written(rev)) => {
@@ -114,12 +166,33 @@ impl Inner {
                         store::set_resource_version(&mut p.object, rev);
                         out[p.index] = Some(Ok(p.object));
                     }
+                    return;
                 }
-                Ok(Outcome::Guarded) => {}
+                Ok(Outcome::Guarded { items, extra }) => {
+                    tracing::debug!(
+                        items = chunk.len(),
+                        failed = items.iter().filter(|f| **f).count(),
+                        namespace_changed = extra,
+                        attempt,
+                        "a batch transaction's guards failed"
+                    );
+                    if extra || attempt > 0 {
+                        return;
+                    }
+                    chunk = chunk
+                        .into_iter()
+                        .zip(items)
+                        .filter_map(|(p, failed)| (!failed).then_some(p))
+                        .collect();
+                    if chunk.is_empty() {
+                        return;
+                    }
+                }
                 Err(e) => {
                     for p in chunk {
                         out[p.index] = Some(Err(clone_err(&e)));
                     }
+                    return;
                 }
             }
         }
@@ -300,6 +373,94 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Patches objects: `items` are (namespace, name, merge patch), each already
+    /// authorized; as [`Inner::patch`] would one by one.
+    pub(crate) async fn patch_many(
+        &self,
+        kind: &KindInfo,
+        sub: &str,
+        items: Vec<(String, String, Value)>,
+        dry_run: bool,
+    ) -> Vec<Result<Value>> {
+        let mut out: Vec<Option<Result<Value>>> = (0..items.len()).map(|_| None).collect();
+        // Services allocate cluster IPs and node ports; a dry run writes nothing. Both
+        // take the single path.
+        if kind.resource != "services" && !dry_run {
+            if let Err(e) = self.store.barrier().await {
+                return items.iter().map(|_| Err(clone_err(&e))).collect();
+            }
+            let mut planned = Vec::new();
+            let mut keys = HashSet::new();
+            for (index, (ns, name, patch)) in items.iter().enumerate() {
+                match self.plan_patch(kind, sub, ns, name, patch) {
+                    // The same object twice: the later patch goes alone, after the batch.
+                    Ok(PatchPlan::Write(p)) if !keys.insert(p.key.clone()) => {}
+                    Ok(PatchPlan::Write(p)) => planned.push(Planned { index, ..p }),
+                    Ok(PatchPlan::Unchanged(v)) => out[index] = Some(Ok(v)),
+                    Ok(PatchPlan::Alone) => {}
+                    Err(e) => out[index] = Some(Err(e)),
+                }
+            }
+            self.write_planned(planned, &|_| Vec::new(), &mut out).await;
+        }
+        let mut results = Vec::with_capacity(out.len());
+        for (slot, (ns, name, patch)) in out.into_iter().zip(items) {
+            results.push(match slot {
+                Some(r) => r,
+                None => {
+                    let target = Target {
+                        resource: kind.resource.into(),
+                        namespace: ns,
+                        name,
+                        subresource: sub.into(),
+                    };
+                    self.patch(kind, &target, patch, dry_run).await
+                }
+            });
+        }
+        results
+    }
+
+    /// Reads the object a patch names and computes it patched and admitted.
+    fn plan_patch(
+        &self,
+        kind: &KindInfo,
+        sub: &str,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<PatchPlan> {
+        let pinned = rv_of(patch)?;
+        let key = kind.key(ns, name);
+        let stored = self.store.get(&key)?.ok_or_else(|| Error::NotFound {
+            resource: kind.resource.into(),
+            name: name.into(),
+        })?;
+        if pinned.is_some_and(|rv| rv != stored.mod_revision) {
+            return Err(conflict(kind, name));
+        }
+        let old = &stored.object;
+        let new = match patch_mutation(kind, patch, sub == "status")(old)? {
+            Next::Write(v) => v,
+            Next::Delete => return Ok(PatchPlan::Alone),
+        };
+        let mut object = admit_update(kind, old, new, Vec::new())?;
+        store::set_resource_version(&mut object, stored.mod_revision);
+        if same_object(&object, old) && !stored.stale_encryption {
+            return Ok(PatchPlan::Unchanged(object));
+        }
+        let encoded = self.encode_within_limit(kind, &key, &object)?;
+        Ok(PatchPlan::Write(Planned {
+            index: 0,
+            key,
+            object,
+            encoded,
+            mod_revision: stored.mod_revision,
+        }))
+    }
+}
+
 impl ResourceService {
     /// Parses, type-checks and authorizes one item: its namespace and name (for the
     /// audit), and the object, or why it is refused.
@@ -388,22 +549,114 @@ impl ResourceService {
         for (i, res) in indices.into_iter().zip(results) {
             out[i] = Some(res);
         }
-        let mut items = Vec::with_capacity(n);
-        for (slot, (ns, name)) in out.into_iter().zip(&names) {
-            // Every slot is filled above: an item refused before the store, or answered.
+        let verb = Verb {
+            verb: "create",
+            sub,
+            name_from_answer: !binding,
+        };
+        Ok(Response::new(self.answer(&user, kind, verb, &names, out)))
+    }
+
+    /// The `PatchBatch` call.
+    pub(super) async fn patch_batch_call(
+        &self,
+        req: Request<BatchPatchRequest>,
+    ) -> std::result::Result<Response<BatchReply>, Status> {
+        let user = caller(&req)?;
+        let fence = fence_of(&req)?;
+        let r = req.into_inner();
+        let kind = kind_of(&r.resource)?;
+        if r.items.len() > MAX_ITEMS {
+            return Err(Error::BadRequest(format!(
+                "a batch holds at most {MAX_ITEMS} patches; this one has {}",
+                r.items.len()
+            ))
+            .into());
+        }
+        let sub = r.subresource.as_str();
+        match sub {
+            "" => {}
+            "status" if kind.has_status => {}
+            "status" => {
+                return Err(Error::BadRequest(format!(
+                    "{} have no status subresource",
+                    kind.resource
+                ))
+                .into())
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "patching subresource {other:?} of {}",
+                    kind.resource
+                ))
+                .into())
+            }
+        }
+        let n = r.items.len();
+        let mut names: Vec<(String, String)> = Vec::with_capacity(n);
+        let mut out: Vec<Option<Result<Value>>> = (0..n).map(|_| None).collect();
+        let mut accepted: Vec<(usize, (String, String, Value))> = Vec::new();
+        for (i, item) in r.items.into_iter().enumerate() {
+            let ns = if kind.namespaced {
+                item.namespace
+            } else {
+                String::new()
+            };
+            names.push((ns.clone(), item.name.clone()));
+            let checked = parse_object(&item.patch, self.inner.max_object_bytes).and_then(|p| {
+                self.inner
+                    .authorize(&user, kind, "patch", sub, &ns, &item.name)?;
+                Ok(p)
+            });
+            match checked {
+                Ok(patch) => accepted.push((i, (ns, item.name, patch))),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let (indices, items): (Vec<usize>, Vec<_>) = accepted.into_iter().unzip();
+        let results = store::fenced(fence, async {
+            self.inner.patch_many(kind, sub, items, r.dry_run).await
+        })
+        .await;
+        for (i, res) in indices.into_iter().zip(results) {
+            out[i] = Some(res);
+        }
+        let verb = Verb {
+            verb: "patch",
+            sub,
+            name_from_answer: false,
+        };
+        Ok(Response::new(self.answer(&user, kind, verb, &names, out)))
+    }
+
+    /// Audits every item of a batch and builds the reply: `names` are the items'
+    /// namespaces and names, `out` their answers.
+    fn answer(
+        &self,
+        user: &crate::rbac::UserInfo,
+        kind: &KindInfo,
+        verb: Verb<'_>,
+        names: &[(String, String)],
+        out: Vec<Option<Result<Value>>>,
+    ) -> BatchReply {
+        let mut items = Vec::with_capacity(out.len());
+        let mut audit = Vec::with_capacity(out.len());
+        for (slot, (ns, name)) in out.into_iter().zip(names) {
+            // Every slot is filled by the caller: an item refused before the store, or
+            // answered.
             let res =
                 slot.unwrap_or_else(|| Err(Error::Exhausted("the item was not handled".into())));
             let name = match &res {
-                Ok(obj) if !binding => name_of(obj).to_string(),
+                Ok(obj) if verb.name_from_answer => name_of(obj).to_string(),
                 _ => name.clone(),
             };
-            self.record(
-                &user,
-                "create",
+            audit.push(super::audit_entry(
+                user,
+                verb.verb,
                 kind,
-                (sub, ns, &name),
+                (verb.sub, ns, &name),
                 &res.as_ref().map(|_| ()),
-            );
+            ));
             items.push(match res {
                 Ok(obj) => BatchItem {
                     object: to_bytes(&obj),
@@ -420,6 +673,17 @@ impl ResourceService {
                 }
             });
         }
-        Ok(Response::new(BatchReply { items }))
+        self.inner.audit.record_all(&audit);
+        BatchReply { items }
     }
+}
+
+/// How a batch's items are audited.
+#[derive(Clone, Copy)]
+struct Verb<'a> {
+    verb: &'static str,
+    sub: &'a str,
+    /// The item's name is the answered object's (a created object's name may be
+    /// generated).
+    name_from_answer: bool,
 }

@@ -1,5 +1,6 @@
-//! `CreateBatch`: many creates or pod bindings in one call, each item answered as it would
-//! be alone; a watch marks the events of one write of several objects.
+//! `CreateBatch` and `PatchBatch`: many creates, pod bindings or patches in one call, each
+//! item answered as it would be alone; a watch marks the events of one write of several
+//! objects.
 
 use std::time::Duration;
 
@@ -166,4 +167,107 @@ async fn batched_bindings_bind_each_pod_once_and_a_watch_sees_them_as_one_write(
     assert!(seen.iter().all(|(r, _)| *r == seen[0].0), "{seen:?}");
     let more: Vec<bool> = seen.iter().map(|(_, m)| *m).collect();
     assert_eq!(more, [true, true, false]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_status_patches_answer_each_pod_as_alone_and_write_the_good_ones_together() {
+    let c = up();
+    let a = admin(&c);
+    ready(&a).await;
+    a.create("namespaces", "", &namespace("b3")).await.unwrap();
+    let pods: Vec<Value> = (0..4).map(|i| pod(&format!("p{i}"))).collect();
+    for r in a.create_batch("pods", "b3", &pods).await.unwrap() {
+        r.unwrap();
+    }
+    for (p, n) in [("p0", "n1"), ("p1", "n1"), ("p2", "n1"), ("p3", "n2")] {
+        a.bind("b3", p, n).await.unwrap();
+    }
+    let p2 = a.get("pods", "b3", "p2").await.unwrap();
+    let running = json!({"status": {"phase": "Running"}});
+    let patches: Vec<(String, String, Value)> = [
+        ("p0", running.clone()),
+        // A pinned resource version that is not the stored one: a conflict.
+        (
+            "p1",
+            json!({"metadata": {"resourceVersion": "1"}, "status": {"phase": "Running"}}),
+        ),
+        ("gone", running.clone()),
+        // An invalid status: refused, naming the field.
+        ("p2", json!({"status": {"podIP": 5}})),
+        ("p3", running.clone()),
+        // The same pod again: applied after the first.
+        ("p0", json!({"status": {"podIP": "10.0.0.9"}})),
+    ]
+    .iter()
+    .map(|(p, v)| ("b3".to_string(), p.to_string(), v.clone()))
+    .collect();
+    let results = a.patch_batch("pods", "status", &patches).await.unwrap();
+    assert_eq!(results.len(), patches.len());
+    let code = |i: usize| results[i].as_ref().err().and_then(|e| e.code());
+    let p0 = results[0].as_ref().unwrap();
+    let p3 = results[4].as_ref().unwrap();
+    assert_eq!(p0["status"]["phase"], "Running");
+    assert_eq!(rv(p0), rv(p3), "written in one transaction");
+    assert_eq!(code(1), Some(Code::FailedPrecondition), "{:?}", results[1]);
+    assert_eq!(code(2), Some(Code::NotFound), "{:?}", results[2]);
+    assert_eq!(code(3), Some(Code::InvalidArgument), "{:?}", results[3]);
+    let msg = results[3].as_ref().unwrap_err().to_string();
+    assert!(msg.contains("podIP"), "{msg}");
+    let again = results[5].as_ref().unwrap();
+    assert_eq!(again["status"]["podIP"], "10.0.0.9");
+    assert_eq!(again["status"]["phase"], "Running");
+    assert!(rv(again) > rv(p0));
+    // What was refused is unchanged; a status patch does not touch the spec.
+    assert_eq!(a.get("pods", "b3", "p2").await.unwrap(), p2);
+    assert_ne!(
+        a.get("pods", "b3", "p1").await.unwrap()["status"]["phase"],
+        "Running"
+    );
+    assert_eq!(
+        a.get("pods", "b3", "p0").await.unwrap()["spec"]["nodeName"],
+        "n1"
+    );
+
+    // A node reports only its own pods: n1 may patch p1, not p3 (on n2).
+    let n1 = client_of(&c, &["s1"], &node(&c, "n1"));
+    let mine = |p: &str| ("b3".to_string(), p.to_string(), running.clone());
+    let results = n1
+        .patch_batch("pods", "status", &[mine("p1"), mine("p3")])
+        .await
+        .unwrap();
+    assert_eq!(results[0].as_ref().unwrap()["status"]["phase"], "Running");
+    let err = results[1].as_ref().unwrap_err();
+    assert_eq!(err.code(), Some(Code::PermissionDenied), "{err}");
+
+    // Only "" and "status" can be patched in a batch, and only where a status exists.
+    let err = a
+        .patch_batch("pods", "binding", &[mine("p1")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unimplemented), "{err}");
+    a.create(
+        "configmaps",
+        "b3",
+        &configmap("b3", "cm", json!({"k": "v"})),
+    )
+    .await
+    .unwrap();
+    let err = a
+        .patch_batch(
+            "configmaps",
+            "status",
+            &[("b3".into(), "cm".into(), json!({"status": {}}))],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    let cm = a
+        .patch_batch(
+            "configmaps",
+            "",
+            &[("b3".into(), "cm".into(), json!({"data": {"k": "w"}}))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cm[0].as_ref().unwrap()["data"]["k"], "w");
 }
