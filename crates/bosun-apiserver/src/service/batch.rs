@@ -50,6 +50,16 @@ struct Planned {
     mod_revision: i64,
 }
 
+/// Refuses a batch of more than [`MAX_ITEMS`] `what`, whole.
+fn within_batch_limit(n: usize, what: &str) -> Result<()> {
+    if n > MAX_ITEMS {
+        return Err(Error::BadRequest(format!(
+            "a batch holds at most {MAX_ITEMS} {what}; this one has {n}"
+        )));
+    }
+    Ok(())
+}
+
 /// What a patch of a batch comes to, read against the stored object.
 enum PatchPlan {
     /// Write this.
@@ -94,14 +104,17 @@ impl Inner {
     /// `extra` (the namespaces'). When a guard fails, the transaction reads the guarded
     /// keys (without values) to tell which.
     async fn write_chunk(&self, chunk: &[Planned], extra: &[Compare]) -> Result<Outcome> {
-        let mut compare: Vec<Compare> = chunk
-            .iter()
-            .map(|p| match p.mod_revision {
-                0 => store::absent(&p.key),
-                rev => store::unchanged_since(&p.key, rev),
-            })
-            .collect();
-        compare.extend_from_slice(extra);
+        let guards = || -> Vec<Compare> {
+            chunk
+                .iter()
+                .map(|p| match p.mod_revision {
+                    0 => store::absent(&p.key),
+                    rev => store::unchanged_since(&p.key, rev),
+                })
+                .chain(extra.iter().cloned())
+                .collect()
+        };
+        let compare = guards();
         let success: Vec<Op> = chunk
             .iter()
             .map(|p| store::put_raw(&p.key, p.encoded.clone()))
@@ -116,12 +129,13 @@ impl Inner {
                 })
             })
             .collect();
-        let (rev, res) = self.store.txn(compare.clone(), success, failure).await?;
+        let (rev, res) = self.store.txn(compare, success, failure).await?;
         if res.succeeded {
             return Ok(Outcome::Written(rev));
         }
+        // Rare: the guards are built again to tell which failed.
         let found = store::reads(&res);
-        let failed: Vec<bool> = compare
+        let failed: Vec<bool> = guards()
             .iter()
             .enumerate()
             .map(|(i, c)| match found.get(i) {
@@ -503,13 +517,7 @@ impl ResourceService {
         let fence = fence_of(&req)?;
         let r = req.into_inner();
         let kind = kind_of(&r.resource)?;
-        if r.objects.len() > MAX_ITEMS {
-            return Err(Error::BadRequest(format!(
-                "a batch holds at most {MAX_ITEMS} objects; this one has {}",
-                r.objects.len()
-            ))
-            .into());
-        }
+        within_batch_limit(r.objects.len(), "objects")?;
         let binding = match r.subresource.as_str() {
             "" => false,
             "binding" if kind.resource == "pods" => true,
@@ -566,13 +574,7 @@ impl ResourceService {
         let fence = fence_of(&req)?;
         let r = req.into_inner();
         let kind = kind_of(&r.resource)?;
-        if r.items.len() > MAX_ITEMS {
-            return Err(Error::BadRequest(format!(
-                "a batch holds at most {MAX_ITEMS} patches; this one has {}",
-                r.items.len()
-            ))
-            .into());
-        }
+        within_batch_limit(r.items.len(), "patches")?;
         let sub = r.subresource.as_str();
         match sub {
             "" => {}
