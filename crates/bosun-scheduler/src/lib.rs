@@ -798,9 +798,15 @@ mod tests {
         assert!(memo.pods["a"].waiting);
         assert_eq!(memo.pods["a"].requests, (100, 10 * 1024 * 1024 * 1000));
         assert_eq!(memo.pods["a"].owner.as_deref(), Some("rs"));
-        // Unchanged objects are not read again; a changed one is.
+        // Unchanged objects are not read again: what was kept for them stays.
+        if let Some(f) = memo.pods.get_mut("a") {
+            f.requests = (7, 7);
+        }
         memo.refresh(&first);
-        assert!(Arc::ptr_eq(&memo.pods["a"].pod, &first[0]));
+        assert_eq!(memo.pods["a"].requests, (7, 7), "a's object did not change");
+        // The same content in a new object (a cache update) is read again.
+        memo.refresh(&[Arc::new(a.clone()), first[1].clone()]);
+        assert_eq!(memo.pods["a"].requests, (100, 10 * 1024 * 1024 * 1000));
         a["spec"]["nodeName"] = json!("n1");
         a["status"] = json!({"phase": "Succeeded"});
         let second = vec![Arc::new(a)];
