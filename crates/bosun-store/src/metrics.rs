@@ -18,6 +18,8 @@ pub struct Metrics {
     pub proposals_ok: AtomicU64,
     /// Proposals that failed.
     pub proposals_failed: AtomicU64,
+    /// On the leader: followers' forwarded batches folded into its own batches.
+    pub forwarded_folded: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     sum_micros: AtomicU64,
 }
@@ -98,6 +100,11 @@ impl Metrics {
             o,
             "# HELP bosun_raft_leader_changes_total Leader changes seen.\n# TYPE bosun_raft_leader_changes_total counter\nbosun_raft_leader_changes_total {}",
             self.leader_changes.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP bosun_forwarded_batches_folded_total Followers' forwarded batches this leader folded into its own log entries.\n# TYPE bosun_forwarded_batches_folded_total counter\nbosun_forwarded_batches_folded_total {}",
+            self.forwarded_folded.load(Ordering::Relaxed)
         );
         let ok = self.proposals_ok.load(Ordering::Relaxed);
         let failed = self.proposals_failed.load(Ordering::Relaxed);

@@ -431,7 +431,7 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
         let cmd: crate::command::Request = decode(req.get_ref())?;
-        let res = self.node.write_local(cmd).await.map_err(|e| match e {
+        let res = self.node.write_forwarded(cmd).await.map_err(|e| match e {
             crate::Error::NoLeader(_) => crate::node::RemoteFailure::NotLeader,
             e => crate::node::RemoteFailure::Failed(e.to_string()),
         });

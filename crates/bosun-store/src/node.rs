@@ -107,11 +107,31 @@ impl LeaderRetry {
     }
 }
 
-/// A client's write waiting to be batched.
+/// A write waiting to be batched.
 struct Proposal {
     req: Request,
     size: u64,
-    reply: tokio::sync::oneshot::Sender<Result<(i64, CommandResult)>>,
+    reply: Waiter,
+}
+
+/// Who waits for a proposal's outcome.
+enum Waiter {
+    /// A client of this server: one request, one result.
+    One(tokio::sync::oneshot::Sender<Result<(i64, CommandResult)>>),
+    /// A follower's forwarded batch, on the leader: its requests are folded into the
+    /// leader's own batch (one log entry per round instead of one per server), and it is
+    /// answered with the outcomes of its requests, as if it had been proposed alone.
+    Forwarded(tokio::sync::oneshot::Sender<Result<Response>>),
+}
+
+impl Proposal {
+    /// How many requests it adds to a batch.
+    fn len(&self) -> usize {
+        match (&self.reply, &self.req.command) {
+            (Waiter::Forwarded(_), Command::Batch(reqs)) => reqs.len(),
+            _ => 1,
+        }
+    }
 }
 
 /// Leader-side lease deadlines, valid for one leader term.
@@ -350,13 +370,44 @@ impl Node {
         let size = bincode::serialized_size(&req).unwrap_or(0);
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.proposals
-            .send(Proposal { req, size, reply })
+            .send(Proposal {
+                req,
+                size,
+                reply: Waiter::One(reply),
+            })
             .await
             .map_err(|_| Error::ShuttingDown)?;
         let res = rx.await.map_err(|_| Error::ShuttingDown)?;
         self.metrics
             .observe_proposal(started.elapsed(), res.is_ok());
         res
+    }
+
+    /// On the leader, a write forwarded by a follower. A follower's batch (unfenced, as
+    /// its batcher makes them) joins this server's next batch; anything else is proposed
+    /// as it is. [`Error::NoLeader`] when this server does not lead: the follower retries
+    /// elsewhere.
+    ///
+    /// # Errors
+    /// As [`Node::write_local`].
+    pub async fn write_forwarded(&self, req: Request) -> Result<Response> {
+        if !self.is_leader()
+            || req.fence_term.is_some()
+            || !matches!(req.command, Command::Batch(_))
+        {
+            return self.write_local(req).await;
+        }
+        let size = bincode::serialized_size(&req).unwrap_or(0);
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.proposals
+            .send(Proposal {
+                req,
+                size,
+                reply: Waiter::Forwarded(reply),
+            })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
     }
 
     /// Folds queued writes into batches. openraft 0.9 stores, replicates and applies each
@@ -378,16 +429,17 @@ impl Node {
             };
             // Everything that queued while the previous batch was in flight joins this
             // one, as long as it stays within MAX_BATCH_BYTES; a larger request goes alone.
-            let mut bytes = first.size;
+            let (mut bytes, mut count) = (first.size, first.len());
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while count < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(p) if bytes + p.size > MAX_BATCH_BYTES => {
+                    Ok(p) if bytes + p.size > MAX_BATCH_BYTES || count + p.len() > MAX_BATCH => {
                         carried = Some(p);
                         break;
                     }
                     Ok(p) => {
                         bytes += p.size;
+                        count += p.len();
                         batch.push(p);
                     }
                     Err(_) => break,
@@ -403,28 +455,78 @@ impl Node {
     async fn propose_batch(&self, mut batch: Vec<Proposal>) {
         if batch.len() == 1 {
             if let Some(p) = batch.pop() {
-                let _ = p.reply.send(self.write_now(p.req).await);
+                match p.reply {
+                    Waiter::One(reply) => {
+                        let _ = reply.send(self.write_now(p.req).await);
+                    }
+                    Waiter::Forwarded(reply) => {
+                        let _ = reply.send(self.write_local(p.req).await);
+                    }
+                }
             }
             return;
         }
-        let (reqs, replies): (Vec<Request>, Vec<_>) =
-            batch.into_iter().map(|p| (p.req, p.reply)).unzip();
-        match self.write_now(Request::new(Command::Batch(reqs))).await {
-            Ok((_, CommandResult::Batch(results))) if results.len() == replies.len() => {
-                for (reply, (rev, r)) in replies.into_iter().zip(results) {
-                    let _ = reply.send(r.map(|c| (rev, c)).map_err(Error::Apply));
+        // Flattened: a forwarded batch's requests take their places in this one, and
+        // its waiter gets back as many outcomes as it sent.
+        let mut reqs = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::with_capacity(batch.len());
+        for p in batch {
+            match (p.reply, p.req.command) {
+                (Waiter::Forwarded(reply), Command::Batch(sub)) => {
+                    self.metrics
+                        .forwarded_folded
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    waiters.push((Waiter::Forwarded(reply), sub.len()));
+                    reqs.extend(sub);
+                }
+                (reply, command) => {
+                    waiters.push((reply, 1));
+                    reqs.push(Request {
+                        fence_term: p.req.fence_term,
+                        command,
+                    });
                 }
             }
-            Ok((_, other)) => {
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Raft(format!(
-                        "unexpected batch result {other:?}"
-                    ))));
+        }
+        let sent = reqs.len();
+        let res = self.write_inner(Request::new(Command::Batch(reqs))).await;
+        let mut results = match res {
+            Ok(Response {
+                revision,
+                result: Some(Ok(CommandResult::Batch(results))),
+            }) if results.len() == sent => (revision, results.into_iter()),
+            other => {
+                let e = match other {
+                    Err(e) => e,
+                    Ok(r) => Error::Raft(format!("unexpected batch result {:?}", r.result)),
+                };
+                for (w, _) in waiters {
+                    match w {
+                        Waiter::One(reply) => {
+                            let _ = reply.send(Err(e.duplicate()));
+                        }
+                        Waiter::Forwarded(reply) => {
+                            let _ = reply.send(Err(e.duplicate()));
+                        }
+                    }
                 }
+                return;
             }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e.duplicate()));
+        };
+        let revision = results.0;
+        for (w, n) in waiters {
+            match w {
+                Waiter::One(reply) => {
+                    if let Some((rev, r)) = results.1.next() {
+                        let _ = reply.send(r.map(|c| (rev, c)).map_err(Error::Apply));
+                    }
+                }
+                Waiter::Forwarded(reply) => {
+                    let mine: Vec<_> = results.1.by_ref().take(n).collect();
+                    let _ = reply.send(Ok(Response {
+                        revision,
+                        result: Some(Ok(CommandResult::Batch(mine))),
+                    }));
                 }
             }
         }
