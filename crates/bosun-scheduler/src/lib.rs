@@ -204,34 +204,72 @@ impl Misfit {
     }
 }
 
-/// What the filters look at on a node, read once per pass.
+/// What the filters look at on a node.
 struct NodeView<'a> {
     name: &'a str,
     ready: bool,
     unschedulable: bool,
-    hard_taints: Vec<&'a Value>,
+    hard_taints: &'a [Value],
     labels: Option<&'a Value>,
 }
 
-fn view(node: &Value) -> NodeView<'_> {
-    NodeView {
-        name: s(node, "/metadata/name"),
-        ready: ready(node),
-        unschedulable: node.at("/spec/unschedulable").and_then(Value::as_bool) == Some(true),
-        hard_taints: node
-            .at("/spec/taints")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|t| matches!(s(t, "/effect"), "NoSchedule" | "NoExecute"))
-            .collect(),
-        labels: node.at("/metadata/labels"),
+/// What a pass reads of one node, kept while the cache holds the same node object (like
+/// [`Facts`] for pods): a pass over five thousand unchanged nodes reads none of them.
+struct NodeFacts {
+    /// The cached object these were read from. Held, not read: it keeps the object
+    /// alive, so that its address stays its identity (see [`addr`]).
+    _node: Arc<Value>,
+    name: String,
+    ready: bool,
+    unschedulable: bool,
+    /// NoSchedule and NoExecute taints.
+    hard_taints: Vec<Value>,
+    labels: Option<Value>,
+    /// Its room when empty.
+    room: Room,
+}
+
+impl NodeFacts {
+    fn of(node: &Arc<Value>) -> NodeFacts {
+        NodeFacts {
+            _node: node.clone(),
+            name: s(node, "/metadata/name").to_string(),
+            ready: ready(node),
+            unschedulable: node.at("/spec/unschedulable").and_then(Value::as_bool) == Some(true),
+            hard_taints: node
+                .at("/spec/taints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|t| matches!(s(t, "/effect"), "NoSchedule" | "NoExecute"))
+                .cloned()
+                .collect(),
+            labels: node.at("/metadata/labels").cloned(),
+            room: capacity(node),
+        }
     }
+
+    fn view(&self) -> NodeView<'_> {
+        NodeView {
+            name: &self.name,
+            ready: self.ready,
+            unschedulable: self.unschedulable,
+            hard_taints: &self.hard_taints,
+            labels: self.labels.as_ref(),
+        }
+    }
+}
+
+/// A cached object's identity: the cache replaces an object it updates, so the same
+/// address held (by a memo, which keeps the object alive) is the same content.
+fn addr(v: &Arc<Value>) -> usize {
+    Arc::as_ptr(v) as usize
 }
 
 #[cfg(test)]
 fn fits(pod: &Value, node: &Value, room: &Room) -> Result<(), Misfit> {
-    fits_view(pod, &pod_view(pod), &view(node), room)
+    let facts = NodeFacts::of(&Arc::new(node.clone()));
+    fits_view(pod, &pod_view(pod), &facts.view(), room)
 }
 
 fn fits_view(pod: &Value, p: &PodView<'_>, node: &NodeView<'_>, room: &Room) -> Result<(), Misfit> {
@@ -365,64 +403,65 @@ impl Facts {
     }
 }
 
-/// The capacity of each node by name, kept while the cache holds the same node object.
+/// [`NodeFacts`] by the address of the node object they were read from.
 #[derive(Default)]
-struct Capacities {
-    nodes: HashMap<String, (Arc<Value>, Room)>,
+struct Nodes {
+    by_addr: HashMap<usize, NodeFacts>,
 }
 
-impl Capacities {
-    /// The capacity of each of `nodes`, in their order.
-    fn of(&mut self, nodes: &[Arc<Value>]) -> Vec<Room> {
-        let out = nodes
-            .iter()
-            .map(|n| {
-                let name = s(n, "/metadata/name");
-                match self.nodes.get_mut(name) {
-                    Some((seen, room)) if Arc::ptr_eq(seen, n) => room.clone(),
-                    _ => {
-                        let room = capacity(n);
-                        self.nodes
-                            .insert(name.to_string(), (n.clone(), room.clone()));
-                        room
-                    }
-                }
-            })
-            .collect();
-        if self.nodes.len() > nodes.len() {
-            let live: std::collections::HashSet<&str> =
-                nodes.iter().map(|n| s(n, "/metadata/name")).collect();
-            self.nodes.retain(|name, _| live.contains(name.as_str()));
+impl Nodes {
+    /// The facts of each of `nodes`, in their order, reading only new and changed ones.
+    fn of(&mut self, nodes: &[Arc<Value>]) -> Vec<&NodeFacts> {
+        for n in nodes {
+            self.by_addr
+                .entry(addr(n))
+                .or_insert_with(|| NodeFacts::of(n));
         }
-        out
+        // Each cached node has its entry: any more are nodes gone or replaced.
+        if self.by_addr.len() > nodes.len() {
+            let live: std::collections::HashSet<usize> = nodes.iter().map(addr).collect();
+            self.by_addr.retain(|a, _| live.contains(a));
+        }
+        nodes
+            .iter()
+            .filter_map(|n| self.by_addr.get(&addr(n)))
+            .collect()
     }
 }
 
-/// [`Facts`] per pod uid.
+/// [`Facts`] per pod uid, and the uid of each object they were read from.
 #[derive(Default)]
 struct Memo {
     pods: HashMap<String, Facts>,
+    uids: HashMap<usize, String>,
 }
 
 impl Memo {
-    /// Brings the memo up to the cache's `pods`, reading only new and changed ones.
+    /// Brings the memo up to the cache's `pods`, reading only new and changed ones: an
+    /// object already read is known by its address, without a lookup in it.
     fn refresh(&mut self, pods: &[Arc<Value>]) {
         for p in pods {
-            let uid = s(p, "/metadata/uid");
-            match self.pods.get_mut(uid) {
-                Some(f) if Arc::ptr_eq(&f.pod, p) => {}
-                Some(f) => *f = Facts::of(p),
-                None => {
-                    self.pods.insert(uid.to_string(), Facts::of(p));
-                }
+            if self.uids.contains_key(&addr(p)) {
+                continue;
             }
+            let uid = s(p, "/metadata/uid").to_string();
+            if let Some(old) = self.pods.insert(uid.clone(), Facts::of(p)) {
+                self.uids.remove(&addr(&old.pod));
+            }
+            self.uids.insert(addr(p), uid);
         }
         // Each cached pod has its entry: any more are pods that are gone.
         if self.pods.len() > pods.len() {
-            let live: std::collections::HashSet<&str> =
-                pods.iter().map(|p| s(p, "/metadata/uid")).collect();
-            self.pods.retain(|uid, _| live.contains(uid.as_str()));
+            let live: std::collections::HashSet<usize> = pods.iter().map(addr).collect();
+            self.pods.retain(|_, f| live.contains(&addr(&f.pod)));
+            self.uids.retain(|a, _| live.contains(a));
         }
+    }
+
+    /// The uid and facts of a cached pod the memo was refreshed with.
+    fn get(&self, pod: &Arc<Value>) -> Option<(&str, &Facts)> {
+        let uid = self.uids.get(&addr(pod))?;
+        Some((uid.as_str(), self.pods.get(uid)?))
     }
 }
 
@@ -457,7 +496,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     // them bound, or the call reports them failed). Dropped, so cancelled, with the loop.
     let mut binds: JoinSet<Vec<String>> = JoinSet::new();
     let mut memo = Memo::default();
-    let mut capacities = Capacities::default();
+    let mut node_memo = Nodes::default();
     loop {
         let (c1, c2) = (pods.changed(), nodes.changed());
         let woken = async {
@@ -482,7 +521,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 break 'pass;
             }
             placed.retain(|uid, _| memo.pods.get(uid).is_some_and(|f| f.node.is_empty()));
-            let views: Vec<NodeView<'_>> = all_nodes.iter().map(|n| view(n)).collect();
+            let node_facts = node_memo.of(&all_nodes);
+            let views: Vec<NodeView<'_>> = node_facts.iter().map(|f| f.view()).collect();
             let at: HashMap<&str, usize> =
                 views.iter().enumerate().map(|(i, v)| (v.name, i)).collect();
             // Where each pod holds room: its node, or where we bound it and the cache
@@ -492,7 +532,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 at.get(node).copied()
             };
             // Free room by node index (no lookup by name in the loop over nodes).
-            let mut slots: Vec<Room> = capacities.of(&all_nodes);
+            let mut slots: Vec<Room> = node_facts.iter().map(|f| f.room.clone()).collect();
             // owner uid -> node index -> pods of that owner there.
             let mut per_owner: HashMap<&str, HashMap<usize, usize>> = HashMap::new();
             let mut inter_pod = false;
@@ -532,8 +572,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             let unbound: Vec<&Arc<Value>> = all_pods
                 .iter()
                 .filter(|p| {
-                    let uid = s(p, "/metadata/uid");
-                    memo.pods.get(uid).is_some_and(|f| f.waiting) && !placed.contains_key(uid)
+                    memo.get(p)
+                        .is_some_and(|(uid, f)| f.waiting && !placed.contains_key(uid))
                 })
                 .collect();
             let mut placed_now = 0usize;
@@ -818,18 +858,24 @@ mod tests {
     }
 
     #[test]
-    fn node_capacities_follow_the_cache() {
-        let mut caps = Capacities::default();
+    fn node_facts_follow_the_cache() {
+        let mut nodes = Nodes::default();
         let first = vec![node("a", "1", "1Gi"), node("b", "2", "2Gi")];
-        let rooms = caps.of(&first);
-        assert_eq!((rooms[0].cpu, rooms[1].cpu), (1000, 2000));
+        let facts = nodes.of(&first);
+        assert_eq!((facts[0].room.cpu, facts[1].room.cpu), (1000, 2000));
+        assert_eq!((facts[0].name.as_str(), facts[1].name.as_str()), ("a", "b"));
+        // Unchanged objects are not read again: what was kept for them stays.
+        if let Some(f) = nodes.by_addr.get_mut(&addr(&first[0])) {
+            f.room.cpu = 7;
+        }
+        assert_eq!(nodes.of(&first)[0].room.cpu, 7, "a's object did not change");
         let second = vec![node("b", "4", "2Gi")];
         assert_eq!(
-            caps.of(&second)[0].cpu,
+            nodes.of(&second)[0].room.cpu,
             4000,
             "a changed node is read again"
         );
-        assert_eq!(caps.nodes.len(), 1, "a is gone");
+        assert_eq!(nodes.by_addr.len(), 1, "a is gone, and b's old object");
     }
 
     #[test]
