@@ -322,7 +322,9 @@ pub async fn run(
         }
         let mut retry = false;
         if !runs.is_empty() {
-            let failed: Vec<bool> = match client.patch_batch("pods", "status", &runs).await {
+            // Only the outcomes are needed: brief answers.
+            let failed: Vec<bool> = match client.brief().patch_batch("pods", "status", &runs).await
+            {
                 Ok(results) => results
                     .iter()
                     .map(|r| matches!(r, Err(e) if e.code() != Some(Code::NotFound)))

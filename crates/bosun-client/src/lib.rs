@@ -148,6 +148,8 @@ pub struct Client {
     current: Arc<AtomicUsize>,
     /// The leader term every write of this client is fenced by (leader-only work).
     fence: Option<u64>,
+    /// Batch calls ask for brief answers (see [`Client::brief`]).
+    brief: bool,
 }
 
 /// The metadata key carrying a fence term.
@@ -230,6 +232,7 @@ impl Client {
             servers: Arc::new(servers),
             current: Arc::new(AtomicUsize::new(0)),
             fence: None,
+            brief: false,
         })
     }
 
@@ -238,6 +241,18 @@ impl Client {
     pub fn with_fence(&self, term: u64) -> Client {
         Client {
             fence: Some(term),
+            ..self.clone()
+        }
+    }
+
+    /// The same client with batch calls ([`Client::create_batch`], [`Client::create_copies`],
+    /// [`Client::bind_batch`], [`Client::patch_batch`]) answered briefly: each item that
+    /// succeeded with its identity only (apiVersion, kind, metadata name, namespace, uid,
+    /// resourceVersion, generation), not the whole object. For callers that need only the
+    /// outcome: the server does not encode, nor this client decode, thousands of objects.
+    pub fn brief(&self) -> Client {
+        Client {
+            brief: true,
             ..self.clone()
         }
     }
@@ -344,6 +359,7 @@ impl Client {
                 subresource: subresource.into(),
                 objects: encoded.drain(..take).collect(),
                 dry_run: false,
+                brief: self.brief,
             })
             .collect();
         self.batch_calls(
@@ -383,6 +399,7 @@ impl Client {
                 subresource: subresource.into(),
                 items: items.drain(..take).collect(),
                 dry_run: false,
+                brief: self.brief,
             })
             .collect();
         self.batch_calls(

@@ -227,7 +227,11 @@ async fn reconcile(
         // one store transaction.
         // The pods are alike (their names are generated): encoded once.
         let n = (want - owned.len()).min(BURST);
-        let results = client.create_copies("pods", ns, &pod_for(rs), n).await?;
+        // Only the outcome and resourceVersion are needed: brief answers.
+        let results = client
+            .brief()
+            .create_copies("pods", ns, &pod_for(rs), n)
+            .await?;
         let mut failed = None;
         for r in results {
             match r {

@@ -42,7 +42,8 @@ type Bindings = Vec<((String, String, String), String)>;
 /// Sends `batch` in one call; the uids of the pods it failed to bind.
 async fn bind_all(client: Client, batch: Bindings) -> Vec<String> {
     let (triples, uids): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    match client.bind_batch(&triples).await {
+    // Only the outcomes are needed: brief answers.
+    match client.brief().bind_batch(&triples).await {
         Ok(results) => results
             .into_iter()
             .zip(uids)

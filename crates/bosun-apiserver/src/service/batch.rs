@@ -562,7 +562,9 @@ impl ResourceService {
             sub,
             name_from_answer: !binding,
         };
-        Ok(Response::new(self.answer(&user, kind, verb, &names, out)))
+        Ok(Response::new(
+            self.answer(&user, kind, verb, &names, out, r.brief),
+        ))
     }
 
     /// The `PatchBatch` call.
@@ -628,7 +630,9 @@ impl ResourceService {
             sub,
             name_from_answer: false,
         };
-        Ok(Response::new(self.answer(&user, kind, verb, &names, out)))
+        Ok(Response::new(
+            self.answer(&user, kind, verb, &names, out, r.brief),
+        ))
     }
 
     /// Audits every item of a batch and builds the reply: `names` are the items'
@@ -640,6 +644,7 @@ impl ResourceService {
         verb: Verb<'_>,
         names: &[(String, String)],
         out: Vec<Option<Result<Value>>>,
+        brief: bool,
     ) -> BatchReply {
         let mut items = Vec::with_capacity(out.len());
         let mut audit = Vec::with_capacity(out.len());
@@ -661,7 +666,11 @@ impl ResourceService {
             ));
             items.push(match res {
                 Ok(obj) => BatchItem {
-                    object: to_bytes(&obj),
+                    object: if brief {
+                        to_bytes(&identity(&obj))
+                    } else {
+                        to_bytes(&obj)
+                    },
                     code: 0,
                     message: String::new(),
                 },
@@ -688,4 +697,24 @@ struct Verb<'a> {
     /// The item's name is the answered object's (a created object's name may be
     /// generated).
     name_from_answer: bool,
+}
+
+/// What a brief answer tells of an object: its kind and who it is, at which version.
+fn identity(obj: &Value) -> Value {
+    let mut meta = serde_json::Map::new();
+    if let Some(m) = obj.get("metadata").and_then(Value::as_object) {
+        for k in ["name", "namespace", "uid", "resourceVersion", "generation"] {
+            if let Some(v) = m.get(k) {
+                meta.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for k in ["apiVersion", "kind"] {
+        if let Some(v) = obj.get(k) {
+            out.insert(k.to_string(), v.clone());
+        }
+    }
+    out.insert("metadata".to_string(), Value::Object(meta));
+    Value::Object(out)
 }

@@ -76,6 +76,40 @@ async fn a_batch_answers_every_item_as_alone_and_writes_the_good_ones_at_one_rev
     want.sort();
     assert_eq!(got, want);
 
+    // Brief answers: each item's identity and version, its outcome as before.
+    let mut copy = pod("");
+    copy["metadata"] = json!({"generateName": "brief-"});
+    let brief = a
+        .brief()
+        .create_copies("pods", "b1", &copy, 2)
+        .await
+        .unwrap();
+    let taken = a
+        .brief()
+        .create_batch("pods", "b1", &[pod("taken")])
+        .await
+        .unwrap();
+    assert_eq!(
+        taken[0].as_ref().unwrap_err().code(),
+        Some(Code::AlreadyExists)
+    );
+    for r in &brief {
+        let obj = r.as_ref().unwrap();
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        assert!(name.starts_with("brief-"), "{obj}");
+        assert_eq!(
+            (&obj["kind"], &obj["metadata"]["namespace"]),
+            (&json!("Pod"), &json!("b1"))
+        );
+        assert!(
+            obj.get("spec").is_none(),
+            "a brief answer has no spec: {obj}"
+        );
+        let stored = a.get("pods", "b1", name).await.unwrap();
+        assert_eq!(obj["metadata"]["uid"], stored["metadata"]["uid"]);
+        assert_eq!(rv(obj), rv(&stored));
+    }
+
     // Too many items: the call as a whole is refused, and nothing is written.
     let req = bosun_api::resources::BatchWriteRequest {
         resource: "configmaps".into(),
