@@ -124,6 +124,20 @@ enum Waiter {
     Forwarded(tokio::sync::oneshot::Sender<Result<Response>>),
 }
 
+impl Waiter {
+    /// Answers with `e` (the batch it was in failed as a whole).
+    fn fail(self, e: &Error) {
+        match self {
+            Waiter::One(reply) => {
+                let _ = reply.send(Err(e.duplicate()));
+            }
+            Waiter::Forwarded(reply) => {
+                let _ = reply.send(Err(e.duplicate()));
+            }
+        }
+    }
+}
+
 impl Proposal {
     /// How many requests it adds to a batch.
     fn len(&self) -> usize {
@@ -367,16 +381,8 @@ impl Node {
     /// machine refused it.
     pub async fn write(&self, req: Request) -> Result<(i64, CommandResult)> {
         let started = Instant::now();
-        let size = bincode::serialized_size(&req).unwrap_or(0);
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.proposals
-            .send(Proposal {
-                req,
-                size,
-                reply: Waiter::One(reply),
-            })
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
+        self.enqueue(req, Waiter::One(reply)).await?;
         let res = rx.await.map_err(|_| Error::ShuttingDown)?;
         self.metrics
             .observe_proposal(started.elapsed(), res.is_ok());
@@ -397,17 +403,18 @@ impl Node {
         {
             return self.write_local(req).await;
         }
-        let size = bincode::serialized_size(&req).unwrap_or(0);
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.proposals
-            .send(Proposal {
-                req,
-                size,
-                reply: Waiter::Forwarded(reply),
-            })
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
+        self.enqueue(req, Waiter::Forwarded(reply)).await?;
         rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Queues a write for the batcher.
+    async fn enqueue(&self, req: Request, reply: Waiter) -> Result<()> {
+        let size = bincode::serialized_size(&req).unwrap_or(0);
+        self.proposals
+            .send(Proposal { req, size, reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)
     }
 
     /// Folds queued writes into batches. openraft 0.9 stores, replicates and applies each
@@ -490,7 +497,7 @@ impl Node {
         }
         let sent = reqs.len();
         let res = self.write_inner(Request::new(Command::Batch(reqs))).await;
-        let mut results = match res {
+        let (revision, mut results) = match res {
             Ok(Response {
                 revision,
                 result: Some(Ok(CommandResult::Batch(results))),
@@ -501,28 +508,20 @@ impl Node {
                     Ok(r) => Error::Raft(format!("unexpected batch result {:?}", r.result)),
                 };
                 for (w, _) in waiters {
-                    match w {
-                        Waiter::One(reply) => {
-                            let _ = reply.send(Err(e.duplicate()));
-                        }
-                        Waiter::Forwarded(reply) => {
-                            let _ = reply.send(Err(e.duplicate()));
-                        }
-                    }
+                    w.fail(&e);
                 }
                 return;
             }
         };
-        let revision = results.0;
         for (w, n) in waiters {
             match w {
                 Waiter::One(reply) => {
-                    if let Some((rev, r)) = results.1.next() {
+                    if let Some((rev, r)) = results.next() {
                         let _ = reply.send(r.map(|c| (rev, c)).map_err(Error::Apply));
                     }
                 }
                 Waiter::Forwarded(reply) => {
-                    let mine: Vec<_> = results.1.by_ref().take(n).collect();
+                    let mine: Vec<_> = results.by_ref().take(n).collect();
                     let _ = reply.send(Ok(Response {
                         revision,
                         result: Some(Ok(CommandResult::Batch(mine))),

@@ -701,20 +701,16 @@ struct Verb<'a> {
 
 /// What a brief answer tells of an object: its kind and who it is, at which version.
 fn identity(obj: &Value) -> Value {
-    let mut meta = serde_json::Map::new();
-    if let Some(m) = obj.get("metadata").and_then(Value::as_object) {
-        for k in ["name", "namespace", "uid", "resourceVersion", "generation"] {
-            if let Some(v) = m.get(k) {
-                meta.insert(k.to_string(), v.clone());
-            }
-        }
-    }
-    let mut out = serde_json::Map::new();
-    for k in ["apiVersion", "kind"] {
-        if let Some(v) = obj.get(k) {
-            out.insert(k.to_string(), v.clone());
-        }
-    }
-    out.insert("metadata".to_string(), Value::Object(meta));
+    let pick = |from: Option<&Value>, keys: &[&str]| -> serde_json::Map<String, Value> {
+        keys.iter()
+            .filter_map(|k| Some((k.to_string(), from?.get(*k)?.clone())))
+            .collect()
+    };
+    let mut out = pick(Some(obj), &["apiVersion", "kind"]);
+    let meta = ["name", "namespace", "uid", "resourceVersion", "generation"];
+    out.insert(
+        "metadata".to_string(),
+        Value::Object(pick(obj.get("metadata"), &meta)),
+    );
     Value::Object(out)
 }
