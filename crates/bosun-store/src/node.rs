@@ -31,6 +31,13 @@ const PROPOSAL_QUEUE: usize = 4096;
 const MAX_BATCH: usize = 256;
 /// Encoded bytes of one batch at most (a larger request goes alone).
 const MAX_BATCH_BYTES: u64 = 1 << 20;
+/// Forwarded batches a follower keeps in flight to the leader at most. The leader folds
+/// every forwarded batch that reached it into its own next entry, so a follower that
+/// waited for its previous forward's answer before sending the next made its clients wait
+/// a whole extra leader round; several in flight cost a gRPC call each, not an entry.
+/// Two measured best (docs/benchmarks.md, 2026-12-05): four sent smaller batches whose
+/// calls cost more than the shorter wait saved.
+const FORWARDS_IN_FLIGHT: usize = 2;
 
 /// Smallest lease TTL granted, in seconds (as etcd, a lease must outlive an election).
 pub const MIN_LEASE_TTL: i64 = 2;
@@ -423,9 +430,14 @@ impl Node {
     /// flight at a time: while it is, new requests queue up and form the next, larger one.
     /// One measured best (docs/benchmarks.md, 2026-12-03): Raft's cost is per entry, so
     /// two or more half-size batches in flight gave fewer writes per second.
+    ///
+    /// A follower forwards its batches to the leader, which folds them into its own
+    /// entries: there up to [`FORWARDS_IN_FLIGHT`] batches are in flight, each sent as soon
+    /// as it is formed, so that a follower's writes join the leader's next entry.
     async fn batcher(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<Proposal>) {
         // A proposal that did not fit in the previous batch: it starts the next one.
         let mut carried: Option<Proposal> = None;
+        let forwards = Arc::new(tokio::sync::Semaphore::new(FORWARDS_IN_FLIGHT));
         loop {
             let first = match carried.take() {
                 Some(p) => p,
@@ -433,6 +445,12 @@ impl Node {
                     _ = self.cancel.cancelled() => return,
                     p = rx.recv() => match p { Some(p) => p, None => return },
                 },
+            };
+            // On a follower, wait for room among the forwards in flight (what queues
+            // meanwhile joins this batch). The semaphore is never closed.
+            let permit = match self.remote_leader() {
+                Some(_) => forwards.clone().acquire_owned().await.ok(),
+                None => None,
             };
             // Everything that queued while the previous batch was in flight joins this
             // one, as long as it stays within MAX_BATCH_BYTES; a larger request goes alone.
@@ -452,15 +470,29 @@ impl Node {
                     Err(_) => break,
                 }
             }
-            // One batch in flight, proposed from this task: no hand-off to another task
-            // per batch. Shutdown waits for it (its outcome is then known), so
-            // ShuttingDown always means "not proposed".
-            self.propose_batch(batch).await;
+            match permit {
+                // A follower's forward runs in a task of its own, holding its permit.
+                // Shutdown waits for the node's tasks, so its outcome is known too.
+                Some(permit) => {
+                    let node = self.clone();
+                    self.tasks.spawn(async move {
+                        node.propose_batch(batch).await;
+                        drop(permit);
+                    });
+                }
+                // One batch in flight, proposed from this task: no hand-off to another
+                // task per batch. Shutdown waits for it (its outcome is then known), so
+                // ShuttingDown always means "not proposed".
+                None => self.propose_batch(batch).await,
+            }
         }
     }
 
     async fn propose_batch(&self, mut batch: Vec<Proposal>) {
-        if batch.len() == 1 {
+        // A lone request goes as it is, except on its way to the leader: there it goes as
+        // a batch of one, which the leader folds into its next entry (a lone forwarded
+        // request would be an entry of its own).
+        if batch.len() == 1 && self.remote_leader().is_none() {
             if let Some(p) = batch.pop() {
                 match p.reply {
                     Waiter::One(reply) => {
@@ -540,27 +572,34 @@ impl Node {
         }
     }
 
+    /// The leader, when it is another server.
+    fn remote_leader(&self) -> Option<(u64, Member)> {
+        self.leader().filter(|(id, _)| *id != self.config.id)
+    }
+
     async fn write_inner(&self, req: Request) -> Result<Response> {
         let mut retry = LeaderRetry::new();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.write_local(req.clone()).await {
-                Ok(r) => return Ok(r),
-                Err(Error::NoLeader(_)) => {
-                    if let Some((id, leader)) =
-                        self.leader().filter(|(id, _)| *id != self.config.id)
-                    {
-                        match self.forward(&leader, &req).await {
-                            Ok(r) => return Ok(r),
-                            Err(Error::NoLeader(why)) => {
-                                tracing::debug!(leader = id, attempt, %why, "forward refused; retrying");
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
+            // A follower that knows the leader forwards at once; otherwise Raft says
+            // whether this server leads (and who does when it does not).
+            let mut remote = self.remote_leader();
+            if remote.is_none() {
+                match self.write_local(req.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(Error::NoLeader(_)) => remote = self.remote_leader(),
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
+            }
+            if let Some((id, leader)) = remote {
+                match self.forward(&leader, &req).await {
+                    Ok(r) => return Ok(r),
+                    Err(Error::NoLeader(why)) => {
+                        tracing::debug!(leader = id, attempt, %why, "forward refused; retrying");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             if self.cancel.is_cancelled() {
                 return Err(Error::ShuttingDown);
