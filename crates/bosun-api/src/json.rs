@@ -46,6 +46,177 @@ fn index(token: &str) -> Option<usize> {
     token.parse().ok()
 }
 
+/// `stored` (a JSON object as serde_json writes one: compact, members of objects sorted)
+/// with the string member `name: value` put into its top-level object member `outer`, where
+/// sorting puts it: byte for byte what parsing, inserting and writing again would give,
+/// without building the object. A watch sends every stored object with its resource version
+/// set this way; parsing and writing it again was most of a watch's cost.
+///
+/// `None` when `stored` is not valid JSON, not an object, has no object `outer` (or two), a
+/// member `name` there already, or is laid out otherwise (white space between members, an
+/// escaped key at the top or in `outer`): the caller then takes the slow path, which
+/// decides the rest.
+pub fn insert_member(stored: &[u8], outer: &str, name: &str, value: &str) -> Option<Vec<u8>> {
+    // Valid JSON first (parsing without building anything), so that the scan below may
+    // take it for granted and anything else gets the slow path's answer.
+    serde_json::from_slice::<serde::de::IgnoredAny>(stored).ok()?;
+    let (top, end) = raw::members(stored, 0)?;
+    if end != stored.len() {
+        return None;
+    }
+    // A key with an escape might spell `outer` too: leave that to the slow path.
+    if top.iter().any(|m| raw::key(stored, m).is_none()) {
+        return None;
+    }
+    let mut found = top
+        .iter()
+        .filter(|m| raw::key(stored, m) == Some(outer.as_bytes()));
+    let object = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let (fields, close) = raw::members(stored, object.value.start)?;
+    // Before the first member that sorts after `name`, else last.
+    let mut at = None;
+    for m in &fields {
+        let key = raw::key(stored, m)?;
+        match key.cmp(name.as_bytes()) {
+            std::cmp::Ordering::Equal => return None,
+            std::cmp::Ordering::Greater if at.is_none() => at = Some(m.key_start),
+            _ => {}
+        }
+    }
+    let (key, val) = (
+        serde_json::to_vec(name).ok()?,
+        serde_json::to_vec(value).ok()?,
+    );
+    let mut out = Vec::with_capacity(stored.len() + key.len() + val.len() + 2);
+    let insert = |out: &mut Vec<u8>| {
+        out.extend_from_slice(&key);
+        out.push(b':');
+        out.extend_from_slice(&val);
+    };
+    match at {
+        Some(i) => {
+            out.extend_from_slice(&stored[..i]);
+            insert(&mut out);
+            out.push(b',');
+            out.extend_from_slice(&stored[i..]);
+        }
+        None => {
+            // `close` is just past the object's closing brace.
+            let brace = close - 1;
+            out.extend_from_slice(&stored[..brace]);
+            if !fields.is_empty() {
+                out.push(b',');
+            }
+            insert(&mut out);
+            out.extend_from_slice(&stored[brace..]);
+        }
+    }
+    Some(out)
+}
+
+/// A scanner over JSON already known to be valid.
+mod raw {
+    use std::ops::Range;
+
+    /// One member of an object: where its key starts (the quote) and its value's bytes.
+    pub struct Member {
+        pub key_start: usize,
+        pub key_end: usize,
+        pub value: Range<usize>,
+    }
+
+    /// A member's key without its quotes, if it has no escapes (a key with one would need
+    /// unescaping to compare).
+    pub fn key<'a>(b: &'a [u8], m: &Member) -> Option<&'a [u8]> {
+        let k = b.get(m.key_start + 1..m.key_end - 1)?;
+        (!k.contains(&b'\\')).then_some(k)
+    }
+
+    /// Just past the string whose opening quote is at `i`.
+    fn string_end(b: &[u8], i: usize) -> Option<usize> {
+        let mut j = i + 1;
+        while j < b.len() {
+            match b[j] {
+                b'\\' => j += 2,
+                b'"' => return Some(j + 1),
+                _ => j += 1,
+            }
+        }
+        None
+    }
+
+    /// Just past the value that starts at `i`.
+    fn value_end(b: &[u8], i: usize) -> Option<usize> {
+        match *b.get(i)? {
+            b'"' => string_end(b, i),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut j = i;
+                while j < b.len() {
+                    match b[j] {
+                        b'"' => {
+                            j = string_end(b, j)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.checked_sub(1)?;
+                            if depth == 0 {
+                                return Some(j + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                None
+            }
+            _ => Some(
+                b[i..]
+                    .iter()
+                    .position(|c| matches!(c, b',' | b'}' | b']'))
+                    .map_or(b.len(), |p| i + p),
+            ),
+        }
+    }
+
+    /// The members of the compact object that starts at `i`, and where it ends (just past
+    /// its closing brace); `None` when there is no object at `i` or it is not compact.
+    pub fn members(b: &[u8], i: usize) -> Option<(Vec<Member>, usize)> {
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut j = i + 1;
+        if b.get(j) == Some(&b'}') {
+            return Some((out, j + 1));
+        }
+        loop {
+            if b.get(j) != Some(&b'"') {
+                return None;
+            }
+            let key_end = string_end(b, j)?;
+            if b.get(key_end) != Some(&b':') {
+                return None;
+            }
+            let value_end = value_end(b, key_end + 1)?;
+            out.push(Member {
+                key_start: j,
+                key_end,
+                value: key_end + 1..value_end,
+            });
+            match b.get(value_end) {
+                Some(b',') => j = value_end + 1,
+                Some(b'}') => return Some((out, value_end + 1)),
+                _ => return None,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +242,65 @@ mod tests {
             "/a/b/1/c/d",
         ] {
             assert_eq!(v.at(path), v.pointer(path), "{path}");
+        }
+    }
+
+    /// What the slow path gives: parse, set the member, write again.
+    fn slow(v: &Value, name: &str, value: &str) -> Vec<u8> {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert(name.into(), Value::String(value.into()));
+        }
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    #[test]
+    fn inserting_a_member_writes_what_parsing_and_writing_again_would() {
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "annotations": {"a\\\"b": "c,}]{[", "k": "\u{1}\n\u{e9}"},
+                "creationTimestamp": "2026-12-05T07:00:00Z", "generateName": "web-",
+                "generation": 1, "labels": {"app": "web"}, "name": "web-x", "namespace": "ns",
+                "ownerReferences": [{"controller": true, "name": "rs", "uid": "u1"}],
+                "uid": "u2"},
+                "spec": {"containers": [{"image": "i", "resources": {"x": [1.5, -2e-7, null, false]}}]},
+                "status": {"phase": "Running"}}),
+            // Sorts last in metadata; metadata is not the last top-level member.
+            json!({"metadata": {"name": "n", "namespace": "d"}, "zz": {}}),
+            // Empty metadata, first member.
+            json!({"a": [], "metadata": {}}),
+            json!({"metadata": {"uid": "u"}}),
+        ];
+        for v in &objects {
+            let stored = serde_json::to_vec(v).unwrap_or_default();
+            let fast = insert_member(&stored, "metadata", "resourceVersion", "42");
+            assert_eq!(fast, Some(slow(v, "resourceVersion", "42")), "{v}");
+        }
+    }
+
+    #[test]
+    fn inserting_a_member_leaves_anything_unusual_to_the_slow_path() {
+        for stored in [
+            &br#"{"metadata":{"name":"n","resourceVersion":"7"}}"#[..], // already there
+            br#"{"kind":"Pod"}"#,                                       // no metadata
+            br#"{"metadata":"x"}"#,                                     // not an object
+            br#"{"metadata":{},"metadata":{}}"#,                        // twice
+            br#"{"metadata":{"a\u0062":1}}"#,                           // escaped key
+            br#"{"metadata":{},"metad\u0061ta":{}}"#,                   // maybe twice
+            br#"{ "metadata":{}}"#,                                     // not compact
+            br#"{"metadata":{"name":"n"} }"#,
+            br#"[{"metadata":{}}]"#,          // not an object
+            br#"{"metadata":{"name":"n"}"#,   // truncated
+            br#"{"metadata":{"name":"n"}}x"#, // trailing bytes
+            b"k8s:enc:aesgcm:v1:key1:...",    // encrypted
+            b"",
+        ] {
+            assert_eq!(
+                insert_member(stored, "metadata", "resourceVersion", "1"),
+                None,
+                "{}",
+                String::from_utf8_lossy(stored)
+            );
         }
     }
 }

@@ -46,6 +46,20 @@ fn event(kind: &str, obj: &Value) -> WatchEvent {
     }
 }
 
+/// The event for a stored object seen whole (no selector to evaluate): its stored JSON
+/// with the resource version put in, without parsing and writing it again; `None` for what
+/// that cannot do (an encrypted Secret, JSON not as bosun writes it), which the caller
+/// decodes.
+fn passed_through(kind: &str, kv: &KeyValue) -> Option<WatchEvent> {
+    let rv = kv.mod_revision.to_string();
+    let object = bosun_api::json::insert_member(&kv.value, "metadata", "resourceVersion", &rv)?;
+    Some(WatchEvent {
+        r#type: kind.to_string(),
+        object,
+        more: false,
+    })
+}
+
 fn bookmark(kind: &KindInfo, rev: i64) -> WatchEvent {
     event(
         "BOOKMARK",
@@ -90,6 +104,12 @@ pub async fn start(
         store.barrier().await?;
         let (kvs, _, rev) = store.scan(&prefix, None, 0, 0)?;
         for kv in &kvs {
+            if filter.everything() {
+                if let Some(ev) = passed_through("ADDED", kv) {
+                    initial.push(ev);
+                    continue;
+                }
+            }
             match store.decode(kv) {
                 Ok(s) if filter.matches(&s.object) => initial.push(event("ADDED", &s.object)),
                 Ok(_) => {}
@@ -214,8 +234,19 @@ impl Watch {
     ///
     /// Without a selector, an update needs only the new object: the old one was seen
     /// whenever it existed, so it is not decoded (the informers of the scheduler, the
-    /// controllers and the agents watch this way, and decoding is most of a watch's cost).
+    /// controllers and the agents watch this way, and decoding is most of a watch's cost),
+    /// and the new one is sent as stored, with its resource version put in.
     fn translate(&self, e: &Event) -> Option<WatchEvent> {
+        if e.kind == EventKind::Put && self.filter.everything() {
+            let kind = if e.prev.is_some() {
+                "MODIFIED"
+            } else {
+                "ADDED"
+            };
+            if let Some(ev) = passed_through(kind, &e.kv) {
+                return Some(ev);
+            }
+        }
         let decode_before = || {
             e.prev
                 .as_ref()
