@@ -233,13 +233,11 @@ pub async fn run(
                 names.contains(p.at("/spec/nodeName").and_then(Value::as_str).unwrap_or(""))
             })
             .collect();
-        let live: HashSet<String> = mine
+        // Borrowed, and names copied below only for pods with something to do: a pass
+        // looks at every pod of every node, and most are Running with nothing to do.
+        let live: HashSet<&str> = mine
             .iter()
-            .filter_map(|p| {
-                p.at("/metadata/uid")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
+            .filter_map(|p| p.at("/metadata/uid").and_then(Value::as_str))
             .collect();
         done.retain(|a| a.split('/').next().is_some_and(|u| live.contains(u)));
         let mut set = JoinSet::new();
@@ -247,22 +245,7 @@ pub async fn run(
         // (namespace, name, patch) and the action each stands for.
         let mut runs: Vec<(String, String, Value)> = Vec::new();
         let mut run_actions: Vec<String> = Vec::new();
-        for p in mine {
-            let uid = p
-                .at("/metadata/uid")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let ns = p
-                .at("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let name = p
-                .at("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+        for p in &mine {
             let deleting = p.at("/metadata/deletionTimestamp").is_some();
             let phase = p.at("/status/phase").and_then(Value::as_str).unwrap_or("");
             let exit: Option<i64> = p
@@ -277,6 +260,12 @@ pub async fn run(
                 (false, "Running", None) => continue,
                 (false, _, _) => Step::Run,
             };
+            let text = |path: &str| p.at(path).and_then(Value::as_str).unwrap_or("").to_string();
+            let (uid, ns, name) = (
+                text("/metadata/uid"),
+                text("/metadata/namespace"),
+                text("/metadata/name"),
+            );
             let action = format!("{uid}/{step:?}");
             if done.contains(&action) {
                 continue;
@@ -289,7 +278,7 @@ pub async fn run(
                     .next()
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
-                runs.push((ns, name, running_status(&p, &host_ip(i))));
+                runs.push((ns, name, running_status(p, &host_ip(i))));
                 run_actions.push(action);
                 continue;
             }
@@ -298,7 +287,7 @@ pub async fn run(
                     done.remove(&failed);
                 }
             }
-            let client = client.clone();
+            let (client, p) = (client.clone(), p.clone());
             set.spawn(async move {
                 let res = match step {
                     // Nothing to stop: the pod's grace period is over at once.

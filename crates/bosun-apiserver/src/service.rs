@@ -665,7 +665,7 @@ impl Inner {
     /// "target": {"kind": "Node", "name": NODE}}`.
     async fn bind(&self, kind: &KindInfo, ns: &str, binding: &Value) -> Result<Value> {
         let pod = name_of(binding).to_string();
-        let mutate = bind_mutation(ns, binding_target(binding));
+        let mutate = bind_mutation(binding_target(binding));
         // Binding sets a field that pod updates may not touch: no update admission.
         let how = Cas {
             pinned: None,
@@ -987,17 +987,16 @@ fn binding_target(binding: &Value) -> String {
         .to_string()
 }
 
-/// What binding a pod of namespace `ns` to `node` does to the stored pod: sets
-/// `spec.nodeName` and the PodScheduled condition; a pod bound already, or being deleted,
-/// is a conflict.
-fn bind_mutation(ns: &str, node: String) -> impl Fn(&Value) -> Result<Next> + Send + Sync + '_ {
+/// What binding a pod to `node` does to the stored pod: sets `spec.nodeName` and the
+/// PodScheduled condition; a pod bound already is a conflict, one being deleted is invalid.
+fn bind_mutation(node: String) -> impl Fn(&Value) -> Result<Next> + Send + Sync {
     move |old: &Value| -> Result<Next> {
-        let typed: k8s_openapi::api::core::v1::Pod =
-            serde_json::from_value(old.clone()).map_err(|e| Error::Corrupt {
-                key: format!("pods/{ns}/{}", name_of(old)),
-                reason: e.to_string(),
-            })?;
-        let errors = bosun_api::admission::validate_pod_binding(&typed, &node);
+        // The stored pod was admitted whole; binding reads only these two facts of it.
+        let bound = old.at("/spec/nodeName").and_then(Value::as_str);
+        let deleting = old
+            .at("/metadata/deletionTimestamp")
+            .is_some_and(|t| !t.is_null());
+        let errors = bosun_api::admission::validate_binding(bound, deleting, &node);
         if !errors.is_empty() {
             let already = errors.iter().any(|e| e.field == "spec.nodeName");
             if already {
@@ -1011,13 +1010,6 @@ fn bind_mutation(ns: &str, node: String) -> impl Fn(&Value) -> Result<Next> + Se
                 kind: "Binding".into(),
                 name: name_of(old).into(),
                 errors,
-            });
-        }
-        if old.at("/metadata/deletionTimestamp").is_some() {
-            return Err(Error::Conflict {
-                resource: "pods".into(),
-                name: name_of(old).into(),
-                reason: "the pod is being deleted".into(),
             });
         }
         let mut new = old.clone();
@@ -1589,3 +1581,55 @@ pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
 
 mod batch;
 mod pods;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(meta: Value, spec: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+    }
+
+    #[test]
+    fn binding_sets_the_node_and_the_scheduled_condition() {
+        let old = pod(
+            json!({"name": "p", "namespace": "d", "deletionTimestamp": null}),
+            json!({"containers": [{"name": "c", "image": "i"}]}),
+        );
+        let Ok(Next::Write(new)) = bind_mutation("node-1".into())(&old) else {
+            panic!("binding an unbound pod failed");
+        };
+        assert_eq!(new.at("/spec/nodeName"), Some(&json!("node-1")));
+        assert_eq!(
+            new.at("/status/conditions/0/type"),
+            Some(&json!("PodScheduled"))
+        );
+        assert_eq!(new.at("/spec/containers"), old.at("/spec/containers"));
+    }
+
+    #[test]
+    fn binding_a_bound_deleted_or_misnamed_target_is_refused_as_before() {
+        let bound = pod(json!({"name": "p"}), json!({"nodeName": "node-2"}));
+        match bind_mutation("node-1".into())(&bound) {
+            Err(Error::Conflict { reason, .. }) => {
+                assert!(reason.contains("already assigned"), "{reason}")
+            }
+            other => panic!("bound pod: {:?}", other.map(|_| ())),
+        }
+        let deleting = pod(
+            json!({"name": "p", "deletionTimestamp": "2026-12-05T07:00:00Z"}),
+            json!({}),
+        );
+        match bind_mutation("node-1".into())(&deleting) {
+            Err(Error::Invalid { errors, .. }) => {
+                assert_eq!(errors[0].field, "metadata.deletionTimestamp")
+            }
+            other => panic!("deleting pod: {:?}", other.map(|_| ())),
+        }
+        match bind_mutation("Node_1".into())(&pod(json!({"name": "p"}), json!({}))) {
+            Err(Error::Invalid { errors, .. }) => assert_eq!(errors[0].field, "target.name"),
+            other => panic!("bad node name: {:?}", other.map(|_| ())),
+        }
+    }
+}

@@ -316,12 +316,7 @@ impl Store {
     /// # Errors
     /// Never in practice: JSON values always serialize.
     pub fn encode(&self, key: &str, obj: &Value) -> Result<Vec<u8>> {
-        let mut obj = obj.clone();
-        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            // The resource version is the key's mod revision, never stored.
-            meta.remove("resourceVersion");
-        }
-        let plain = serde_json::to_vec(&obj).map_err(|e| Error::Corrupt {
+        let plain = serde_json::to_vec(&AsStored(obj)).map_err(|e| Error::Corrupt {
             key: key.to_string(),
             reason: e.to_string(),
         })?;
@@ -495,6 +490,43 @@ fn is_secret_key(key: &str) -> bool {
     key.starts_with("/registry/secrets/")
 }
 
+/// An object as it is stored: without `metadata.resourceVersion` (the key's mod revision,
+/// never stored). Written member by member, so that storing needs no copy of the object.
+struct AsStored<'a>(&'a Value);
+
+impl serde::Serialize for AsStored<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(map) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let mut out = s.serialize_map(Some(map.len()))?;
+        for (k, v) in map {
+            match v {
+                Value::Object(meta) if k == "metadata" => {
+                    out.serialize_entry(k, &WithoutResourceVersion(meta))?
+                }
+                _ => out.serialize_entry(k, v)?,
+            }
+        }
+        out.end()
+    }
+}
+
+/// Metadata without its resource version.
+struct WithoutResourceVersion<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut out = s.serialize_map(None)?;
+        for (k, v) in self.0.iter().filter(|(k, _)| *k != "resourceVersion") {
+            out.serialize_entry(k, v)?;
+        }
+        out.end()
+    }
+}
+
 /// Sets `metadata.resourceVersion`.
 pub fn set_resource_version(obj: &mut Value, rev: i64) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -505,6 +537,23 @@ pub fn set_resource_version(obj: &mut Value, rev: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_is_stored_without_its_resource_version_and_otherwise_unchanged() {
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "data": {"metadata": {"resourceVersion": "kept: not the object's metadata"}},
+            "metadata": {"name": "c", "namespace": "d", "resourceVersion": "42", "uid": "u"}});
+        let mut expected = obj.clone();
+        if let Some(m) = expected.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        let stored = serde_json::to_vec(&AsStored(&obj)).unwrap_or_default();
+        assert_eq!(stored, serde_json::to_vec(&expected).unwrap_or_default());
+        for odd in [serde_json::json!([1]), serde_json::json!({"metadata": "x"})] {
+            let stored = serde_json::to_vec(&AsStored(&odd)).unwrap_or_default();
+            assert_eq!(stored, serde_json::to_vec(&odd).unwrap_or_default());
+        }
+    }
 
     #[test]
     fn prefix_end_covers_exactly_the_prefix() {

@@ -31,7 +31,7 @@ pub use names::{
     config_key, dns1123_label, dns1123_subdomain, env_var_name, ip_address, label_key, label_value,
     path_segment_name, port_name,
 };
-pub use pod::{validate_pod_binding, validate_pod_spec};
+pub use pod::{validate_binding, validate_pod_binding, validate_pod_spec};
 pub use quantity::parse_quantity;
 pub use service::NODE_PORT_RANGE;
 

@@ -309,6 +309,17 @@ fn validate_pod_spec_update(new: &PodSpec, old: &PodSpec) -> Vec<FieldError> {
 /// not bound yet nor being deleted, and the node name is a DNS-1123 subdomain. Binding sets
 /// `spec.nodeName` without going through [`Admit::validate_update`], which refuses it.
 pub fn validate_pod_binding(pod: &Pod, node_name: &str) -> Vec<FieldError> {
+    validate_binding(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        pod.metadata.deletion_timestamp.is_some(),
+        node_name,
+    )
+}
+
+/// [`validate_pod_binding`] on the two facts of the pod it reads: the node it is bound to
+/// (`spec.nodeName`) and whether it is being deleted. The API server's binding path reads
+/// them from the stored JSON, without decoding the whole pod.
+pub fn validate_binding(bound: Option<&str>, deleting: bool, node_name: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if node_name.is_empty() {
         errs.push(FieldError::required("target.name", ""));
@@ -317,18 +328,13 @@ pub fn validate_pod_binding(pod: &Pod, node_name: &str) -> Vec<FieldError> {
             errs.push(FieldError::invalid("target.name", node_name, msg));
         }
     }
-    if let Some(bound) = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .filter(|n| !n.is_empty())
-    {
+    if let Some(bound) = bound.filter(|n| !n.is_empty()) {
         errs.push(FieldError::forbidden(
             "spec.nodeName",
             format!("pod is already assigned to node {bound:?}"),
         ));
     }
-    if pod.metadata.deletion_timestamp.is_some() {
+    if deleting {
         errs.push(FieldError::forbidden(
             "metadata.deletionTimestamp",
             "pod is being deleted, cannot be assigned to a host",

@@ -365,7 +365,7 @@ impl Inner {
             resource: kind.resource.into(),
             name: name.into(),
         })?;
-        let mut object = match bind_mutation(ns, binding_target(binding))(&stored.object)? {
+        let mut object = match bind_mutation(binding_target(binding))(&stored.object)? {
             Next::Write(v) => v,
             Next::Delete => {
                 return Err(Error::Conflict {
