@@ -166,17 +166,27 @@ pub async fn run(
         .map(|i| format!("{}-{i}", cfg.prefix))
         .collect();
     let mut set = JoinSet::new();
+    // Each node is registered as a real agent registers its own: retried with back-off
+    // until it succeeds (a cluster that has just started may still be creating the
+    // kube-node-lease namespace), only a refusal is final.
     for i in 0..cfg.count {
         while set.len() >= IN_FLIGHT {
             if let Some(r) = set.join_next().await {
                 r.map_err(|e| bosun_client::Error::Setup(e.to_string()))??;
             }
         }
-        let (client, cfg) = (client.clone(), cfg.clone());
-        set.spawn(async move { register(&client, &cfg, i).await });
+        let (client, cfg, cancel) = (client.clone(), cfg.clone(), cancel.clone());
+        set.spawn(async move {
+            crate::node::until_registered(&cancel, || register(&client, &cfg, i))
+                .await
+                .map(|_| ())
+        });
     }
     while let Some(r) = set.join_next().await {
         r.map_err(|e| bosun_client::Error::Setup(e.to_string()))??;
+    }
+    if cancel.is_cancelled() {
+        return Ok(());
     }
     tracing::info!(nodes = cfg.count, prefix = %cfg.prefix, "hollow nodes registered");
 

@@ -163,33 +163,15 @@ pub async fn run<R: ContainerRuntime>(
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     rt.ensure_network(&settings.network).await?;
-    // As the kubelet: registration is retried (jittered back-off, 200 ms doubling to
-    // 10 s) until it succeeds or the agent stops; only a refusal is final.
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        tracing::info!(node = %settings.node, "registering node");
-        match register(&client, &settings, &node).await {
-            Ok(()) => break,
-            Err(e)
-                if matches!(
-                    e.code(),
-                    Some(Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated)
-                ) =>
-            {
-                return Err(Error::Register {
-                    node: settings.node.clone(),
-                    source: e,
-                });
-            }
-            Err(e) => {
-                let wait = backoff.mul_f64(0.75 + rand::random::<f64>() * 0.5);
-                tracing::warn!(error = %e, backoff = ?wait, "registering the node failed; retrying");
-                tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
+    tracing::info!(node = %settings.node, "registering node");
+    match until_registered(&cancel, || register(&client, &settings, &node)).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(e) => {
+            return Err(Error::Register {
+                node: settings.node.clone(),
+                source: e,
+            })
         }
     }
     tracing::info!(node = %settings.node, "node registered");
@@ -365,4 +347,92 @@ async fn sweep_orphans<R: ContainerRuntime>(
         teardown(rt, s, &uid, Duration::ZERO).await;
     }
     (kept, removed)
+}
+
+/// Runs `register` until it succeeds, as the kubelet does: jittered back-off from 200 ms
+/// doubling to 10 s, for any failure but a refusal (a node certificate the API server
+/// rejects, an invalid object). At a cluster's start a server may still lack a leader, or
+/// the `kube-node-lease` namespace its bootstrap creates. `Ok(false)` when `cancel` came
+/// first.
+///
+/// # Errors
+/// The refusal.
+pub async fn until_registered<F, Fut>(
+    cancel: &CancellationToken,
+    mut register: F,
+) -> Result<bool, bosun_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), bosun_client::Error>>,
+{
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match register().await {
+            Ok(()) => return Ok(true),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(Code::PermissionDenied | Code::InvalidArgument | Code::Unauthenticated)
+                ) =>
+            {
+                return Err(e)
+            }
+            Err(e) => {
+                let wait = backoff.mul_f64(0.75 + rand::random::<f64>() * 0.5);
+                tracing::warn!(error = %e, backoff = ?wait, "registering failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Status;
+
+    #[tokio::test]
+    async fn registration_is_retried_until_it_succeeds_and_a_refusal_is_final() {
+        let cancel = CancellationToken::new();
+        // Two transient failures (no namespace yet, no leader yet), then success.
+        let mut calls = 0;
+        let done = until_registered(&cancel, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                match n {
+                    1 => Err(Status::not_found("namespaces \"kube-node-lease\" not found").into()),
+                    2 => Err(Status::unavailable("no leader").into()),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await;
+        assert!(matches!(done, Ok(true)), "{done:?}");
+        assert_eq!(calls, 3);
+
+        let mut calls = 0;
+        let refused = until_registered(&cancel, || {
+            calls += 1;
+            async { Err(Status::permission_denied("not this node").into()) }
+        })
+        .await;
+        assert_eq!(
+            refused.err().and_then(|e| e.code()),
+            Some(Code::PermissionDenied)
+        );
+        assert_eq!(calls, 1);
+
+        // A stopping agent stops retrying.
+        cancel.cancel();
+        let stopped = until_registered(&cancel, || async {
+            Err(Status::unavailable("no leader").into())
+        })
+        .await;
+        assert!(matches!(stopped, Ok(false)), "{stopped:?}");
+    }
 }
