@@ -53,12 +53,16 @@ fn index(token: &str) -> Option<usize> {
 /// set this way; parsing and writing it again was most of a watch's cost.
 ///
 /// `None` when `stored` is not valid JSON, not an object, has no object `outer` (or two), a
-/// member `name` there already, or is laid out otherwise (white space between members, an
-/// escaped key at the top or in `outer`): the caller then takes the slow path, which
-/// decides the rest.
+/// member `name` there already, or is laid out otherwise (white space at the top or in
+/// `outer`, an escaped key there, a `\u` or `\/` escape anywhere, nesting deeper than 127):
+/// the caller then takes the slow path, which decides the rest. Valid JSON laid out
+/// otherwise further in (members out of order, as Go writes them) keeps its layout: the
+/// same object, with `name` set in `outer`.
 pub fn insert_member(stored: &[u8], outer: &str, name: &str, value: &str) -> Option<Vec<u8>> {
     // Valid JSON first (parsing without building anything), so that the scan below may
     // take it for granted and anything else gets the slow path's answer.
+    // (IgnoredAny checks neither UTF-8 inside strings nor escapes: see below.)
+    std::str::from_utf8(stored).ok()?;
     serde_json::from_slice::<serde::de::IgnoredAny>(stored).ok()?;
     let (top, end) = raw::members(stored, 0)?;
     if end != stored.len() {
@@ -76,6 +80,9 @@ pub fn insert_member(stored: &[u8], outer: &str, name: &str, value: &str) -> Opt
         return None;
     }
     let (fields, close) = raw::members(stored, object.value.start)?;
+    if close != object.value.end {
+        return None;
+    }
     // Before the first member that sorts after `name`, else last.
     let mut at = None;
     for m in &fields {
@@ -135,11 +142,14 @@ mod raw {
         (!k.contains(&b'\\')).then_some(k)
     }
 
-    /// Just past the string whose opening quote is at `i`.
+    /// Just past the string whose opening quote is at `i`; `None` for a `\u` or `\/`
+    /// escape (serde_json writes neither for text; a `\u` may be a lone surrogate, which
+    /// the slow path refuses).
     fn string_end(b: &[u8], i: usize) -> Option<usize> {
         let mut j = i + 1;
         while j < b.len() {
             match b[j] {
+                b'\\' if matches!(b.get(j + 1), Some(b'u' | b'/')) => return None,
                 b'\\' => j += 2,
                 b'"' => return Some(j + 1),
                 _ => j += 1,
@@ -148,7 +158,11 @@ mod raw {
         None
     }
 
-    /// Just past the value that starts at `i`.
+    /// Nesting the slow path accepts at most (serde_json's recursion limit).
+    const MAX_DEPTH: usize = 127;
+
+    /// Just past the value that starts at `i`; `None` for white space where a scalar
+    /// should start or inside one, and for nesting deeper than the slow path parses.
     fn value_end(b: &[u8], i: usize) -> Option<usize> {
         match *b.get(i)? {
             b'"' => string_end(b, i),
@@ -161,6 +175,7 @@ mod raw {
                             j = string_end(b, j)?;
                             continue;
                         }
+                        b'{' | b'[' if depth >= MAX_DEPTH => return None,
                         b'{' | b'[' => depth += 1,
                         b'}' | b']' => {
                             depth = depth.checked_sub(1)?;
@@ -174,12 +189,14 @@ mod raw {
                 }
                 None
             }
-            _ => Some(
-                b[i..]
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                let end = b[i..]
                     .iter()
                     .position(|c| matches!(c, b',' | b'}' | b']'))
-                    .map_or(b.len(), |p| i + p),
-            ),
+                    .map_or(b.len(), |p| i + p);
+                (!b[i..end].iter().any(u8::is_ascii_whitespace)).then_some(end)
+            }
+            _ => None,
         }
     }
 
@@ -258,7 +275,7 @@ mod tests {
     fn inserting_a_member_writes_what_parsing_and_writing_again_would() {
         let objects = [
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
-                "annotations": {"a\\\"b": "c,}]{[", "k": "\u{1}\n\u{e9}"},
+                "annotations": {"a\\\"b": "c,}]{[", "k": "\t\n\u{e9}\u{8}\u{c}\r"},
                 "creationTimestamp": "2026-12-05T07:00:00Z", "generateName": "web-",
                 "generation": 1, "labels": {"app": "web"}, "name": "web-x", "namespace": "ns",
                 "ownerReferences": [{"controller": true, "name": "rs", "uid": "u1"}],
@@ -287,7 +304,13 @@ mod tests {
             br#"{"metadata":{},"metadata":{}}"#,                        // twice
             br#"{"metadata":{"a\u0062":1}}"#,                           // escaped key
             br#"{"metadata":{},"metad\u0061ta":{}}"#,                   // maybe twice
-            br#"{ "metadata":{}}"#,                                     // not compact
+            br#"{"metadata":{"annotations": {"a":"b"},"name":"x"}}"#,   // space before a value
+            br#"{"metadata":{"name":"x" }}"#,                           // space after one
+            br#"{"metadata":{"generation":1 ,"name":"x"}}"#,
+            br#"{"metadata":{"name":"\ud800"}}"#, // lone surrogate
+            br#"{"metadata":{"name":"a\/b"}}"#,
+            b"{\"metadata\":{\"name\":\"\xff\"}}", // not UTF-8
+            br#"{ "metadata":{}}"#,                // not compact
             br#"{"metadata":{"name":"n"} }"#,
             br#"[{"metadata":{}}]"#,          // not an object
             br#"{"metadata":{"name":"n"}"#,   // truncated
@@ -302,5 +325,31 @@ mod tests {
                 String::from_utf8_lossy(stored)
             );
         }
+    }
+
+    #[test]
+    fn other_layouts_further_in_keep_their_layout_and_mean_the_same_object() {
+        // Members out of order (Go writes struct order), white space inside a value.
+        let stored = br#"{"kind":"Pod","apiVersion":"v1","metadata":{"uid":"u","name":"n"},"spec":{"a": [1, 2]}}"#;
+        let Some(fast) = insert_member(stored, "metadata", "resourceVersion", "9") else {
+            panic!("refused a valid object");
+        };
+        let fast: Value = serde_json::from_slice(&fast).unwrap_or_default();
+        let slow: Value = serde_json::from_slice(stored).unwrap_or_default();
+        let slow: Value =
+            serde_json::from_slice(&super::tests::slow(&slow, "resourceVersion", "9"))
+                .unwrap_or_default();
+        assert_eq!(fast, slow);
+        assert_eq!(fast.at("/metadata/resourceVersion"), Some(&json!("9")));
+        // Deeper than the slow path parses.
+        let deep = format!(
+            r#"{{"metadata":{{}},"spec":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(
+            insert_member(deep.as_bytes(), "metadata", "resourceVersion", "1"),
+            None
+        );
     }
 }

@@ -48,7 +48,8 @@ fn event(kind: &str, obj: &Value) -> WatchEvent {
 
 /// The event for a stored object seen whole (no selector to evaluate): its stored JSON
 /// with the resource version put in, without parsing and writing it again; `None` for what
-/// that cannot do (an encrypted Secret, JSON not as bosun writes it), which the caller
+/// the scan cannot vouch for (an encrypted Secret, not valid JSON, laid out otherwise at
+/// the top or in `metadata`: see [`bosun_api::json::insert_member`]), which the caller
 /// decodes.
 fn passed_through(kind: &str, kv: &KeyValue) -> Option<WatchEvent> {
     let rv = kv.mod_revision.to_string();

@@ -25,6 +25,8 @@ use crate::{db, Error, LogStore, Result};
 
 /// How long a write or a read barrier waits for a leader before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long a follower waits for the leader's answer to a forwarded write.
+const FORWARD_DEADLINE: Duration = Duration::from_secs(20);
 /// Proposals waiting for a batch at most; callers wait for room beyond it.
 const PROPOSAL_QUEUE: usize = 4096;
 /// Requests folded into one log entry at most.
@@ -449,7 +451,11 @@ impl Node {
             // On a follower, wait for room among the forwards in flight (what queues
             // meanwhile joins this batch). The semaphore is never closed.
             let permit = match self.remote_leader() {
-                Some(_) => forwards.clone().acquire_owned().await.ok(),
+                Some(_) => tokio::select! {
+                    // Dropped with the queue: their callers get ShuttingDown, not proposed.
+                    _ = self.cancel.cancelled() => return,
+                    p = forwards.clone().acquire_owned() => p.ok(),
+                },
                 None => None,
             };
             // Everything that queued while the previous batch was in flight joins this
@@ -661,7 +667,16 @@ impl Node {
             .client(&leader.peer_addr)
             .map_err(|e| peer(e.to_string()))?;
         let blob = encode(req).map_err(|s| peer(s.message().into()))?;
-        match client.forward(blob).await {
+        // Bounded: a forward that never returns (a leader deposed meanwhile that forwards
+        // it back to us while our batcher waits on this one) must not hold its writes
+        // forever. The leader gives up on a proposal after LEADER_WAIT.
+        let call = tokio::time::timeout(FORWARD_DEADLINE, client.forward(blob));
+        let Ok(answer) = call.await else {
+            return Err(peer(format!(
+                "outcome unknown: no answer within {FORWARD_DEADLINE:?}"
+            )));
+        };
+        match answer {
             Ok(resp) => {
                 let res: std::result::Result<Response, RemoteFailure> =
                     decode(resp.get_ref()).map_err(|s| peer(s.message().into()))?;
