@@ -50,9 +50,13 @@ pub struct Target {
 pub struct KvArgs {
     #[command(flatten)]
     target: Target,
-    /// Concurrent clients (each with its own connection).
+    /// Concurrent clients.
     #[arg(long, default_value_t = 1)]
     clients: usize,
+    /// Connections the clients share, spread over the endpoints (default: one per client).
+    /// etcd's `benchmark` tool has the same split (`--conns`, `--clients`).
+    #[arg(long)]
+    conns: Option<usize>,
     /// Total operations.
     #[arg(long, default_value_t = 10_000)]
     ops: usize,
@@ -139,7 +143,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn kv(a: KvArgs) -> Result<()> {
-    let chans = channels(&a.target, a.clients.max(1))?;
+    let clients = a.clients.max(1);
+    let conns = a.conns.unwrap_or(clients).clamp(1, clients);
+    let chans = channels(&a.target, conns)?;
     let value = vec![b'x'; a.value_size];
     if a.mode != Mode::Put {
         // Reads need something to read.
@@ -153,11 +159,12 @@ async fn kv(a: KvArgs) -> Result<()> {
             .await?;
         }
     }
-    let per_client = a.ops.div_ceil(a.clients.max(1));
+    let per_client = a.ops.div_ceil(clients);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for ch in chans {
+    for i in 0..clients {
+        let ch = chans[i % conns].clone();
         let (value, next, mode, keys, total) = (value.clone(), next.clone(), a.mode, a.keys, a.ops);
         tasks.spawn(async move {
             let mut c = KvClient::new(ch).max_decoding_message_size(64 << 20);
@@ -217,12 +224,12 @@ async fn kv(a: KvArgs) -> Result<()> {
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
     if a.json {
         println!(
-            "{{\"mode\":\"{:?}\",\"clients\":{},\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}}",
+            "{{\"mode\":\"{:?}\",\"clients\":{},\"conns\":{conns},\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}}",
             a.mode, a.clients, lat.len(), errors, elapsed.as_secs_f64(), ops_s, p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3
         );
     } else {
         println!(
-            "{:?}: {} clients, {} ops ({} errors) in {:.2}s: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms",
+            "{:?}: {} clients on {conns} connections, {} ops ({} errors) in {:.2}s: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms",
             a.mode, a.clients, lat.len(), errors, elapsed.as_secs_f64(), ops_s, p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3
         );
     }
