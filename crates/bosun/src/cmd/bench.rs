@@ -430,17 +430,23 @@ async fn failover(a: FailoverArgs) -> Result<()> {
     }
     stop.cancel();
     while writers.join_next().await.is_some() {}
-    gaps.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    // Every kill's gap in kill order, so that a slow one can be matched with the logs.
+    let each = gaps
+        .iter()
+        .map(|g| format!("{:.0}", ms(*g)))
+        .collect::<Vec<_>>()
+        .join(",");
+    gaps.sort();
     let median = percentile(&gaps, 0.5);
     let max = gaps.last().copied().unwrap_or_default();
     if a.json {
         println!(
-            "{{\"kills\":{},\"median_ms\":{:.0},\"max_ms\":{:.0},\"min_ms\":{:.0}}}",
+            "{{\"kills\":{},\"median_ms\":{:.0},\"max_ms\":{:.0},\"min_ms\":{:.0},\"each_ms\":[{each}]}}",
             gaps.len(),
             ms(median),
             ms(max),
-            ms(gaps[0])
+            ms(gaps.first().copied().unwrap_or_default())
         );
     } else {
         println!(
