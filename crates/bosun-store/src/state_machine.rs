@@ -607,7 +607,13 @@ mod erased {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = std::time::Instant::now();
-        let (meta, data) = self.shared.build(true)?;
+        // Seconds of reading, encoding and an fsync of the whole state: on a blocking
+        // thread, not on one of the runtime's few workers (openraft runs this future as a
+        // task of its own), which would stall every task queued behind it meanwhile.
+        let shared = self.shared.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || shared.build(true))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, format!("snapshot build: {e}")))??;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), took_ms = started.elapsed().as_millis() as u64, "snapshot built");
         Ok(Snapshot {
             meta,
