@@ -5,11 +5,12 @@
 # used from the run's start to its last binding (from /proc/PID/stat).
 #
 #   scripts/bench-schedule.sh [--nodes 5000] [--pods 10000] [--runs 3] [--heartbeat-ms 600000] [--deployment 0]
+#                             [--snapshot-every 10000]
 #
 # BOSUN_BIN picks the binary (default: a release build of this checkout).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-nodes=5000; pods=10000; runs=3; heartbeat=600000; deployment=0
+nodes=5000; pods=10000; runs=3; heartbeat=600000; deployment=0; snapshot_every=10000
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --nodes) nodes="$2"; shift 2;;
@@ -17,6 +18,7 @@ while [[ $# -gt 0 ]]; do
     --runs) runs="$2"; shift 2;;
     --heartbeat-ms) heartbeat="$2"; shift 2;;
     --deployment) deployment="$2"; shift 2;;
+    --snapshot-every) snapshot_every="$2"; shift 2;;
     *) echo "bench-schedule.sh: unknown argument $1" >&2; exit 1;;
   esac
 done
@@ -32,7 +34,7 @@ dir="$(mktemp -d /tmp/bosun-sched.XXXX)"
 trap 'scripts/cluster.sh down --dir "$dir" > /dev/null 2>&1 || true' EXIT
 
 # Heartbeats far apart by default: a run measures scheduling, not node status writes.
-scripts/cluster.sh up --dir "$dir" --ip-base 127.0.7 --hollow "$nodes" \
+scripts/cluster.sh up --dir "$dir" --ip-base 127.0.7 --hollow "$nodes" --snapshot-every "$snapshot_every" \
   --heartbeat-ms "$heartbeat" --node-grace "$((heartbeat * 6)):$((heartbeat * 6))" > /dev/null
 export BOSUN_CONFIG="$dir/client.toml"
 deadline=$((SECONDS + 600))
@@ -47,18 +49,42 @@ cpu() { # "name=ticks ..." for the servers and the hollow agent
     printf '%s=%s ' "$p" "$(awk '{print $14 + $15}' "/proc/$(cat "$dir/$p.pid")/stat")"
   done
 }
+# Snapshot builds (from the servers' "snapshot built ... took_ms" lines) that overlapped
+# the window from $1 to $2 (epoch seconds): how many, and their seconds inside it.
+snapshots() {
+  python3 - "$1" "$2" "$dir"/s[0-9]*.log <<'EOF'
+import datetime, re, sys
+t0, t1 = float(sys.argv[1]), float(sys.argv[2])
+line = re.compile(r"^(\S+Z).*snapshot built.*took_ms=(\d+)")
+n, inside = 0, 0.0
+for path in sys.argv[3:]:
+    for raw in open(path, errors="replace"):
+        m = line.match(re.sub(r"\x1b\[[0-9;]*m", "", raw))
+        if not m:
+            continue
+        end = datetime.datetime.fromisoformat(m[1].replace("Z", "+00:00")).timestamp()
+        overlap = min(end, t1) - max(end - int(m[2]) / 1000, t0)
+        if overlap > 0:
+            n, inside = n + 1, inside + overlap
+print(f"snapshot builds overlapping start to last binding: {n} ({inside:.1f} s of build time inside)")
+EOF
+}
 leader() { "$bin" cluster status 2>/dev/null | awk '$4 == "leader" && $1 ~ /^s[0-9]/ {print $1}'; }
 
 for r in $(seq 1 "$runs"); do
   echo "run $r: leader $(leader)"
-  before="$(cpu)"
+  before="$(cpu)"; started="$(date +%s.%N)"
+  # Emptied here, not by the redirection below: that happens in the child, and the loop
+  # could otherwise read the last run's line before it and take no CPU figures.
+  : > "$dir/bench.out"
   "$bin" bench schedule --pods "$pods" --deployment "$deployment" > "$dir/bench.out" 2>&1 &
   bench=$!
   # The bench prints its scheduling line at the last binding, then cleans up.
   until grep -q '^schedule' "$dir/bench.out" || ! kill -0 "$bench" 2> /dev/null; do sleep 0.05; done
-  after="$(cpu)"
+  after="$(cpu)"; ended="$(date +%s.%N)"
   wait "$bench" || { cat "$dir/bench.out" >&2; exit 1; }
   grep -E '^(schedule|deployment)' "$dir/bench.out"
+  snapshots "$started" "$ended"
   python3 - "$before" "$after" "$(getconf CLK_TCK)" <<'EOF'
 import sys
 before, after = (dict(kv.split("=") for kv in arg.split()) for arg in sys.argv[1:3])
