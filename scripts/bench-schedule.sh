@@ -44,10 +44,12 @@ until [[ "$("$bin" get nodes 2>/dev/null | grep -c ' Ready')" -ge "$nodes" ]]; d
 done
 echo "$nodes hollow nodes Ready"
 
-cpu() { # "name=ticks ..." for the servers and the hollow agent
+cpu() { # "name=ticks ..." for the servers and the hollow agent, then the machine's
+  # idle, iowait, steal and total ticks (from /proc/stat, both CPUs together)
   for p in s1 s2 s3 hollow; do
     printf '%s=%s ' "$p" "$(awk '{print $14 + $15}' "/proc/$(cat "$dir/$p.pid")/stat")"
   done
+  awk '$1 == "cpu" { printf "@idle=%d @iowait=%d @steal=%d @all=%d", $5, $6, $9, $2+$3+$4+$5+$6+$7+$8+$9 }' /proc/stat
 }
 # Snapshot builds (from the servers' "snapshot built ... took_ms" lines) that overlapped
 # the window from $1 to $2 (epoch seconds): how many, and their seconds inside it.
@@ -90,6 +92,10 @@ import sys
 before, after = (dict(kv.split("=") for kv in arg.split()) for arg in sys.argv[1:3])
 tick = int(sys.argv[3])
 used = {k: (float(after[k]) - float(before[k])) / tick for k in after}
+machine = {k[1:]: v for k, v in used.items() if k.startswith("@")}
+used = {k: v for k, v in used.items() if not k.startswith("@")}
 print("cpu s, start to last binding:", " ".join(f"{k}={v:.1f}" for k, v in used.items()), f"total={sum(used.values()):.1f}")
+share = lambda k: 100 * machine[k] / machine["all"] if machine["all"] > 0 else 0.0
+print("both CPUs, start to last binding:", " ".join(f"{k} {share(k):.1f} %" for k in ("idle", "iowait", "steal")))
 EOF
 done
