@@ -33,6 +33,8 @@ const ALL_CFS: [&str; 6] = [CF_LOG, CF_RAFT, CF_KV, CF_HIST, CF_LEASE, CF_SM];
 
 /// WAL files kept at most, in bytes (see [`open`]).
 pub const MAX_TOTAL_WAL_BYTES: u64 = 256 << 20;
+/// The memory all column families' memtables may use together.
+pub const MAX_MEMTABLE_BYTES: usize = 128 << 20;
 
 /// Opens (or creates) the server's database under `dir/db`.
 ///
@@ -63,6 +65,9 @@ pub fn open(dir: &Path) -> Result<Arc<DB>> {
     // that much disk, and that much to replay on restart. Past this size RocksDB flushes
     // the column families that hold the oldest WAL file back.
     opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+    // Each column family may otherwise hold two 64 MiB memtables: 768 MiB of memory for
+    // the six of them. Past this total RocksDB flushes the largest.
+    opts.set_db_write_buffer_size(MAX_MEMTABLE_BYTES);
     opts.set_paranoid_checks(true);
     let cfs = ALL_CFS
         .iter()
@@ -161,6 +166,49 @@ mod tests {
             db.get_cf(&raft, b"vote").unwrap().as_deref(),
             Some(&b"1"[..])
         );
+        assert_eq!(db.get_cf(&kv, 0u64.to_be_bytes()).unwrap(), Some(value));
+    }
+
+    fn memtable_bytes(db: &DB) -> u64 {
+        ALL_CFS
+            .iter()
+            .map(|n| {
+                let cf = db.cf_handle(n).unwrap();
+                db.property_int_value_cf(&cf, "rocksdb.cur-size-all-mem-tables")
+                    .unwrap()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Column families that each stay under their own write buffer size must still not
+    /// hold more memtable memory together than MAX_MEMTABLE_BYTES.
+    #[test]
+    fn memtables_stay_bounded_across_column_families() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let value = vec![7u8; 1 << 20];
+        let per_cf = 48u64; // MiB: below one 64 MiB memtable, 192 MiB over four
+        for name in [CF_LOG, CF_RAFT, CF_KV, CF_HIST] {
+            let cf = db.cf_handle(name).unwrap();
+            for i in 0..per_cf {
+                db.put_cf(&cf, i.to_be_bytes(), &value).unwrap();
+            }
+        }
+        // Flushes run in the background; a flushed memtable is freed after them.
+        let limit = MAX_MEMTABLE_BYTES as u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut held = memtable_bytes(&db);
+        while held > limit && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            held = memtable_bytes(&db);
+        }
+        assert!(
+            held <= limit,
+            "{held} bytes in memtables after writing {} MiB to four column families",
+            per_cf * 4
+        );
+        let kv = db.cf_handle(CF_KV).unwrap();
         assert_eq!(db.get_cf(&kv, 0u64.to_be_bytes()).unwrap(), Some(value));
     }
 }
