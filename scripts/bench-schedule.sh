@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Scheduling throughput on hollow nodes (docs/benchmarks.md, "Scheduling on hollow nodes"):
 # a three-server cluster with one agent of N hollow nodes, then `bosun bench schedule`
-# RUNS times. Per run: the leader, the bench's figures, and the CPU seconds every process
-# used from the run's start to its last binding (from /proc/PID/stat).
+# RUNS times. Per run, from its start to its last binding: the leader, the bench's figures,
+# the CPU seconds every process used (/proc/PID/stat), the share of both CPUs idle, in
+# iowait and stolen (/proc/stat), and the snapshot builds that overlapped it (server logs).
 #
 #   scripts/bench-schedule.sh [--nodes 5000] [--pods 10000] [--runs 3] [--heartbeat-ms 600000] [--deployment 0]
 #                             [--snapshot-every 10000]

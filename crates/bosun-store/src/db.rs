@@ -124,6 +124,17 @@ pub fn size_on_disk(dir: &Path) -> u64 {
 mod tests {
     use super::*;
 
+    /// Polls `measure` until it is at most `limit` or 30 s have passed; the last reading.
+    fn settle(limit: u64, measure: impl Fn() -> u64) -> u64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut now = measure();
+        while now > limit && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            now = measure();
+        }
+        now
+    }
+
     fn wal_bytes(dir: &Path) -> u64 {
         std::fs::read_dir(dir.join("db"))
             .map(|d| {
@@ -151,12 +162,7 @@ mod tests {
             db.put_cf(&kv, i.to_be_bytes(), &value).unwrap();
         }
         // Obsolete WAL files are deleted after the flush, in the background.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut wal = wal_bytes(dir.path());
-        while wal > MAX_TOTAL_WAL_BYTES && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            wal = wal_bytes(dir.path());
-        }
+        let wal = settle(MAX_TOTAL_WAL_BYTES, || wal_bytes(dir.path()));
         assert!(
             wal <= MAX_TOTAL_WAL_BYTES,
             "{wal} bytes of WAL after writing {total}: the idle column family pins them"
@@ -197,12 +203,7 @@ mod tests {
         }
         // Flushes run in the background; a flushed memtable is freed after them.
         let limit = MAX_MEMTABLE_BYTES as u64;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut held = memtable_bytes(&db);
-        while held > limit && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            held = memtable_bytes(&db);
-        }
+        let held = settle(limit, || memtable_bytes(&db));
         assert!(
             held <= limit,
             "{held} bytes in memtables after writing {} MiB to four column families",
