@@ -2,7 +2,8 @@
 //! bollard's types (STYLE.md rule 4).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
@@ -12,12 +13,13 @@ use bollard::models::{
     ExecConfig, HostConfig, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
-    LogsOptions, RemoveContainerOptions, StatsOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
+    ListNetworksOptions, LogsOptions, RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
 use bollard::Docker as Bollard;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::runtime::{
     Container, ContainerRuntime, ContainerSpec, Error, ExecOutput, ExecSession, Network, Result,
@@ -27,10 +29,52 @@ use crate::runtime::{
 /// Exec output kept for a probe or `bosun exec` without a terminal.
 const EXEC_OUTPUT_CAP: usize = 64 * 1024;
 
+/// How many OOM kills are remembered (the oldest are forgotten first).
+const OOM_MARKS: usize = 4096;
+/// How long an OOM kill is remembered: long enough for the agent to report the exit.
+const OOM_MEMORY: Duration = Duration::from_secs(3600);
+/// How far back the event stream is replayed when it is first opened: OOM kills of
+/// containers that ended while no agent was watching (Docker keeps recent events).
+const OOM_REPLAY: Duration = Duration::from_secs(300);
+/// Back-off between attempts to reopen the event stream.
+const EVENTS_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
 /// Docker Engine over its unix socket (`DOCKER_HOST` honoured).
 #[derive(Clone)]
 pub struct Docker {
     api: Bollard,
+    /// Containers the engine sent an `oom` event for (see [`Docker::follow_events`]).
+    ooms: Arc<Mutex<OomMarks>>,
+}
+
+/// The containers that had an OOM kill, bounded in number and age.
+#[derive(Default)]
+struct OomMarks {
+    at: HashMap<String, Instant>,
+}
+
+impl OomMarks {
+    fn mark(&mut self, id: &str) {
+        let now = Instant::now();
+        self.at
+            .retain(|_, t| now.saturating_duration_since(*t) < OOM_MEMORY);
+        if self.at.len() >= OOM_MARKS && !self.at.contains_key(id) {
+            if let Some(oldest) = self
+                .at
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+            {
+                self.at.remove(&oldest);
+            }
+        }
+        self.at.insert(id.to_string(), now);
+    }
+
+    fn seen(&self, id: &str) -> bool {
+        self.at.contains_key(id)
+    }
 }
 
 fn op(op: &'static str) -> impl Fn(DockerError) -> Error {
@@ -67,7 +111,62 @@ impl Docker {
             api = v.api_version.as_deref().unwrap_or("?"),
             "docker engine"
         );
-        Ok(Docker { api })
+        Ok(Docker {
+            api,
+            ooms: Arc::default(),
+        })
+    }
+
+    /// Whether the engine reported an OOM kill in container `id` (by its full id) while
+    /// [`ContainerRuntime::follow_events`] ran.
+    pub fn oom_seen(&self, id: &str) -> bool {
+        self.ooms.lock().map(|m| m.seen(id)).unwrap_or(false)
+    }
+
+    /// One pass over the event stream: returns when it ends or fails, with whether it
+    /// delivered anything. `since` (Unix seconds) advances past each event read.
+    async fn read_events(
+        &self,
+        label: &str,
+        value: &str,
+        since: &mut i64,
+        cancel: &CancellationToken,
+    ) -> Result<bool> {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["oom".to_string()]),
+            ("label".to_string(), vec![format!("{label}={value}")]),
+        ]);
+        let opts = EventsOptions {
+            since: Some(since.to_string()),
+            until: None,
+            filters: Some(filters),
+        };
+        let mut events = self.api.events(Some(opts));
+        let mut any = false;
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return Ok(any),
+                n = events.next() => n,
+            };
+            let Some(ev) = next else {
+                return Ok(any);
+            };
+            let ev = ev.map_err(op("events"))?;
+            any = true;
+            if let Some(t) = ev.time {
+                *since = (*since).max(t);
+            }
+            if ev.action.as_deref() != Some("oom") {
+                continue;
+            }
+            if let Some(id) = ev.actor.and_then(|a| a.id) {
+                tracing::info!(container = %id, "the engine reports an OOM kill");
+                if let Ok(mut m) = self.ooms.lock() {
+                    m.mark(&id);
+                }
+            }
+        }
     }
 
     /// The engine's version string (for the Node's `containerRuntimeVersion`).
@@ -80,7 +179,9 @@ impl Docker {
     }
 }
 
-fn state_of(s: Option<&bollard::models::ContainerState>) -> State {
+/// The state as the engine reports it; `oom_seen` when an `oom` event came for it, which
+/// counts as an OOM kill even where the engine's own flag says otherwise.
+fn state_of(s: Option<&bollard::models::ContainerState>, oom_seen: bool) -> State {
     let Some(s) = s else {
         return State::Created;
     };
@@ -94,7 +195,7 @@ fn state_of(s: Option<&bollard::models::ContainerState>) -> State {
         }
         _ => State::Exited {
             code: s.exit_code.unwrap_or(-1),
-            oom_killed: s.oom_killed.unwrap_or(false),
+            oom_killed: s.oom_killed.unwrap_or(false) || oom_seen,
             started_at,
             finished_at: s.finished_at.clone().unwrap_or_default(),
             error: s.error.clone().unwrap_or_default(),
@@ -245,7 +346,10 @@ impl ContainerRuntime for Docker {
                         .unwrap_or_default(),
                     image_id: c.image.unwrap_or_default(),
                     labels,
-                    state: state_of(c.state.as_ref()),
+                    state: state_of(
+                        c.state.as_ref(),
+                        c.id.as_deref().is_some_and(|i| self.oom_seen(i)),
+                    ),
                     ip,
                 }))
             }
@@ -483,6 +587,32 @@ impl ContainerRuntime for Docker {
             .boxed()
     }
 
+    async fn follow_events(&self, label: &str, value: &str, cancel: CancellationToken) {
+        let mut since = unix_now().saturating_sub(secs(OOM_REPLAY));
+        let mut backoff = EVENTS_BACKOFF_MIN;
+        while !cancel.is_cancelled() {
+            let opened = unix_now();
+            match self.read_events(label, value, &mut since, &cancel).await {
+                Ok(any) => {
+                    if any {
+                        backoff = EVENTS_BACKOFF_MIN;
+                    }
+                    tracing::debug!("the engine's event stream ended; reopening");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "following the engine's events failed");
+                }
+            }
+            // What came before this pass opened has been read (or replayed next time).
+            since = since.max(opened.saturating_sub(1));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(EVENTS_BACKOFF_MAX);
+        }
+    }
+
     async fn usage(&self, id: &str) -> Result<Usage> {
         let opts = StatsOptions {
             stream: false,
@@ -535,6 +665,17 @@ impl ContainerRuntime for Docker {
     }
 }
 
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(secs)
+        .unwrap_or(0)
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 fn log_bytes(o: LogOutput) -> Vec<u8> {
     match o {
         LogOutput::StdErr { message }
@@ -557,7 +698,50 @@ fn split_image(image: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_image;
+    use super::{split_image, state_of, OomMarks, OOM_MARKS};
+    use crate::runtime::State;
+    use bollard::models::{ContainerState, ContainerStateStatusEnum};
+
+    fn exited(code: i64, oom_flag: bool) -> ContainerState {
+        ContainerState {
+            status: Some(ContainerStateStatusEnum::EXITED),
+            exit_code: Some(code),
+            oom_killed: Some(oom_flag),
+            ..Default::default()
+        }
+    }
+
+    fn oom_killed(s: &State) -> bool {
+        matches!(
+            s,
+            State::Exited {
+                oom_killed: true,
+                ..
+            }
+        )
+    }
+
+    #[test]
+    fn an_oom_event_counts_even_when_the_engine_state_lost_it() {
+        // Docker 20.10 sets the flag only when its OOM event is processed before the exit.
+        assert!(oom_killed(&state_of(Some(&exited(137, false)), true)));
+        assert!(oom_killed(&state_of(Some(&exited(137, true)), false)));
+        assert!(!oom_killed(&state_of(Some(&exited(137, false)), false)));
+        assert!(!oom_killed(&state_of(Some(&exited(1, false)), false)));
+    }
+
+    #[test]
+    fn oom_marks_are_bounded_and_forget_the_oldest() {
+        let mut m = OomMarks::default();
+        for i in 0..OOM_MARKS + 10 {
+            m.mark(&format!("c{i}"));
+        }
+        assert_eq!(m.at.len(), OOM_MARKS);
+        assert!(!m.seen("c0"), "the oldest is forgotten");
+        assert!(m.seen(&format!("c{}", OOM_MARKS + 9)));
+        m.mark(&format!("c{}", OOM_MARKS + 9));
+        assert_eq!(m.at.len(), OOM_MARKS, "marking again adds nothing");
+    }
 
     #[test]
     fn image_references_split_into_repository_and_tag() {

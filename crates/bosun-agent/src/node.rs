@@ -218,6 +218,10 @@ pub async fn run<R: ContainerRuntime>(
         });
     }
 
+    {
+        let (rt, s, cancel) = (rt.clone(), settings.clone(), cancel.clone());
+        tasks.spawn(async move { rt.follow_events(LABEL_AGENT, &s.agent_id, cancel).await });
+    }
     // The containers this agent already runs (after a restart: adopted, not restarted).
     let cache = Cache::new(rt.clone(), &settings.agent_id);
     cache.relist().await?;

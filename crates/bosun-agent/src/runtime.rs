@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
+use tokio_util::sync::CancellationToken;
 
 /// What can go wrong talking to the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -267,4 +268,15 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> BoxStream<'static, Result<Vec<u8>>>;
     /// Current resource use.
     fn usage(&self, id: &str) -> impl std::future::Future<Output = Result<Usage>> + Send;
+    /// Follows the runtime's events for the containers carrying `label=value` until
+    /// `cancel`, reopening the stream with back-off when it fails, so that
+    /// [`ContainerRuntime::inspect`] reports what the runtime's state alone can miss: Docker
+    /// 20.10 loses a container's OOM kill from its state when the kernel's OOM
+    /// notification reaches it after the exit, but still sends the `oom` event.
+    fn follow_events(
+        &self,
+        label: &str,
+        value: &str,
+        cancel: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send;
 }

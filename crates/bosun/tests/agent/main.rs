@@ -842,3 +842,108 @@ async fn pods_that_cannot_run_say_why_and_the_agent_fails_over_between_servers()
     .await;
     nodes_ready(&c, &others, &["worker-1"]).await;
 }
+
+/// Removes the containers with `label` when dropped, whatever the test did.
+struct RemoveLabelled(String);
+
+impl Drop for RemoveLabelled {
+    fn drop(&mut self) {
+        for id in containers(&self.0) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &id])
+                .output();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_engines_oom_event_marks_the_container_it_killed_and_no_other() {
+    use bosun_agent::docker::Docker;
+    use bosun_agent::runtime::{ContainerRuntime, ContainerSpec, State};
+
+    if !docker() {
+        return;
+    }
+    let value = format!("oom-{}", std::process::id());
+    let _cleanup = RemoveLabelled(format!("bosun.io/test={value}"));
+    let rt = Docker::connect().await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let follower = {
+        let (rt, v, c) = (rt.clone(), value.clone(), cancel.clone());
+        tokio::spawn(async move { rt.follow_events("bosun.io/test", &v, c).await })
+    };
+    let spec = |name: &str, script: &str| ContainerSpec {
+        name: format!("{value}-{name}"),
+        image: "bosun/busybox:latest".into(),
+        entrypoint: Some(vec!["sh".into(), "-c".into(), script.into()]),
+        labels: [("bosun.io/test".to_string(), value.clone())].into(),
+        memory: Some(32 << 20),
+        ..Default::default()
+    };
+    let exited = |id: String| {
+        let rt = rt.clone();
+        async move {
+            eventually(Duration::from_secs(60), "the container exited", || async {
+                let c = rt.inspect(&id).await.ok()??;
+                matches!(c.state, State::Exited { .. }).then_some(c.state)
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    // Killed by SIGKILL, not by the OOM killer: exit 137 too.
+    let killed = rt.create(&spec("killed", "sleep 600")).await.unwrap();
+    rt.start(&killed).await.unwrap();
+    rt.stop(&killed, Duration::ZERO).await.unwrap();
+    let s = exited(killed.clone()).await;
+    assert!(
+        matches!(
+            s,
+            State::Exited {
+                code: 137,
+                oom_killed: false,
+                ..
+            }
+        ),
+        "{s:?}"
+    );
+
+    // Over its 32 MiB limit.
+    let hungry = rt
+        .create(&spec(
+            "hungry",
+            "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo $x | wc -c",
+        ))
+        .await
+        .unwrap();
+    rt.start(&hungry).await.unwrap();
+    exited(hungry.clone()).await;
+    eventually(
+        Duration::from_secs(30),
+        "the engine's oom event",
+        || async { rt.oom_seen(&hungry).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let s = rt.inspect(&hungry).await.unwrap().unwrap().state;
+    assert!(
+        matches!(
+            s,
+            State::Exited {
+                code: 137,
+                oom_killed: true,
+                ..
+            }
+        ),
+        "{s:?}"
+    );
+    // Events come in order: the killed container's would have come first.
+    assert!(!rt.oom_seen(&killed), "a plain SIGKILL is no OOM kill");
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the follower stops when cancelled")
+        .unwrap();
+}
