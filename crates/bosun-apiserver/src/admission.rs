@@ -20,31 +20,83 @@ trait Typed: Send + Sync {
     /// Decodes strictly, defaults, validates (against `old` for updates) and encodes back.
     fn admit(&self, obj: Value, old: Option<&Value>)
         -> std::result::Result<Value, Vec<FieldError>>;
+
+    /// Decodes a status strictly and encodes it back; `None` when the kind has no status.
+    /// No kind's defaulting or validation looks at its status, so this is all the typed
+    /// pass does to one.
+    fn admit_status(&self, status: &Value) -> Option<std::result::Result<Value, Vec<FieldError>>>;
 }
 
+/// A kind without a status.
 struct As<T>(PhantomData<fn() -> T>);
 
-impl<T: Admit + Serialize + DeserializeOwned> Typed for As<T> {
+/// A kind with a status of type `S`.
+struct WithStatus<T, S>(PhantomData<fn() -> (T, S)>);
+
+fn encode_error(e: serde_json::Error) -> Vec<FieldError> {
+    vec![FieldError {
+        field: String::new(),
+        kind: FieldErrorKind::Invalid(String::new()),
+        detail: e.to_string(),
+    }]
+}
+
+/// Decodes `v` into `T`, naming the field where that fails, under `prefix`.
+fn decode<T: DeserializeOwned>(v: &Value, prefix: &str) -> std::result::Result<T, Vec<FieldError>> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match (prefix.is_empty(), path.as_str()) {
+            (true, _) => path,
+            (false, ".") => prefix.to_string(),
+            (false, _) => format!("{prefix}.{path}"),
+        };
+        vec![FieldError {
+            field,
+            kind: FieldErrorKind::Invalid(String::new()),
+            detail: e.inner().to_string(),
+        }]
+    })
+}
+
+impl<T: Admit + Serialize + DeserializeOwned, S: Serialize + DeserializeOwned> Typed
+    for WithStatus<T, S>
+{
     fn admit(
         &self,
         obj: Value,
         old: Option<&Value>,
     ) -> std::result::Result<Value, Vec<FieldError>> {
-        let encode_error = |e: serde_json::Error| {
-            vec![FieldError {
-                field: String::new(),
-                kind: FieldErrorKind::Invalid(String::new()),
-                detail: e.to_string(),
-            }]
+        As::<T>(PhantomData).admit(obj, old)
+    }
+
+    fn admit_status(&self, status: &Value) -> Option<std::result::Result<Value, Vec<FieldError>>> {
+        let round = |status: &Value| -> std::result::Result<Value, Vec<FieldError>> {
+            let typed: S = decode(status, "status")?;
+            let out = serde_json::to_value(&typed).map_err(encode_error)?;
+            let mut errors = Vec::new();
+            unknown_fields(status, &out, "status", &mut errors);
+            if errors.is_empty() {
+                Ok(out)
+            } else {
+                Err(errors)
+            }
         };
+        Some(round(status))
+    }
+}
+
+impl<T: Admit + Serialize + DeserializeOwned> Typed for As<T> {
+    fn admit_status(&self, _: &Value) -> Option<std::result::Result<Value, Vec<FieldError>>> {
+        None
+    }
+
+    fn admit(
+        &self,
+        obj: Value,
+        old: Option<&Value>,
+    ) -> std::result::Result<Value, Vec<FieldError>> {
         // Decoded from a reference: the input is kept, to find the fields the type drops.
-        let mut typed: T = serde_path_to_error::deserialize(&obj).map_err(|e| {
-            vec![FieldError {
-                field: e.path().to_string(),
-                kind: FieldErrorKind::Invalid(String::new()),
-                detail: e.inner().to_string(),
-            }]
-        })?;
+        let mut typed: T = decode(&obj, "")?;
         typed.default_fields();
         let mut invalid = typed.validate();
         if let Some(old) = old {
@@ -111,20 +163,24 @@ fn typed(kind: &KindInfo) -> Option<&'static dyn Typed> {
             const T: As<$t> = As(PhantomData);
             Some(&T as &'static dyn Typed)
         }};
+        ($t:ty, $s:ty) => {{
+            const T: WithStatus<$t, $s> = WithStatus(PhantomData);
+            Some(&T as &'static dyn Typed)
+        }};
     }
     match kind.kind {
-        "Namespace" => of!(core::v1::Namespace),
-        "Node" => of!(core::v1::Node),
-        "Pod" => of!(core::v1::Pod),
-        "Service" => of!(core::v1::Service),
+        "Namespace" => of!(core::v1::Namespace, core::v1::NamespaceStatus),
+        "Node" => of!(core::v1::Node, core::v1::NodeStatus),
+        "Pod" => of!(core::v1::Pod, core::v1::PodStatus),
+        "Service" => of!(core::v1::Service, core::v1::ServiceStatus),
         "Endpoints" => of!(core::v1::Endpoints),
         "ConfigMap" => of!(core::v1::ConfigMap),
         "Secret" => of!(core::v1::Secret),
         "Event" => of!(core::v1::Event),
-        "ReplicaSet" => of!(apps::v1::ReplicaSet),
-        "Deployment" => of!(apps::v1::Deployment),
-        "DaemonSet" => of!(apps::v1::DaemonSet),
-        "Job" => of!(batch::v1::Job),
+        "ReplicaSet" => of!(apps::v1::ReplicaSet, apps::v1::ReplicaSetStatus),
+        "Deployment" => of!(apps::v1::Deployment, apps::v1::DeploymentStatus),
+        "DaemonSet" => of!(apps::v1::DaemonSet, apps::v1::DaemonSetStatus),
+        "Job" => of!(batch::v1::Job, batch::v1::JobStatus),
         "Lease" => of!(coordination::v1::Lease),
         "Role" => of!(rbac::v1::Role),
         "ClusterRole" => of!(rbac::v1::ClusterRole),
@@ -162,6 +218,82 @@ pub fn admit(
         }
         Ok(_) if !more.is_empty() => Err(invalid(more)),
         Ok(v) => Ok(v),
+    }
+}
+
+/// Admits an update that changes nothing but the status (and the resourceVersion) of an
+/// object that was admitted when written: only its status goes through the typed pass, as
+/// the rest is the stored object's. `Ok(Err(new))`, handing `new` back, when anything else
+/// changed or the kind has no status: then the whole object goes through [`admit`].
+///
+/// # Errors
+/// [`Error::Invalid`] naming the status fields that do not decode or are unknown.
+pub fn admit_status_change(
+    kind: &KindInfo,
+    old: &Value,
+    mut new: Value,
+) -> Result<std::result::Result<Value, Value>> {
+    let t = match typed(kind) {
+        Some(t) if kind.has_status && equal_except(old, &new, &["status"]) => t,
+        _ => return Ok(Err(new)),
+    };
+    let Some(map) = new.as_object_mut() else {
+        return Ok(Err(new));
+    };
+    let admitted = match map.get("status") {
+        None | Some(Value::Null) => None,
+        Some(status) => match t.admit_status(status) {
+            None => return Ok(Err(new)),
+            Some(Ok(admitted)) => Some(admitted),
+            Some(Err(errors)) => {
+                return Err(Error::Invalid {
+                    kind: kind.kind.to_string(),
+                    name: name_of(old).to_string(),
+                    errors,
+                })
+            }
+        },
+    };
+    match admitted {
+        Some(a) => map.insert("status".into(), a),
+        None => map.remove("status"),
+    };
+    Ok(Ok(new))
+}
+
+/// Whether `a` and `b` are equal but for their top-level fields `skip` and their
+/// `metadata.resourceVersion` (compared in place, without copies).
+pub fn equal_except(a: &Value, b: &Value, skip: &[&str]) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let same_map = |a: &Map<String, Value>, b: &Map<String, Value>, skip: &dyn Fn(&str) -> bool| {
+        let (mut na, mut nb) = (0, 0);
+        for (k, v) in a {
+            if skip(k) {
+                continue;
+            }
+            na += 1;
+            if b.get(k) != Some(v) {
+                return false;
+            }
+        }
+        for k in b.keys() {
+            if !skip(k) {
+                nb += 1;
+            }
+        }
+        na == nb
+    };
+    let top = |k: &str| k == "metadata" || skip.contains(&k);
+    if !same_map(a, b, &top) {
+        return false;
+    }
+    match (a.get("metadata"), b.get("metadata")) {
+        (Some(Value::Object(ma)), Some(Value::Object(mb))) => {
+            same_map(ma, mb, &|k: &str| k == "resourceVersion")
+        }
+        (ma, mb) => ma == mb,
     }
 }
 
@@ -535,6 +667,101 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert_ne!(u, new_uid());
+    }
+
+    fn admitted_pod() -> (&'static KindInfo, Value) {
+        let kind = bosun_api::kinds::by_resource("pods").unwrap();
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "bosun/busybox",
+                "resources": {"limits": {"memory": "64Mi"}}}]}});
+        prepare_create(kind, &mut pod).unwrap();
+        let mut pod = admit(kind, pod, None, Vec::new()).unwrap();
+        pod["metadata"]["resourceVersion"] = json!("7");
+        (kind, pod)
+    }
+
+    #[test]
+    fn a_status_change_admits_only_the_status_and_matches_the_whole_pass() {
+        let (kind, old) = admitted_pod();
+        let mut new = old.clone();
+        new["metadata"]["resourceVersion"] = json!("8");
+        new["status"] = json!({"phase": "Running", "podIP": "10.0.0.5",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "c", "image": "bosun/busybox", "imageID": "",
+                "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-12-06T00:00:00Z"}}}]});
+        let fast = admit_status_change(kind, &old, new.clone())
+            .unwrap()
+            .unwrap();
+        let whole = admit(kind, new, Some(&old), Vec::new()).unwrap();
+        assert_eq!(fast, whole);
+        assert_eq!(fast["status"]["phase"], "Running");
+        assert_eq!(fast["metadata"]["resourceVersion"], "8");
+    }
+
+    #[test]
+    fn a_bad_status_is_refused_naming_its_field() {
+        let (kind, old) = admitted_pod();
+        for (status, field) in [
+            (json!({"phase": "Running", "bogus": 1}), "status.bogus"),
+            (json!({"phase": 5}), "status.phase"),
+            (
+                json!({"conditions": [{"type": "Ready", "status": "True", "x": 1}]}),
+                "status.conditions[0].x",
+            ),
+        ] {
+            let mut new = old.clone();
+            new["status"] = status.clone();
+            match admit_status_change(kind, &old, new) {
+                Err(Error::Invalid { errors, name, .. }) => {
+                    assert_eq!(name, "p");
+                    assert_eq!(errors.len(), 1, "{status}: {errors:?}");
+                    assert_eq!(errors[0].field, field, "{status}");
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn anything_but_a_status_change_takes_the_whole_pass() {
+        let (kind, old) = admitted_pod();
+        let mut new = old.clone();
+        new["status"] = json!({"phase": "Running"});
+        new["metadata"]["labels"]["app"] = json!("db");
+        let back = admit_status_change(kind, &old, new.clone()).unwrap();
+        assert_eq!(back.unwrap_err(), new, "handed back unchanged");
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["image"] = json!("bosun/busybox:v2");
+        assert!(admit_status_change(kind, &old, new).unwrap().is_err());
+        let cm = bosun_api::kinds::by_resource("configmaps").unwrap();
+        let obj = json!({"metadata": {"name": "c"}, "data": {}});
+        assert!(admit_status_change(cm, &obj, obj.clone()).unwrap().is_err());
+        // No status at all: the object keeps none.
+        let mut new = old.clone();
+        new["status"] = Value::Null;
+        let out = admit_status_change(kind, &old, new).unwrap().unwrap();
+        assert!(out.get("status").is_none());
+    }
+
+    #[test]
+    fn equal_except_ignores_only_what_it_is_told_and_the_resource_version() {
+        let a = json!({"metadata": {"name": "a", "resourceVersion": "1"}, "spec": {"x": 1}, "status": {"y": 1}});
+        let mut b = a.clone();
+        b["metadata"]["resourceVersion"] = json!("2");
+        assert!(equal_except(&a, &b, &[]));
+        b["status"]["y"] = json!(2);
+        assert!(!equal_except(&a, &b, &[]));
+        assert!(equal_except(&a, &b, &["status"]));
+        b["metadata"]["labels"] = json!({"l": "v"});
+        assert!(!equal_except(&a, &b, &["status"]));
+        let mut c = a.clone();
+        c.as_object_mut().unwrap().remove("spec");
+        assert!(!equal_except(&a, &c, &["status"]));
+        assert!(!equal_except(&c, &a, &["status"]));
+        c["spec"] = json!({"x": 1});
+        c.as_object_mut().unwrap().remove("status");
+        assert!(equal_except(&a, &c, &["status"]));
     }
 
     #[test]

@@ -1043,14 +1043,7 @@ fn conflict(kind: &KindInfo, name: &str) -> Error {
 
 /// Whether two versions of an object are the same, resource version aside.
 fn same_object(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
-        v
-    };
-    strip(a) == strip(b)
+    admission::equal_except(a, b, &[])
 }
 
 /// Removing the last finalizer of an object that is being deleted deletes it.
@@ -1076,6 +1069,15 @@ fn admit_update(
     new: Value,
     more: Vec<bosun_api::admission::FieldError>,
 ) -> Result<Value> {
+    // Agents' and controllers' status reports, most of all writes: only the status is new.
+    let new = if more.is_empty() {
+        match admission::admit_status_change(kind, old, new)? {
+            Ok(admitted) => return Ok(admitted),
+            Err(new) => new,
+        }
+    } else {
+        new
+    };
     let mut new = admission::admit(kind, new, Some(old), more)?;
     admission::bump_generation(old, &mut new);
     Ok(new)
