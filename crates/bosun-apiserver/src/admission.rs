@@ -70,18 +70,16 @@ impl<T: Admit + Serialize + DeserializeOwned, S: Serialize + DeserializeOwned> T
     }
 
     fn admit_status(&self, status: &Value) -> Option<std::result::Result<Value, Vec<FieldError>>> {
-        let round = |status: &Value| -> std::result::Result<Value, Vec<FieldError>> {
-            let typed: S = decode(status, "status")?;
-            let out = serde_json::to_value(&typed).map_err(encode_error)?;
-            let mut errors = Vec::new();
-            unknown_fields(status, &out, "status", &mut errors);
-            if errors.is_empty() {
-                Ok(out)
-            } else {
-                Err(errors)
-            }
+        let typed: S = match decode(status, "status") {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e)),
         };
-        Some(round(status))
+        let out = serde_json::to_value(&typed).map_err(encode_error);
+        let mut errors = Vec::new();
+        if let Ok(out) = &out {
+            unknown_fields(status, out, "status", &mut errors);
+        }
+        Some(if errors.is_empty() { out } else { Err(errors) })
     }
 }
 
