@@ -236,6 +236,18 @@ impl Client {
         })
     }
 
+    /// A client of one server over `channel`, called `name` in errors and logs. The
+    /// leader's scheduler and controllers reach their own server this way, in process
+    /// ([`bosun_pki::local`]).
+    pub fn over(name: &str, channel: Channel) -> Self {
+        Client {
+            servers: Arc::new(vec![(name.to_string(), channel)]),
+            current: Arc::new(AtomicUsize::new(0)),
+            fence: None,
+            brief: false,
+        }
+    }
+
     /// The same client with every write fenced by the leader `term`: the store refuses
     /// such a write when it is committed in another term (a deposed leader's decision).
     pub fn with_fence(&self, term: u64) -> Client {

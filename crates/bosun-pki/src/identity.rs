@@ -43,7 +43,7 @@ impl Identity {
 /// What tonic handlers learn about the connection a request came in on (request extension).
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
-    /// Remote socket address.
+    /// Remote socket address (None for an in-process connection, see [`crate::local`]).
     pub remote: Option<std::net::SocketAddr>,
     /// The verified client identity (always present: the listeners require certificates).
     pub identity: Option<Identity>,

@@ -7,14 +7,18 @@
 //! - [`tls`]: rustls server and client configs that require and verify certificates against the
 //!   cluster CA, a TLS listener that feeds tonic and logs refused handshakes, and a tonic
 //!   channel that connects over mTLS.
+//! - [`local`]: in-process connections to a server's own API, in the server's own name
+//!   (the leader's scheduler and controllers), served beside the TLS ones.
 #![forbid(unsafe_code)]
 
 pub mod ca;
 pub mod identity;
+pub mod local;
 pub mod tls;
 
 pub use ca::{Layout, Pki};
 pub use identity::{Identity, PeerInfo, SERVERS_GROUP};
+pub use local::{local, ClientIncoming, LocalConnector};
 pub use tls::{
     channel, client_config, client_config_with, server_config, server_config_with, Dialer,
     ReloadingIdentity, TlsIncoming, TlsMaterial,

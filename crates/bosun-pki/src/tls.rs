@@ -147,6 +147,11 @@ impl ReloadingIdentity {
         Ok(true)
     }
 
+    /// Who the current certificate names (None when it cannot be parsed).
+    pub fn identity(&self) -> Option<Identity> {
+        self.get().cert.first().and_then(Identity::from_der)
+    }
+
     fn get(&self) -> Arc<CertifiedKey> {
         self.current
             .read()

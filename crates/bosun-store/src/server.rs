@@ -49,12 +49,15 @@ pub struct Listen {
 }
 
 /// Services that run on top of the store (the API server), added by the binary so that the
-/// store knows nothing of them: given the started node and the shutdown token, they return
-/// their gRPC routes (served on the client port) and their background tasks (awaited at
-/// shutdown, before the node stops).
+/// store knows nothing of them: given the started node, an in-process channel to this
+/// server's client port (calls on it are in the server's own name; see
+/// [`bosun_pki::local`]) and the shutdown token, they return their gRPC routes (served on
+/// the client port) and their background tasks (awaited at shutdown, before the node
+/// stops).
 pub type Extension = Box<
     dyn FnOnce(
             Arc<Node>,
+            tonic::transport::Channel,
             CancellationToken,
         ) -> (tonic::service::Routes, Vec<tokio::task::JoinHandle<()>>)
         + Send,
@@ -86,6 +89,19 @@ pub async fn run(
     let client_in = TlsIncoming::bind(listen.client, server_tls, false, "client")
         .await
         .map_err(|e| bind_err("client", listen.client, e))?;
+    let me = identity
+        .identity()
+        .ok_or_else(|| Error::Start("tls: our own certificate names no one".into()))?;
+    // Read once: a reloaded certificate names the same server.
+    let (own, local_in) = bosun_pki::local(me);
+    let client_in = bosun_pki::ClientIncoming::new(client_in, local_in);
+    {
+        let (own, stop) = (own.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            own.close();
+        });
+    }
     let admin = match listen.admin {
         Some(a) => Some(
             TcpListener::bind(a)
@@ -119,7 +135,7 @@ pub async fn run(
     let stop = shutdown.clone();
     let (routes, ext_tasks) = match extension {
         Some(ext) => {
-            let (routes, tasks) = ext(node.clone(), shutdown.clone());
+            let (routes, tasks) = ext(node.clone(), own.channel(), shutdown.clone());
             (Some(routes), tasks)
         }
         None => (None, Vec::new()),

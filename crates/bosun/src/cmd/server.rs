@@ -38,16 +38,15 @@ pub async fn run(args: Args) -> Result<()> {
     });
     tracing::info!(name = %cfg.name, id = cfg.id, dir = %cfg.data_dir.display(), "starting server");
     let api = cfg.api()?;
-    // The scheduler and controllers reach the API like any client, on this server's own
-    // client port, with its server certificate.
-    let own = bosun_client::Client::connect(&[cfg.client_addr.to_string()], &cfg.listen().tls)
-        .context("a client of this server's own API")?;
     let timing = bosun_controllers::nodelifecycle::Timing {
         grace: std::time::Duration::from_millis(cfg.controllers.node_grace_ms),
         eviction: std::time::Duration::from_millis(cfg.controllers.eviction_ms),
     };
-    let extension: bosun_store::server::Extension = Box::new(move |node, stop| {
+    let extension: bosun_store::server::Extension = Box::new(move |node, channel, stop| {
         let (routes, mut tasks) = bosun_apiserver::start(node.clone(), api, stop.clone());
+        // The scheduler and controllers reach the API like any client, through its gRPC
+        // services, in the server's own name; in process, not over TLS on loopback.
+        let own = bosun_client::Client::over("this server (in process)", channel);
         let (leadership, watcher) = node.leadership(stop.clone());
         tasks.push(watcher);
         tasks.push(tokio::spawn(bosun_controllers::leader::while_leading(
