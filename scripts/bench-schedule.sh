@@ -3,7 +3,9 @@
 # a three-server cluster with one agent of N hollow nodes, then `bosun bench schedule`
 # RUNS times. Per run, from its start to its last binding: the leader, the bench's figures,
 # the CPU seconds every process used (/proc/PID/stat), the share of both CPUs idle, in
-# iowait and stolen (/proc/stat), and the snapshot builds that overlapped it (server logs).
+# iowait and stolen (/proc/stat), and the snapshot builds that overlapped it (server logs);
+# per process also its CPU seconds in the kernel, its minor page faults, and its resident
+# memory (MiB) after the run.
 #
 #   scripts/bench-schedule.sh [--nodes 5000] [--pods 10000] [--runs 3] [--heartbeat-ms 600000] [--deployment 0]
 #                             [--snapshot-every 10000]
@@ -45,10 +47,12 @@ until [[ "$("$bin" get nodes 2>/dev/null | grep -c ' Ready')" -ge "$nodes" ]]; d
 done
 echo "$nodes hollow nodes Ready"
 
-cpu() { # "name=ticks ..." for the servers and the hollow agent, then the machine's
-  # idle, iowait, steal and total ticks (from /proc/stat, both CPUs together)
+cpu() { # "name=ticks ..." for the servers and the hollow agent, then their kernel-mode
+  # ticks ("name.sys") and minor page faults ("name.minflt"), then the machine's idle,
+  # iowait, steal and total ticks (from /proc/stat, both CPUs together)
   for p in s1 s2 s3 hollow; do
-    printf '%s=%s ' "$p" "$(awk '{print $14 + $15}' "/proc/$(cat "$dir/$p.pid")/stat")"
+    awk -v p="$p" '{ printf "%s=%d %s.sys=%d %s.minflt=%d ", p, $14 + $15, p, $15, p, $10 }' \
+      "/proc/$(cat "$dir/$p.pid")/stat"
   done
   awk '$1 == "cpu" { printf "@idle=%d @iowait=%d @steal=%d @all=%d", $5, $6, $9, $2+$3+$4+$5+$6+$7+$8+$9 }' /proc/stat
 }
@@ -88,14 +92,21 @@ for r in $(seq 1 "$runs"); do
   wait "$bench" || { cat "$dir/bench.out" >&2; exit 1; }
   grep -E '^(schedule|deployment)' "$dir/bench.out"
   snapshots "$started" "$ended"
+  printf 'resident memory after the run:'
+  for p in s1 s2 s3 hollow; do
+    awk -v p="$p" '$1 == "VmRSS:" { printf " %s=%d MiB", p, $2 / 1024 }' "/proc/$(cat "$dir/$p.pid")/status"
+  done
+  echo
   python3 - "$before" "$after" "$(getconf CLK_TCK)" <<'EOF'
 import sys
 before, after = (dict(kv.split("=") for kv in arg.split()) for arg in sys.argv[1:3])
 tick = int(sys.argv[3])
-used = {k: (float(after[k]) - float(before[k])) / tick for k in after}
-machine = {k[1:]: v for k, v in used.items() if k.startswith("@")}
-used = {k: v for k, v in used.items() if not k.startswith("@")}
+delta = {k: float(after[k]) - float(before[k]) for k in after}
+machine = {k[1:]: v / tick for k, v in delta.items() if k.startswith("@")}
+used = {k: v / tick for k, v in delta.items() if "." not in k and not k.startswith("@")}
 print("cpu s, start to last binding:", " ".join(f"{k}={v:.1f}" for k, v in used.items()), f"total={sum(used.values()):.1f}")
+print("of which in the kernel:", " ".join(f"{k}={delta[k + '.sys'] / tick:.2f}" for k in used))
+print("minor page faults:", " ".join(f"{k}={delta[k + '.minflt']:.0f}" for k in used))
 share = lambda k: 100 * machine[k] / machine["all"] if machine["all"] > 0 else 0.0
 print("both CPUs, start to last binding:", " ".join(f"{k} {share(k):.1f} %" for k in ("idle", "iowait", "steal")))
 EOF
