@@ -176,16 +176,26 @@ impl futures::Stream for ClientIncoming {
     }
 }
 
+/// What both kinds of connection are, for forwarding to either.
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+impl ClientConn {
+    fn io(self: Pin<&mut Self>) -> Pin<&mut dyn Io> {
+        match self.get_mut() {
+            ClientConn::Tls(c) => Pin::new(&mut **c),
+            ClientConn::Local(c) => Pin::new(&mut c.io),
+        }
+    }
+}
+
 impl AsyncRead for ClientConn {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientConn::Tls(c) => Pin::new(c).poll_read(cx, buf),
-            ClientConn::Local(c) => Pin::new(&mut c.io).poll_read(cx, buf),
-        }
+        self.io().poll_read(cx, buf)
     }
 }
 
@@ -195,32 +205,20 @@ impl AsyncWrite for ClientConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientConn::Tls(c) => Pin::new(c).poll_write(cx, buf),
-            ClientConn::Local(c) => Pin::new(&mut c.io).poll_write(cx, buf),
-        }
+        self.io().poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientConn::Tls(c) => Pin::new(c).poll_flush(cx),
-            ClientConn::Local(c) => Pin::new(&mut c.io).poll_flush(cx),
-        }
+        self.io().poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientConn::Tls(c) => Pin::new(c).poll_shutdown(cx),
-            ClientConn::Local(c) => Pin::new(&mut c.io).poll_shutdown(cx),
-        }
+        self.io().poll_shutdown(cx)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientConn::Tls(c) => Pin::new(c).poll_write_vectored(cx, bufs),
-            ClientConn::Local(c) => Pin::new(&mut c.io).poll_write_vectored(cx, bufs),
-        }
+        self.io().poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         match self {

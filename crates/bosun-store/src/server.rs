@@ -95,13 +95,6 @@ pub async fn run(
     // Read once: a reloaded certificate names the same server.
     let (own, local_in) = bosun_pki::local(me);
     let client_in = bosun_pki::ClientIncoming::new(client_in, local_in);
-    {
-        let (own, stop) = (own.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            stop.cancelled().await;
-            own.close();
-        });
-    }
     let admin = match listen.admin {
         Some(a) => Some(
             TcpListener::bind(a)
@@ -156,7 +149,14 @@ pub async fn run(
                 .max_encoding_message_size(8 << 20),
         )
         .add_service(AdminServer::new(AdminService::new(node.clone())))
-        .serve_with_incoming_shutdown(client_in, stop.cancelled_owned());
+        .serve_with_incoming_shutdown(client_in, {
+            // tonic keeps serving while it drains: no new in-process connection from now.
+            let own = own.clone();
+            async move {
+                stop.cancelled().await;
+                own.close();
+            }
+        });
     let admin_task = admin.map(|l| tokio::spawn(serve_admin(l, node.clone(), shutdown.clone())));
     let reload_task = tokio::spawn(reload_certificates(identity, shutdown.clone()));
     let res = tokio::try_join!(peer, client);
