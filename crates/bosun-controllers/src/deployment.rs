@@ -25,6 +25,10 @@ pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const HASH_LABEL: &str = "pod-template-hash";
 /// The annotation that asks for automatic rollback.
 pub const AUTO_ROLLBACK: &str = "bosun.io/auto-rollback";
+/// The annotation the controller puts on a ReplicaSet once its rollout completed (all
+/// replicas updated and available): only such a revision is a target of automatic
+/// rollback, as only a stable job version is in Nomad.
+pub const STABLE: &str = "bosun.io/stable";
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.at(ptr).and_then(Value::as_str).unwrap_or("")
@@ -555,6 +559,17 @@ async fn status(
     .all(|k| {
         old_status.get(*k).unwrap_or(&Value::Null) == new_status.get(*k).unwrap_or(&Value::Null)
     });
+    if complete && !name.is_empty() && !is_stable(new_rs) {
+        client
+            .patch(
+                "replicasets",
+                s(new_rs, "/metadata/namespace"),
+                name,
+                "",
+                &json!({"metadata": {"annotations": {STABLE: "true"}}}),
+            )
+            .await?;
+    }
     if !same {
         client
             .patch(
@@ -585,6 +600,23 @@ async fn status(
     Ok(())
 }
 
+fn is_stable(rs: &Value) -> bool {
+    rs.at("/metadata/annotations")
+        .and_then(|a| a.get(STABLE))
+        .and_then(Value::as_str)
+        == Some("true")
+}
+
+/// The revision to roll back to when `failed` missed its deadline: the newest other one
+/// whose rollout once completed. A revision that never did is no target, so a rollback
+/// that is itself slow to finish never swings back to the revision that failed.
+fn rollback_target<'a>(owned: &'a [Arc<Value>], failed: &Value) -> Option<&'a Arc<Value>> {
+    owned
+        .iter()
+        .filter(|r| s(r, "/metadata/uid") != s(failed, "/metadata/uid") && is_stable(r))
+        .max_by_key(|r| revision(r))
+}
+
 /// Puts the template of the newest older revision that was fully available back in place.
 async fn rollback(
     client: &Client,
@@ -592,11 +624,7 @@ async fn rollback(
     owned: &[Arc<Value>],
     failed: &Value,
 ) -> bosun_client::Result<()> {
-    let good = owned
-        .iter()
-        .filter(|r| s(r, "/metadata/uid") != s(failed, "/metadata/uid"))
-        .max_by_key(|r| revision(r));
-    let Some(good) = good else {
+    let Some(good) = rollback_target(owned, failed) else {
         return Ok(());
     };
     let template = good
@@ -630,6 +658,30 @@ mod tests {
         assert_eq!(scaled(Some(&json!(2)), 10, true, 25), 2);
         assert_eq!(scaled(None, 4, true, 25), 1);
         assert_eq!(scaled(None, 3, false, 25), 0);
+    }
+
+    #[test]
+    fn only_a_revision_that_once_completed_is_a_rollback_target() {
+        let rs = |uid: &str, rev: i64, stable: bool| {
+            let mut a = json!({REVISION: rev.to_string()});
+            if stable {
+                a[STABLE] = json!("true");
+            }
+            Arc::new(json!({"metadata": {"uid": uid, "annotations": a}}))
+        };
+        // v1 completed, v2 failed, then v1 came back as revision 3 and is slow to finish:
+        // if it misses its deadline too, v2 (never complete) is no target, and v1 is the
+        // one failing, so there is none.
+        let owned = vec![rs("v2", 2, false), rs("v1", 3, true)];
+        assert!(rollback_target(&owned, &owned[1]).is_none());
+        // v3 fails: the newest completed other revision is v1, not the failed v2.
+        let owned = vec![rs("v2", 2, false), rs("v1", 3, true), rs("v3", 4, false)];
+        let t = rollback_target(&owned, &owned[2]).map(|r| s(r, "/metadata/uid"));
+        assert_eq!(t, Some("v1"));
+        // Among completed ones, the newest wins.
+        let owned = vec![rs("a", 1, true), rs("b", 2, true), rs("c", 3, false)];
+        let t = rollback_target(&owned, &owned[2]).map(|r| s(r, "/metadata/uid"));
+        assert_eq!(t, Some("b"));
     }
 
     #[test]

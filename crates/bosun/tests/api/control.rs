@@ -511,6 +511,22 @@ async fn a_rollout_that_misses_its_deadline_is_rolled_back_when_asked() {
     assert!(back["spec"]["template"]["spec"]
         .get("nodeSelector")
         .is_none());
+    // Only the revision whose rollout completed is marked stable (the rollback target).
+    let sets = client
+        .list_all(&query("replicasets", "default"))
+        .await
+        .unwrap()
+        .items;
+    let stable: Vec<&str> = sets
+        .iter()
+        .filter(|r| r["metadata"]["annotations"]["bosun.io/stable"] == "true")
+        .map(|r| {
+            r["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(stable, ["img:good"], "replicasets: {sets:#?}");
     // At no point did the failed rollout take the service below maxUnavailable: the good
     // pods kept running.
     let mut q = query("pods", "default");
