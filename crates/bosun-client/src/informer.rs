@@ -309,6 +309,56 @@ impl Informer {
     }
 }
 
+/// What a loop read of cached objects, kept per object while the cache holds it: the
+/// cache replaces an object it updates, so an object held (the memo keeps it alive, and
+/// so its address) has the same content, and a pass over thousands of objects reads only
+/// the new and changed ones.
+pub struct Memo<T> {
+    by_addr: HashMap<usize, (Arc<Value>, T)>,
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo {
+            by_addr: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Memo<T> {
+    /// What `read` makes of `obj`, read now if this object was not read before.
+    pub fn facts(&mut self, obj: &Arc<Value>, read: impl FnOnce(&Value) -> T) -> &T {
+        let entry = self
+            .by_addr
+            .entry(Arc::as_ptr(obj) as usize)
+            .or_insert_with(|| (obj.clone(), read(obj)));
+        &entry.1
+    }
+
+    /// What was read of `obj`, if it was.
+    pub fn get(&self, obj: &Arc<Value>) -> Option<&T> {
+        self.by_addr
+            .get(&(Arc::as_ptr(obj) as usize))
+            .map(|(_, t)| t)
+    }
+
+    /// Forgets what was read of objects only the memo still holds: those the cache
+    /// replaced (changed) or dropped (deleted).
+    pub fn end_pass(&mut self) {
+        self.by_addr.retain(|_, (o, _)| Arc::strong_count(o) > 1);
+    }
+
+    /// How many objects the memo holds.
+    pub fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.by_addr.is_empty()
+    }
+}
+
 /// Sleeps a jittered, doubling back-off; false when cancelled.
 async fn pause(cancel: &CancellationToken, backoff: &mut Duration) -> bool {
     let jitter = rand::random::<f64>() * 0.5 + 0.75;
@@ -366,5 +416,38 @@ impl Informers {
         for t in tasks {
             let _ = t.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_memo_reads_an_object_once_and_forgets_it_when_the_cache_does() {
+        let mut memo: Memo<String> = Memo::default();
+        let mut reads = 0;
+        let old = Arc::new(json!({"v": "old"}));
+        for _ in 0..3 {
+            let got = memo.facts(&old, |o| {
+                reads += 1;
+                o["v"].to_string()
+            });
+            assert_eq!(got, "\"old\"");
+        }
+        assert_eq!(reads, 1);
+        assert_eq!(memo.get(&old).map(String::as_str), Some("\"old\""));
+        assert!(memo.get(&Arc::new(json!({"v": "old"}))).is_none());
+        // The cache replaces it: the old object lives on only in the memo, which drops it.
+        let new = Arc::new(json!({"v": "new"}));
+        drop(old);
+        assert_eq!(memo.facts(&new, |o| o["v"].to_string()), "\"new\"");
+        memo.end_pass();
+        assert_eq!(memo.len(), 1);
+        // Deleted from the cache: forgotten.
+        drop(new);
+        memo.end_pass();
+        assert!(memo.is_empty());
     }
 }

@@ -6,9 +6,11 @@
 //! again loses the taint.
 
 use bosun_api::json::At;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::{Informer, Informers};
+use bosun_client::informer::{Informers, Memo};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -78,6 +80,51 @@ fn tolerated_for(pod: &Value, default: Duration) -> Option<Duration> {
     Some(default)
 }
 
+/// What a tick reads of one node (kept while the cache holds the same object).
+struct NodeFacts {
+    name: String,
+    /// Its Ready condition's status and last heartbeat.
+    ready: String,
+    heartbeat: Option<jiff::Timestamp>,
+    /// When it was tainted unreachable (its time, or unknown), if it is.
+    tainted: Option<Option<jiff::Timestamp>>,
+}
+
+impl NodeFacts {
+    fn of(node: &Value) -> NodeFacts {
+        let ready = ready_condition(node);
+        NodeFacts {
+            name: s(node, "/metadata/name").to_string(),
+            ready: ready.map(|c| s(c, "/status")).unwrap_or("").to_string(),
+            heartbeat: ready.and_then(|c| ts(s(c, "/lastHeartbeatTime"))),
+            tainted: unreachable_taint(node).map(|t| ts(s(t, "/timeAdded"))),
+        }
+    }
+}
+
+/// A node Lease's holder (the node's name) and its last renewal.
+fn lease_facts(lease: &Value) -> (String, Option<jiff::Timestamp>) {
+    let name = if s(lease, "/metadata/namespace") == "kube-node-lease" {
+        s(lease, "/metadata/name").to_string()
+    } else {
+        String::new()
+    };
+    (name, ts(s(lease, "/spec/renewTime")))
+}
+
+/// Whether a node has been silent longer than `grace`: its last sign of life is the
+/// newest of its Lease renewal, its Ready heartbeat and `floor` (when leadership began).
+fn silent(
+    lease: Option<jiff::Timestamp>,
+    heartbeat: Option<jiff::Timestamp>,
+    floor: jiff::Timestamp,
+    now: jiff::Timestamp,
+    grace: Duration,
+) -> bool {
+    let beat = [lease, heartbeat, Some(floor)].into_iter().flatten().max();
+    beat.is_some_and(|b| now.duration_since(b).as_secs_f64() > grace.as_secs_f64())
+}
+
 /// Runs the controller until `cancel`.
 pub async fn run(client: Client, informers: Informers, timing: Timing, cancel: CancellationToken) {
     let nodes = informers.get("nodes");
@@ -96,35 +143,53 @@ pub async fn run(client: Client, informers: Informers, timing: Timing, cancel: C
     // node until a full grace period has passed under this leader.
     let started = jiff::Timestamp::now();
     let mut tick = tokio::time::interval(TICK);
+    // Thousands of nodes are checked every tick: each node and Lease object is read
+    // once, and again only when it changes.
+    let mut node_memo: Memo<NodeFacts> = Memo::default();
+    let mut lease_memo: Memo<(String, Option<jiff::Timestamp>)> = Memo::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
         let now = jiff::Timestamp::now();
+        let all_leases = leases.list();
+        let mut renewed: HashMap<&str, jiff::Timestamp> = HashMap::new();
+        for l in &all_leases {
+            lease_memo.facts(l, lease_facts);
+        }
+        for (name, at) in all_leases.iter().filter_map(|l| lease_memo.get(l)) {
+            if let (false, Some(at)) = (name.is_empty(), at) {
+                renewed.insert(name, *at);
+            }
+        }
+        // Unreachable nodes, and since when: their pods are evicted below.
+        let mut unreachable: Vec<(Arc<Value>, jiff::Timestamp)> = Vec::new();
         for node in nodes.list() {
-            let name = s(&node, "/metadata/name");
-            let lease = leases.get("kube-node-lease", name);
-            let beat = [
-                lease.as_ref().and_then(|l| ts(s(l, "/spec/renewTime"))),
-                ready_condition(&node).and_then(|c| ts(s(c, "/lastHeartbeatTime"))),
-                Some(started),
-            ]
-            .into_iter()
-            .flatten()
-            .max();
-            let silent = beat
-                .is_some_and(|b| now.duration_since(b).as_secs_f64() > timing.grace.as_secs_f64());
-            let ready = ready_condition(&node)
-                .map(|c| s(c, "/status"))
-                .unwrap_or("");
-            if let Err(e) = reconcile_node(&client, &node, silent, ready).await {
-                tracing::warn!(node = name, error = %e, "node lifecycle update failed; retrying");
+            let f = node_memo.facts(&node, NodeFacts::of);
+            let silent = silent(
+                renewed.get(f.name.as_str()).copied(),
+                f.heartbeat,
+                started,
+                now,
+                timing.grace,
+            );
+            let needs_write = (silent && f.ready != "Unknown") || silent != f.tainted.is_some();
+            if needs_write {
+                if let Err(e) = reconcile_node(&client, &node, silent, &f.ready).await {
+                    tracing::warn!(node = f.name, error = %e, "node lifecycle update failed; retrying");
+                }
             }
-            if let Some(taint) = unreachable_taint(&node) {
-                let since = ts(s(taint, "/timeAdded")).unwrap_or(now);
-                evict(&client, &pods, name, since, now, timing.eviction).await;
+            if let Some(since) = f.tainted {
+                unreachable.push((node.clone(), since.unwrap_or(now)));
             }
+        }
+        drop(renewed);
+        drop(all_leases);
+        node_memo.end_pass();
+        lease_memo.end_pass();
+        if !unreachable.is_empty() {
+            evict(&client, &pods.list(), &unreachable, now, timing.eviction).await;
         }
     }
 }
@@ -185,25 +250,34 @@ async fn reconcile_node(
     Ok(())
 }
 
+/// Deletes the pods on `unreachable` nodes (each with the time it was tainted) whose
+/// toleration of the taint has run out: one pass over the pods, however many nodes.
 async fn evict(
     client: &Client,
-    pods: &Informer,
-    node: &str,
-    since: jiff::Timestamp,
+    pods: &[Arc<Value>],
+    unreachable: &[(Arc<Value>, jiff::Timestamp)],
     now: jiff::Timestamp,
     default: Duration,
 ) {
-    for p in pods.list() {
-        if s(&p, "/spec/nodeName") != node || p.at("/metadata/deletionTimestamp").is_some() {
-            continue;
-        }
-        let Some(limit) = tolerated_for(&p, default) else {
+    let since: HashMap<&str, jiff::Timestamp> = unreachable
+        .iter()
+        .map(|(n, t)| (s(n, "/metadata/name"), *t))
+        .collect();
+    for p in pods {
+        let node = s(p, "/spec/nodeName");
+        let Some(since) = since.get(node) else {
             continue;
         };
-        if now.duration_since(since).as_secs_f64() < limit.as_secs_f64() {
+        if p.at("/metadata/deletionTimestamp").is_some() {
             continue;
         }
-        let (ns, name) = (s(&p, "/metadata/namespace"), s(&p, "/metadata/name"));
+        let Some(limit) = tolerated_for(p, default) else {
+            continue;
+        };
+        if now.duration_since(*since).as_secs_f64() < limit.as_secs_f64() {
+            continue;
+        }
+        let (ns, name) = (s(p, "/metadata/namespace"), s(p, "/metadata/name"));
         // The node cannot confirm a graceful stop: the pod goes at once, and its owner
         // replaces it on a reachable node.
         match client.delete("pods", ns, name, Some(0)).await {
@@ -221,6 +295,41 @@ async fn evict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_is_silent_when_its_newest_sign_of_life_is_older_than_the_grace() {
+        let t = |s: i64| jiff::Timestamp::from_second(1_700_000_000 + s).unwrap_or_default();
+        let grace = Duration::from_secs(10);
+        // The Lease renewed lately: alive, whatever the Ready heartbeat says.
+        assert!(!silent(Some(t(95)), Some(t(0)), t(0), t(100), grace));
+        // Both old: silent.
+        assert!(silent(Some(t(80)), Some(t(85)), t(0), t(100), grace));
+        // No heartbeat at all, but leadership began lately: not held against it yet.
+        assert!(!silent(None, None, t(95), t(100), grace));
+        assert!(silent(None, None, t(50), t(100), grace));
+    }
+
+    #[test]
+    fn node_and_lease_facts_read_what_the_tick_needs() {
+        let node = json!({"metadata": {"name": "n1"},
+            "spec": {"taints": [{"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "2026-12-06T10:00:00Z"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "Unknown", "lastHeartbeatTime": "2026-12-06T09:59:00Z"}]}});
+        let f = NodeFacts::of(&node);
+        assert_eq!((f.name.as_str(), f.ready.as_str()), ("n1", "Unknown"));
+        assert_eq!(f.heartbeat, ts("2026-12-06T09:59:00Z"));
+        assert_eq!(f.tainted, Some(ts("2026-12-06T10:00:00Z")));
+        let fresh = NodeFacts::of(&json!({"metadata": {"name": "n2"}}));
+        assert!(fresh.tainted.is_none() && fresh.heartbeat.is_none() && fresh.ready.is_empty());
+        let lease = json!({"metadata": {"name": "n1", "namespace": "kube-node-lease"},
+            "spec": {"renewTime": "2026-12-06T10:00:01Z"}});
+        assert_eq!(
+            lease_facts(&lease),
+            ("n1".into(), ts("2026-12-06T10:00:01Z"))
+        );
+        // A Lease elsewhere is no node's heartbeat.
+        let other = json!({"metadata": {"name": "n1", "namespace": "default"}});
+        assert_eq!(lease_facts(&other).0, "");
+    }
 
     #[test]
     fn pods_tolerate_an_unreachable_node_as_long_as_they_say() {

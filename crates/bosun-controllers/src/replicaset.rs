@@ -5,7 +5,7 @@
 //! every ReplicaSet from the cache and reconciles it. After it acts on a ReplicaSet it
 //! waits until the pod cache has seen its own writes before acting on it again, so a
 //! lagging cache never makes it create (or delete) twice. What a pass reads of each pod
-//! is kept while the cache holds the same object ([`PodMemo`]): a pass over ten thousand
+//! is kept while the cache holds the same object ([`Memo`]): a pass over ten thousand
 //! pods reads only those that changed.
 
 use bosun_api::json::At;
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::{Informer, Informers};
+use bosun_client::informer::{Informer, Informers, Memo};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -90,9 +90,6 @@ fn pod_for(rs: &Value) -> Value {
 
 /// What reconciling reads of one pod.
 struct PodFacts {
-    /// The cached object these were read from: held, so that its address names it alone
-    /// for as long as the facts are kept (a changed pod is a new object).
-    pod: Arc<Value>,
     uid: String,
     namespace: String,
     controller: Option<String>,
@@ -101,46 +98,14 @@ struct PodFacts {
 }
 
 impl PodFacts {
-    fn of(pod: &Arc<Value>) -> PodFacts {
+    fn of(pod: &Value) -> PodFacts {
         PodFacts {
-            pod: pod.clone(),
             uid: uid(pod).to_string(),
             namespace: namespace(pod).to_string(),
             controller: controller_uid(pod).map(str::to_string),
             active: is_active(pod),
             ready: is_ready(pod),
         }
-    }
-}
-
-/// [`PodFacts`] by the address of the cached object they were read from. Facts are kept
-/// while anything else (the pod cache) still holds their object, so the pods of a
-/// ReplicaSet skipped for a while are not read again when its turn comes.
-#[derive(Default)]
-struct PodMemo {
-    by_addr: HashMap<usize, PodFacts>,
-}
-
-impl PodMemo {
-    /// The facts of `pod`, read now if this object was not read before.
-    fn facts(&mut self, pod: &Arc<Value>) -> &PodFacts {
-        let addr = Arc::as_ptr(pod) as usize;
-        let f = self
-            .by_addr
-            .entry(addr)
-            .or_insert_with(|| PodFacts::of(pod));
-        // Held objects keep their addresses, so this holds; checked all the same, as
-        // stale facts would misplace a pod.
-        if !Arc::ptr_eq(&f.pod, pod) {
-            *f = PodFacts::of(pod);
-        }
-        f
-    }
-
-    /// Forgets the facts of objects only the memo still holds: pods the cache replaced
-    /// (changed) or dropped (deleted).
-    fn end_pass(&mut self) {
-        self.by_addr.retain(|_, f| Arc::strong_count(&f.pod) > 1);
     }
 }
 
@@ -170,7 +135,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     }
     tracing::info!("replicaset controller started");
     let mut expect = Expectations::default();
-    let mut memo = PodMemo::default();
+    let mut memo: Memo<PodFacts> = Memo::default();
     // Per ReplicaSet uid whose last reconcile failed: when to try again, and the wait
     // after that.
     let mut backoff: HashMap<String, (tokio::time::Instant, Duration)> = HashMap::new();
@@ -261,7 +226,7 @@ async fn reconcile(
     rs: &Value,
     candidates: &[Arc<Value>],
     expect: &mut Expectations,
-    memo: &mut PodMemo,
+    memo: &mut Memo<PodFacts>,
 ) -> bosun_client::Result<()> {
     if rs.at("/metadata/deletionTimestamp").is_some() {
         return Ok(());
@@ -275,7 +240,7 @@ async fn reconcile(
     let mut ready = 0usize;
     let mut owned: Vec<Arc<Value>> = Vec::with_capacity(candidates.len());
     for p in candidates {
-        let f = memo.facts(p);
+        let f = memo.facts(p, PodFacts::of);
         if f.namespace == rs_ns
             && f.controller.as_deref() == Some(rs_uid)
             && f.active
@@ -384,27 +349,28 @@ mod tests {
                 "ownerReferences": [{"uid": "u1", "controller": true}]},
                 "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
         };
-        let mut memo = PodMemo::default();
+        let mut memo: Memo<PodFacts> = Memo::default();
         let old = pod(false);
-        let f = memo.facts(&old);
+        let f = memo.facts(&old, PodFacts::of);
         assert!(!f.ready && f.active);
         assert_eq!((f.uid.as_str(), f.namespace.as_str()), ("p1", "n"));
         assert_eq!(f.controller.as_deref(), Some("u1"));
         // Kept while the cache holds the object, used or not.
         memo.end_pass();
         memo.end_pass();
-        assert_eq!(memo.by_addr.len(), 1);
+        assert_eq!(memo.len(), 1);
         // The same pod changed is a new object: read again, and once the cache lets go
         // of the old one its facts go.
         let new = pod(true);
-        assert!(memo.facts(&new).ready);
+        assert!(memo.facts(&new, PodFacts::of).ready);
         drop(old);
         memo.end_pass();
-        assert_eq!(memo.by_addr.len(), 1);
-        assert!(memo.by_addr.values().all(|f| Arc::ptr_eq(&f.pod, &new)));
+        assert_eq!(memo.len(), 1);
+        // Still known without a read: the facts kept are the new object's.
+        assert!(memo.facts(&new, |_| unreachable!("read twice")).ready);
         drop(new);
         memo.end_pass();
-        assert!(memo.by_addr.is_empty());
+        assert!(memo.is_empty());
     }
 
     #[test]
