@@ -314,13 +314,13 @@ impl Informer {
 /// so its address) has the same content, and a pass over thousands of objects reads only
 /// the new and changed ones.
 pub struct Memo<T> {
-    by_addr: HashMap<usize, (Arc<Value>, T)>,
+    by_addr: rustc_hash::FxHashMap<usize, (Arc<Value>, T)>,
 }
 
 impl<T> Default for Memo<T> {
     fn default() -> Self {
         Memo {
-            by_addr: HashMap::new(),
+            by_addr: rustc_hash::FxHashMap::default(),
         }
     }
 }

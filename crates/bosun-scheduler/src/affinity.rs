@@ -2,7 +2,7 @@
 //! (required, any topology key: nodes with the same value of that label are one domain).
 
 use bosun_api::json::At;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;

@@ -15,7 +15,8 @@
 mod affinity;
 
 use bosun_api::json::At;
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -310,12 +311,22 @@ fn fits_view(pod: &Value, p: &PodView<'_>, node: &NodeView<'_>, room: &Room) -> 
     Ok(())
 }
 
+/// `part * 100 / total` (`total` > 0), in 64-bit arithmetic when the values fit, as a
+/// real node's always do: a 128-bit division costs several times more, and the scheduler
+/// scores thousands of nodes a pass.
+fn percent(part: i128, total: i128) -> i128 {
+    match (i64::try_from(part), i64::try_from(total)) {
+        (Ok(p), Ok(t)) if p.abs() <= i64::MAX / 100 => i128::from(p * 100 / t),
+        _ => part * 100 / total,
+    }
+}
+
 fn score((cpu, mem): (i128, i128), room: &Room, same_owner_here: usize) -> i128 {
     let free = |free: i128, total: i128, want: i128| {
         if total <= 0 {
             0
         } else {
-            (free - want).max(0) * 100 / total
+            percent((free - want).max(0), total)
         }
     };
     let least_allocated =
@@ -420,7 +431,7 @@ impl Nodes {
         }
         // Each cached node has its entry: any more are nodes gone or replaced.
         if self.by_addr.len() > nodes.len() {
-            let live: std::collections::HashSet<usize> = nodes.iter().map(addr).collect();
+            let live: HashSet<usize> = nodes.iter().map(addr).collect();
             self.by_addr.retain(|a, _| live.contains(a));
         }
         nodes
@@ -453,7 +464,7 @@ impl Memo {
         }
         // Each cached pod has its entry: any more are pods that are gone.
         if self.pods.len() > pods.len() {
-            let live: std::collections::HashSet<usize> = pods.iter().map(addr).collect();
+            let live: HashSet<usize> = pods.iter().map(addr).collect();
             self.pods.retain(|_, f| live.contains(&addr(&f.pod)));
             self.uids.retain(|a, _| live.contains(a));
         }
@@ -487,9 +498,9 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     }
     tracing::info!("scheduler started");
     // Pods reported unschedulable, with the message last reported (one Event per change).
-    let mut reported: HashMap<String, String> = HashMap::new();
+    let mut reported: HashMap<String, String> = HashMap::default();
     // Bindings made but not yet seen in the cache: pod uid -> node.
-    let mut placed: HashMap<String, String> = HashMap::new();
+    let mut placed: HashMap<String, String> = HashMap::default();
     // Where the next pod's search through the nodes starts.
     let mut offset = 0usize;
     // Binding calls in flight. They outlive the pass that sent them: the next pass
@@ -535,7 +546,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             // Free room by node index (no lookup by name in the loop over nodes).
             let mut slots: Vec<Room> = node_facts.iter().map(|f| f.room.clone()).collect();
             // owner uid -> node index -> pods of that owner there.
-            let mut per_owner: HashMap<&str, HashMap<usize, usize>> = HashMap::new();
+            let mut per_owner: HashMap<&str, HashMap<usize, usize>> = HashMap::default();
             let mut inter_pod = false;
             for (uid, f) in &memo.pods {
                 inter_pod |= f.waiting && f.inter_pod;
@@ -877,6 +888,16 @@ mod tests {
             "a changed node is read again"
         );
         assert_eq!(nodes.by_addr.len(), 1, "a is gone, and b's old object");
+    }
+
+    #[test]
+    fn percentages_are_the_same_in_64_and_128_bits() {
+        for (part, total) in [(0, 7), (5, 7), (999, 1000), (1 << 40, 3 << 40), (7, 1)] {
+            assert_eq!(percent(part, total), part * 100 / total);
+        }
+        // Beyond 64 bits (no real node), still exact.
+        let big = i128::from(i64::MAX) * 4;
+        assert_eq!(percent(big / 2, big), 50);
     }
 
     #[test]
