@@ -3,7 +3,8 @@
 //! Readers get cheap `Arc` snapshots of objects and a notification on every change.
 
 use bosun_api::json::At;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub struct Informer {
 #[derive(Default)]
 struct Cache {
     objects: BTreeMap<String, Arc<Value>>,
-    owned: HashMap<String, BTreeSet<String>>,
+    owned: FxHashMap<String, BTreeSet<String>>,
 }
 
 /// The uid of an object's controlling owner (the ownerReference with controller: true).
@@ -59,37 +60,33 @@ pub fn controller_uid(obj: &Value) -> Option<&str> {
 }
 
 impl Cache {
+    /// Caches `obj` under `key`. Most updates keep the object's owner, and then leave the
+    /// owner index as it is.
     fn insert(&mut self, key: String, obj: Arc<Value>) {
-        if let Some(owner) = controller_uid(&obj) {
-            self.owned
-                .entry(owner.to_string())
-                .or_default()
-                .insert(key.clone());
+        let old = self.objects.insert(key.clone(), obj.clone());
+        let was = old.as_deref().and_then(controller_uid);
+        let now = controller_uid(&obj);
+        if old.is_some() && was == now {
+            return;
         }
-        if let Some(old) = self.objects.insert(key.clone(), obj) {
-            self.unindex(&key, &old);
+        if let Some(was) = was {
+            self.unindex(was, &key);
+        }
+        if let Some(now) = now {
+            self.owned.entry(now.to_string()).or_default().insert(key);
         }
     }
 
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.objects.remove(key) {
-            self.unindex(key, &old);
+            if let Some(owner) = controller_uid(&old) {
+                self.unindex(owner, key);
+            }
         }
     }
 
-    /// Drops `key` from the index entry of `old`'s owner, unless the object now cached
-    /// under `key` has the same owner.
-    fn unindex(&mut self, key: &str, old: &Value) {
-        let Some(owner) = controller_uid(old) else {
-            return;
-        };
-        let same = self
-            .objects
-            .get(key)
-            .is_some_and(|now| controller_uid(now) == Some(owner));
-        if same {
-            return;
-        }
+    /// Drops `key` from `owner`'s entry of the index.
+    fn unindex(&mut self, owner: &str, key: &str) {
         if let Some(keys) = self.owned.get_mut(owner) {
             keys.remove(key);
             if keys.is_empty() {
@@ -314,13 +311,13 @@ impl Informer {
 /// so its address) has the same content, and a pass over thousands of objects reads only
 /// the new and changed ones.
 pub struct Memo<T> {
-    by_addr: rustc_hash::FxHashMap<usize, (Arc<Value>, T)>,
+    by_addr: FxHashMap<usize, (Arc<Value>, T)>,
 }
 
 impl<T> Default for Memo<T> {
     fn default() -> Self {
         Memo {
-            by_addr: rustc_hash::FxHashMap::default(),
+            by_addr: FxHashMap::default(),
         }
     }
 }
@@ -423,6 +420,34 @@ impl Informers {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_owner_index_follows_inserts_owner_changes_and_removals() {
+        let pod = |owner: Option<&str>, v: i64| {
+            let refs = owner.map_or(json!([]), |o| json!([{"uid": o, "controller": true}]));
+            Arc::new(json!({"metadata": {"name": "p", "ownerReferences": refs}, "v": v}))
+        };
+        let owned = |c: &Cache, o: &str| -> Vec<String> {
+            c.owned.get(o).into_iter().flatten().cloned().collect()
+        };
+        let mut c = Cache::default();
+        c.insert("ns/p".into(), pod(Some("a"), 1));
+        assert_eq!(owned(&c, "a"), ["ns/p"]);
+        // An update with the same owner: indexed once, and the new object is cached.
+        c.insert("ns/p".into(), pod(Some("a"), 2));
+        assert_eq!(owned(&c, "a"), ["ns/p"]);
+        assert_eq!(c.objects["ns/p"]["v"], 2);
+        // Adopted by another owner, then orphaned, then owned again.
+        c.insert("ns/p".into(), pod(Some("b"), 3));
+        assert!(!c.owned.contains_key("a"));
+        assert_eq!(owned(&c, "b"), ["ns/p"]);
+        c.insert("ns/p".into(), pod(None, 4));
+        assert!(c.owned.is_empty());
+        c.insert("ns/p".into(), pod(Some("a"), 5));
+        assert_eq!(owned(&c, "a"), ["ns/p"]);
+        c.remove("ns/p");
+        assert!(c.owned.is_empty() && c.objects.is_empty());
+    }
 
     #[test]
     fn the_memo_reads_an_object_once_and_forgets_it_when_the_cache_does() {
