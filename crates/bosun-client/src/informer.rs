@@ -4,7 +4,7 @@
 
 use bosun_api::json::At;
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -46,7 +46,9 @@ pub struct Informer {
 #[derive(Default)]
 struct Cache {
     objects: BTreeMap<String, Arc<Value>>,
-    owned: FxHashMap<String, BTreeSet<String>>,
+    /// Keyed by owner uids, which object authors write: std's seeded hasher, so that
+    /// crafted uids cannot collide (FxHash has no seed).
+    owned: HashMap<String, BTreeSet<String>>,
 }
 
 /// The uid of an object's controlling owner (the ownerReference with controller: true).
@@ -340,7 +342,8 @@ impl<T> Memo<T> {
     }
 
     /// Forgets what was read of objects only the memo still holds: those the cache
-    /// replaced (changed) or dropped (deleted).
+    /// replaced (changed) or dropped (deleted). "Only the memo" is a strong count of one:
+    /// anything else that holds an object, such as a second memo, keeps it here too.
     pub fn end_pass(&mut self) {
         self.by_addr.retain(|_, (o, _)| Arc::strong_count(o) > 1);
     }

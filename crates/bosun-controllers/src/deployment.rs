@@ -559,17 +559,6 @@ async fn status(
     .all(|k| {
         old_status.get(*k).unwrap_or(&Value::Null) == new_status.get(*k).unwrap_or(&Value::Null)
     });
-    if complete && !name.is_empty() && !is_stable(new_rs) {
-        client
-            .patch(
-                "replicasets",
-                s(new_rs, "/metadata/namespace"),
-                name,
-                "",
-                &json!({"metadata": {"annotations": {STABLE: "true"}}}),
-            )
-            .await?;
-    }
     if !same {
         client
             .patch(
@@ -580,6 +569,23 @@ async fn status(
                 &json!({"status": new_status}),
             )
             .await?;
+    }
+    // A revision that ran all its replicas is stable: a rollback target. One scaled to
+    // zero ran nothing and proves nothing. A failed mark is retried on the next pass and
+    // holds up nothing else.
+    if complete && replicas > 0 && !name.is_empty() && !is_stable(new_rs) {
+        let marked = client
+            .patch(
+                "replicasets",
+                s(new_rs, "/metadata/namespace"),
+                name,
+                "",
+                &json!({"metadata": {"annotations": {STABLE: "true"}}}),
+            )
+            .await;
+        if let Err(e) = marked {
+            tracing::warn!(replicaset = name, error = %e, "marking the revision stable failed; retrying");
+        }
     }
     // Retried on every pass while the rollout that timed out is still the current one
     // (a failed attempt is not lost); once rolled back, the new ReplicaSet is another.
@@ -595,7 +601,7 @@ async fn status(
             .and_then(Value::as_str)
             == Some("true")
     {
-        rollback(client, d, owned, new_rs).await?;
+        rollback(client, d, owned, new_rs, exceeded).await?;
     }
     Ok(())
 }
@@ -608,9 +614,13 @@ fn is_stable(rs: &Value) -> bool {
 }
 
 /// The revision to roll back to when `failed` missed its deadline: the newest other one
-/// whose rollout once completed. A revision that never did is no target, so a rollback
-/// that is itself slow to finish never swings back to the revision that failed.
+/// whose rollout once completed. A revision that never did is no target, and one that did
+/// is not rolled back from (it is slow now, not bad): so a rollback that is itself slow to
+/// finish never swings back to the revision that failed, nor between two good ones.
 fn rollback_target<'a>(owned: &'a [Arc<Value>], failed: &Value) -> Option<&'a Arc<Value>> {
+    if is_stable(failed) {
+        return None;
+    }
     owned
         .iter()
         .filter(|r| s(r, "/metadata/uid") != s(failed, "/metadata/uid") && is_stable(r))
@@ -618,13 +628,19 @@ fn rollback_target<'a>(owned: &'a [Arc<Value>], failed: &Value) -> Option<&'a Ar
 }
 
 /// Puts the template of the newest older revision that was fully available back in place.
+/// `announce`: the deadline was found exceeded in this pass (so that a Deployment with no
+/// target is logged once, not on every pass).
 async fn rollback(
     client: &Client,
     d: &Value,
     owned: &[Arc<Value>],
     failed: &Value,
+    announce: bool,
 ) -> bosun_client::Result<()> {
     let Some(good) = rollback_target(owned, failed) else {
+        if announce {
+            tracing::warn!(deployment = %s(d, "/metadata/name"), "progress deadline exceeded: no stable revision to roll back to");
+        }
         return Ok(());
     };
     let template = good
@@ -674,6 +690,12 @@ mod tests {
         // one failing, so there is none.
         let owned = vec![rs("v2", 2, false), rs("v1", 3, true)];
         assert!(rollback_target(&owned, &owned[1]).is_none());
+        // Two good revisions: v3 fails, v2 comes back and is slow. v2 once completed, so
+        // it is not rolled back from (no swing between v2 and v1).
+        let owned = vec![rs("v1", 1, true), rs("v3", 3, false), rs("v2", 4, true)];
+        assert!(rollback_target(&owned, &owned[2]).is_none());
+        let t = rollback_target(&owned, &owned[1]).map(|r| s(r, "/metadata/uid"));
+        assert_eq!(t, Some("v2"));
         // v3 fails: the newest completed other revision is v1, not the failed v2.
         let owned = vec![rs("v2", 2, false), rs("v1", 3, true), rs("v3", 4, false)];
         let t = rollback_target(&owned, &owned[2]).map(|r| s(r, "/metadata/uid"));

@@ -163,8 +163,9 @@ pub async fn run(client: Client, informers: Informers, timing: Timing, cancel: C
                 renewed.insert(name, *at);
             }
         }
-        // Unreachable nodes, and since when: their pods are evicted below.
-        let mut unreachable: Vec<(Arc<Value>, jiff::Timestamp)> = Vec::new();
+        // Unreachable nodes (tainted and still silent), and since when: their pods are
+        // evicted below.
+        let mut unreachable: HashMap<String, jiff::Timestamp> = HashMap::new();
         for node in nodes.list() {
             let f = node_memo.facts(&node, NodeFacts::of);
             let silent = silent(
@@ -180,8 +181,8 @@ pub async fn run(client: Client, informers: Informers, timing: Timing, cancel: C
                     tracing::warn!(node = f.name, error = %e, "node lifecycle update failed; retrying");
                 }
             }
-            if let Some(since) = f.tainted {
-                unreachable.push((node.clone(), since.unwrap_or(now)));
+            if let (true, Some(since)) = (silent, f.tainted) {
+                unreachable.insert(f.name.clone(), since.unwrap_or(now));
             }
         }
         drop(renewed);
@@ -250,33 +251,38 @@ async fn reconcile_node(
     Ok(())
 }
 
-/// Deletes the pods on `unreachable` nodes (each with the time it was tainted) whose
-/// toleration of the taint has run out: one pass over the pods, however many nodes.
+/// The pods to evict now: those on `unreachable` nodes (each with the time it was
+/// tainted), not already being deleted, whose toleration of the taint has run out. One
+/// pass over the pods, however many nodes are unreachable.
+fn due<'a>(
+    pods: &'a [Arc<Value>],
+    unreachable: &HashMap<String, jiff::Timestamp>,
+    now: jiff::Timestamp,
+    default: Duration,
+) -> Vec<&'a Arc<Value>> {
+    pods.iter()
+        .filter(|p| {
+            let Some(since) = unreachable.get(s(p, "/spec/nodeName")) else {
+                return false;
+            };
+            p.at("/metadata/deletionTimestamp").is_none()
+                && tolerated_for(p, default).is_some_and(|limit| {
+                    now.duration_since(*since).as_secs_f64() >= limit.as_secs_f64()
+                })
+        })
+        .collect()
+}
+
+/// Deletes the pods [`due`] for eviction.
 async fn evict(
     client: &Client,
     pods: &[Arc<Value>],
-    unreachable: &[(Arc<Value>, jiff::Timestamp)],
+    unreachable: &HashMap<String, jiff::Timestamp>,
     now: jiff::Timestamp,
     default: Duration,
 ) {
-    let since: HashMap<&str, jiff::Timestamp> = unreachable
-        .iter()
-        .map(|(n, t)| (s(n, "/metadata/name"), *t))
-        .collect();
-    for p in pods {
+    for p in due(pods, unreachable, now, default) {
         let node = s(p, "/spec/nodeName");
-        let Some(since) = since.get(node) else {
-            continue;
-        };
-        if p.at("/metadata/deletionTimestamp").is_some() {
-            continue;
-        }
-        let Some(limit) = tolerated_for(p, default) else {
-            continue;
-        };
-        if now.duration_since(*since).as_secs_f64() < limit.as_secs_f64() {
-            continue;
-        }
         let (ns, name) = (s(p, "/metadata/namespace"), s(p, "/metadata/name"));
         // The node cannot confirm a graceful stop: the pod goes at once, and its owner
         // replaces it on a reachable node.
@@ -329,6 +335,58 @@ mod tests {
         // A Lease elsewhere is no node's heartbeat.
         let other = json!({"metadata": {"name": "n1", "namespace": "default"}});
         assert_eq!(lease_facts(&other).0, "");
+    }
+
+    #[test]
+    fn pods_are_due_for_eviction_only_on_unreachable_nodes_past_their_toleration() {
+        let t = |s: i64| jiff::Timestamp::from_second(1_700_000_000 + s).unwrap_or_default();
+        let pod = |name: &str, node: &str, extra: Value| {
+            let mut p =
+                json!({"metadata": {"name": name, "namespace": "d"}, "spec": {"nodeName": node}});
+            if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+                for (k, v) in e {
+                    match (p.get_mut(k), v) {
+                        (Some(Value::Object(m)), Value::Object(add)) => m.extend(add.clone()),
+                        _ => {
+                            p.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            Arc::new(p)
+        };
+        let pods = vec![
+            pod("old-on-a", "a", json!({})),
+            pod("old-on-b", "b", json!({})),
+            pod("on-live-node", "c", json!({})),
+            pod(
+                "deleting",
+                "a",
+                json!({"metadata": {"deletionTimestamp": "2026-12-07T00:00:00Z"}}),
+            ),
+            pod(
+                "patient",
+                "a",
+                json!({"spec": {"tolerations": [{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 600}]}}),
+            ),
+            pod(
+                "forever",
+                "b",
+                json!({"spec": {"tolerations": [{"operator": "Exists"}]}}),
+            ),
+        ];
+        // a was tainted 40 s ago, b 10 s ago; the default toleration is 30 s.
+        let unreachable: HashMap<String, jiff::Timestamp> =
+            [("a".to_string(), t(60)), ("b".to_string(), t(90))].into();
+        let names = |now| -> Vec<&str> {
+            due(&pods, &unreachable, now, Duration::from_secs(30))
+                .iter()
+                .map(|p| s(p, "/metadata/name"))
+                .collect()
+        };
+        assert_eq!(names(t(100)), ["old-on-a"]);
+        assert_eq!(names(t(120)), ["old-on-a", "old-on-b"]);
+        assert_eq!(names(t(700)), ["old-on-a", "old-on-b", "patient"]);
     }
 
     #[test]

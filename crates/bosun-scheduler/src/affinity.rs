@@ -2,7 +2,7 @@
 //! (required, any topology key: nodes with the same value of that label are one domain).
 
 use bosun_api::json::At;
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -104,9 +104,9 @@ fn selects(sel: &Value, pod: &Value) -> bool {
 #[derive(Default)]
 pub(crate) struct PodIndex<'a> {
     /// Pods on each node (bound, or bound by this scheduler and not yet seen).
-    pub(crate) pods: HashMap<String, Vec<Arc<Value>>>,
+    pub(crate) pods: FxHashMap<String, Vec<Arc<Value>>>,
     /// Labels of each node.
-    pub(crate) labels: HashMap<&'a str, Option<&'a Value>>,
+    pub(crate) labels: FxHashMap<&'a str, Option<&'a Value>>,
 }
 
 impl PodIndex<'_> {

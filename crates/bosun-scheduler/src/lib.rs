@@ -15,8 +15,8 @@
 mod affinity;
 
 use bosun_api::json::At;
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use std::collections::BTreeMap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -315,9 +315,13 @@ fn fits_view(pod: &Value, p: &PodView<'_>, node: &NodeView<'_>, room: &Room) -> 
 /// real node's always do: a 128-bit division costs several times more, and the scheduler
 /// scores thousands of nodes a pass.
 fn percent(part: i128, total: i128) -> i128 {
-    match (i64::try_from(part), i64::try_from(total)) {
-        (Ok(p), Ok(t)) if p.abs() <= i64::MAX / 100 => i128::from(p * 100 / t),
-        _ => part * 100 / total,
+    let narrow = i64::try_from(part)
+        .ok()
+        .and_then(|p| p.checked_mul(100))
+        .zip(i64::try_from(total).ok());
+    match narrow {
+        Some((p, t)) => i128::from(p / t),
+        None => part * 100 / total,
     }
 }
 
@@ -365,8 +369,8 @@ impl Room {
 fn rooms<'a>(
     nodes: &[Arc<Value>],
     holding: impl IntoIterator<Item = (&'a str, (i128, i128))>,
-) -> HashMap<String, Room> {
-    let mut out: HashMap<String, Room> = nodes
+) -> FxHashMap<String, Room> {
+    let mut out: FxHashMap<String, Room> = nodes
         .iter()
         .map(|n| (s(n, "/metadata/name").to_string(), capacity(n)))
         .collect();
@@ -418,7 +422,7 @@ impl Facts {
 /// [`NodeFacts`] by the address of the node object they were read from.
 #[derive(Default)]
 struct Nodes {
-    by_addr: HashMap<usize, NodeFacts>,
+    by_addr: FxHashMap<usize, NodeFacts>,
 }
 
 impl Nodes {
@@ -431,7 +435,7 @@ impl Nodes {
         }
         // Each cached node has its entry: any more are nodes gone or replaced.
         if self.by_addr.len() > nodes.len() {
-            let live: HashSet<usize> = nodes.iter().map(addr).collect();
+            let live: FxHashSet<usize> = nodes.iter().map(addr).collect();
             self.by_addr.retain(|a, _| live.contains(a));
         }
         nodes
@@ -444,8 +448,8 @@ impl Nodes {
 /// [`Facts`] per pod uid, and the uid of each object they were read from.
 #[derive(Default)]
 struct Memo {
-    pods: HashMap<String, Facts>,
-    uids: HashMap<usize, String>,
+    pods: FxHashMap<String, Facts>,
+    uids: FxHashMap<usize, String>,
 }
 
 impl Memo {
@@ -464,7 +468,7 @@ impl Memo {
         }
         // Each cached pod has its entry: any more are pods that are gone.
         if self.pods.len() > pods.len() {
-            let live: HashSet<usize> = pods.iter().map(addr).collect();
+            let live: FxHashSet<usize> = pods.iter().map(addr).collect();
             self.pods.retain(|_, f| live.contains(&addr(&f.pod)));
             self.uids.retain(|a, _| live.contains(a));
         }
@@ -498,9 +502,9 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     }
     tracing::info!("scheduler started");
     // Pods reported unschedulable, with the message last reported (one Event per change).
-    let mut reported: HashMap<String, String> = HashMap::default();
+    let mut reported: FxHashMap<String, String> = FxHashMap::default();
     // Bindings made but not yet seen in the cache: pod uid -> node.
-    let mut placed: HashMap<String, String> = HashMap::default();
+    let mut placed: FxHashMap<String, String> = FxHashMap::default();
     // Where the next pod's search through the nodes starts.
     let mut offset = 0usize;
     // Binding calls in flight. They outlive the pass that sent them: the next pass
@@ -535,7 +539,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             placed.retain(|uid, _| memo.pods.get(uid).is_some_and(|f| f.node.is_empty()));
             let node_facts = node_memo.of(&all_nodes);
             let views: Vec<NodeView<'_>> = node_facts.iter().map(|f| f.view()).collect();
-            let at: HashMap<&str, usize> =
+            let at: FxHashMap<&str, usize> =
                 views.iter().enumerate().map(|(i, v)| (v.name, i)).collect();
             // Where each pod holds room: its node, or where we bound it and the cache
             // does not show yet.
@@ -546,7 +550,9 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             // Free room by node index (no lookup by name in the loop over nodes).
             let mut slots: Vec<Room> = node_facts.iter().map(|f| f.room.clone()).collect();
             // owner uid -> node index -> pods of that owner there.
-            let mut per_owner: HashMap<&str, HashMap<usize, usize>> = HashMap::default();
+            // Keyed by owner uids, which pod authors write: std's seeded hasher, so that
+            // crafted uids cannot collide (FxHash has no seed).
+            let mut per_owner: HashMap<&str, FxHashMap<usize, usize>> = HashMap::new();
             let mut inter_pod = false;
             for (uid, f) in &memo.pods {
                 inter_pod |= f.waiting && f.inter_pod;
@@ -721,7 +727,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
 }
 
 /// Waits until fewer than [`BATCHES_IN_FLIGHT`] binding calls are in flight.
-async fn room_for_a_call(binds: &mut JoinSet<Vec<String>>, placed: &mut HashMap<String, String>) {
+async fn room_for_a_call(binds: &mut JoinSet<Vec<String>>, placed: &mut FxHashMap<String, String>) {
     while binds.len() >= BATCHES_IN_FLIGHT {
         match binds.join_next().await {
             Some(r) => forget_failed(r, placed),
@@ -734,7 +740,7 @@ async fn room_for_a_call(binds: &mut JoinSet<Vec<String>>, placed: &mut HashMap<
 /// again.
 fn forget_failed(
     r: std::result::Result<Vec<String>, tokio::task::JoinError>,
-    placed: &mut HashMap<String, String>,
+    placed: &mut FxHashMap<String, String>,
 ) {
     match r {
         Ok(failed) => {
@@ -898,6 +904,7 @@ mod tests {
         // Beyond 64 bits (no real node), still exact.
         let big = i128::from(i64::MAX) * 4;
         assert_eq!(percent(big / 2, big), 50);
+        assert_eq!(percent(i128::from(i64::MIN), 1), i128::from(i64::MIN) * 100);
     }
 
     #[test]

@@ -464,6 +464,23 @@ async fn a_rollout_that_misses_its_deadline_is_rolled_back_when_asked() {
     })
     .await
     .unwrap();
+    // The revision that ran all its replicas is marked stable: the rollback target.
+    eventually(
+        Duration::from_secs(30),
+        "the good revision marked stable",
+        || async {
+            let sets = client
+                .list_all(&query("replicasets", "default"))
+                .await
+                .ok()?;
+            sets.items
+                .iter()
+                .any(|r| r["metadata"]["annotations"]["bosun.io/stable"] == "true")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
     // The new revision can never be scheduled: no node has this label.
     let mut bad = d.clone();
     bad["spec"]["template"]["spec"]["containers"][0]["image"] = json!("img:bad");
