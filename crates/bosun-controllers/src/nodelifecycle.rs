@@ -175,9 +175,9 @@ pub async fn run(client: Client, informers: Informers, timing: Timing, cancel: C
                 now,
                 timing.grace,
             );
-            let needs_write = (silent && f.ready != "Unknown") || silent != f.tainted.is_some();
-            if needs_write {
-                if let Err(e) = reconcile_node(&client, &node, silent, &f.ready).await {
+            let change = Change::of(silent, &f.ready, f.tainted.is_some());
+            if change != Change::default() {
+                if let Err(e) = reconcile_node(&client, &node, change).await {
                     tracing::warn!(node = f.name, error = %e, "node lifecycle update failed; retrying");
                 }
             }
@@ -195,15 +195,29 @@ pub async fn run(client: Client, informers: Informers, timing: Timing, cancel: C
     }
 }
 
-async fn reconcile_node(
-    client: &Client,
-    node: &Value,
-    silent: bool,
-    ready: &str,
-) -> bosun_client::Result<()> {
+/// What a node's state must change to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Change {
+    /// Mark it `Ready=Unknown`.
+    unknown: bool,
+    /// Add (true) or remove (false) the unreachable taint.
+    taint: Option<bool>,
+}
+
+impl Change {
+    /// For a node that is `silent` or not, whose Ready status is `ready`, and that is
+    /// `tainted` unreachable or not.
+    fn of(silent: bool, ready: &str, tainted: bool) -> Change {
+        Change {
+            unknown: silent && ready != "Unknown",
+            taint: (silent != tainted).then_some(silent),
+        }
+    }
+}
+
+async fn reconcile_node(client: &Client, node: &Value, change: Change) -> bosun_client::Result<()> {
     let name = s(node, "/metadata/name");
-    let tainted = unreachable_taint(node).is_some();
-    if silent && ready != "Unknown" {
+    if change.unknown {
         let now = crate::now();
         let mut conds = node
             .at("/status/conditions")
@@ -225,8 +239,7 @@ async fn reconcile_node(
             .await?;
         tracing::warn!(node = name, "node stopped heartbeating: Ready=Unknown");
     }
-    let want_taint = silent;
-    if want_taint != tainted {
+    if let Some(want_taint) = change.taint {
         let mut taints: Vec<Value> = node
             .at("/spec/taints")
             .and_then(Value::as_array)
@@ -335,6 +348,80 @@ mod tests {
         // A Lease elsewhere is no node's heartbeat.
         let other = json!({"metadata": {"name": "n1", "namespace": "default"}});
         assert_eq!(lease_facts(&other).0, "");
+    }
+
+    #[test]
+    fn a_node_changes_only_where_its_state_is_wrong() {
+        let none = Change::default();
+        let add = Some(true);
+        let remove = Some(false);
+        // (silent, Ready status, tainted) -> change
+        let table = [
+            (false, "True", false, none),
+            (
+                false,
+                "True",
+                true,
+                Change {
+                    unknown: false,
+                    taint: remove,
+                },
+            ),
+            (false, "Unknown", false, none),
+            (
+                false,
+                "Unknown",
+                true,
+                Change {
+                    unknown: false,
+                    taint: remove,
+                },
+            ),
+            (
+                true,
+                "True",
+                false,
+                Change {
+                    unknown: true,
+                    taint: add,
+                },
+            ),
+            (
+                true,
+                "True",
+                true,
+                Change {
+                    unknown: true,
+                    taint: None,
+                },
+            ),
+            (
+                true,
+                "Unknown",
+                false,
+                Change {
+                    unknown: false,
+                    taint: add,
+                },
+            ),
+            (true, "Unknown", true, none),
+            (
+                true,
+                "",
+                false,
+                Change {
+                    unknown: true,
+                    taint: add,
+                },
+            ),
+        ];
+        for (silent, ready, tainted, want) in table {
+            assert_eq!(
+                Change::of(silent, ready, tainted),
+                want,
+                "silent={silent} ready={ready:?} tainted={tainted}"
+            );
+        }
     }
 
     #[test]
