@@ -427,41 +427,25 @@ mod tests {
     #[test]
     fn pods_are_due_for_eviction_only_on_unreachable_nodes_past_their_toleration() {
         let t = |s: i64| jiff::Timestamp::from_second(1_700_000_000 + s).unwrap_or_default();
-        let pod = |name: &str, node: &str, extra: Value| {
-            let mut p =
-                json!({"metadata": {"name": name, "namespace": "d"}, "spec": {"nodeName": node}});
-            if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
-                for (k, v) in e {
-                    match (p.get_mut(k), v) {
-                        (Some(Value::Object(m)), Value::Object(add)) => m.extend(add.clone()),
-                        _ => {
-                            p.insert(k.clone(), v.clone());
-                        }
-                    }
-                }
-            }
-            Arc::new(p)
-        };
-        let pods = vec![
-            pod("old-on-a", "a", json!({})),
-            pod("old-on-b", "b", json!({})),
-            pod("on-live-node", "c", json!({})),
-            pod(
-                "deleting",
-                "a",
-                json!({"metadata": {"deletionTimestamp": "2026-12-07T00:00:00Z"}}),
-            ),
-            pod(
-                "patient",
-                "a",
-                json!({"spec": {"tolerations": [{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 600}]}}),
-            ),
-            pod(
-                "forever",
-                "b",
-                json!({"spec": {"tolerations": [{"operator": "Exists"}]}}),
-            ),
-        ];
+        let pod = |name: &str, node: &str| json!({"metadata": {"name": name, "namespace": "d"}, "spec": {"nodeName": node}});
+        let mut deleting = pod("deleting", "a");
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-12-07T00:00:00Z");
+        let mut patient = pod("patient", "a");
+        patient["spec"]["tolerations"] = json!([{"key": UNREACHABLE, "operator": "Exists",
+            "effect": "NoExecute", "tolerationSeconds": 600}]);
+        let mut forever = pod("forever", "b");
+        forever["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+        let pods: Vec<Arc<Value>> = [
+            pod("old-on-a", "a"),
+            pod("old-on-b", "b"),
+            pod("on-live-node", "c"),
+            deleting,
+            patient,
+            forever,
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
         // a was tainted 40 s ago, b 10 s ago; the default toleration is 30 s.
         let unreachable: HashMap<String, jiff::Timestamp> =
             [("a".to_string(), t(60)), ("b".to_string(), t(90))].into();

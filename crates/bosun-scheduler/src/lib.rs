@@ -419,7 +419,11 @@ impl Facts {
     }
 }
 
-/// [`NodeFacts`] by the address of the node object they were read from.
+/// [`NodeFacts`] by the address of the node object they were read from. Not
+/// `bosun_client::informer::Memo`: that one forgets objects by their reference count, and
+/// the node lifecycle controller's memo holds the same node objects, so two such memos
+/// would keep each other's stale entries alive. This one forgets what the cache no
+/// longer lists.
 #[derive(Default)]
 struct Nodes {
     by_addr: FxHashMap<usize, NodeFacts>,
