@@ -700,6 +700,11 @@ mod tests {
         let owned = vec![rs("v2", 2, false), rs("v1", 3, true), rs("v3", 4, false)];
         let t = rollback_target(&owned, &owned[2]).map(|r| s(r, "/metadata/uid"));
         assert_eq!(t, Some("v1"));
+        // v2 was replaced before it ever completed, then v3 fails: back to v1, the
+        // newest that completed, not to the newer v2.
+        let owned = vec![rs("v1", 1, true), rs("v2", 2, false), rs("v3", 3, false)];
+        let t = rollback_target(&owned, &owned[2]).map(|r| s(r, "/metadata/uid"));
+        assert_eq!(t, Some("v1"));
         // Among completed ones, the newest wins.
         let owned = vec![rs("a", 1, true), rs("b", 2, true), rs("c", 3, false)];
         let t = rollback_target(&owned, &owned[2]).map(|r| s(r, "/metadata/uid"));
