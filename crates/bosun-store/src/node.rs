@@ -599,7 +599,7 @@ impl Node {
                 }
             }
             if let Some((id, leader)) = remote {
-                match self.forward(&leader, &req).await {
+                match self.forward(id, &leader, &req).await {
                     Ok(r) => return Ok(r),
                     Err(Error::NoLeader(why)) => {
                         tracing::debug!(leader = id, attempt, %why, "forward refused; retrying");
@@ -657,7 +657,26 @@ impl Node {
         }
     }
 
-    async fn forward(&self, leader: &Member, req: &Request) -> Result<Response> {
+    /// Completes once Raft knows a leader other than `id`: a new one was elected (this
+    /// server, perhaps). Never completes while `id` leads, nobody is known to, or Raft
+    /// has stopped (shutdown is noticed elsewhere).
+    async fn leader_other_than(&self, id: u64) {
+        let mut rx = self.raft.metrics();
+        loop {
+            if rx
+                .borrow_and_update()
+                .current_leader
+                .is_some_and(|l| l != id)
+            {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    async fn forward(&self, leader_id: u64, leader: &Member, req: &Request) -> Result<Response> {
         let peer = |reason: String| Error::Peer {
             peer: leader.peer_addr.clone(),
             reason,
@@ -671,10 +690,25 @@ impl Node {
         // it back to us while our batcher waits on this one) must not hold its writes
         // forever. The leader gives up on a proposal after LEADER_WAIT.
         let call = tokio::time::timeout(FORWARD_DEADLINE, client.forward(blob));
-        let Ok(answer) = call.await else {
-            return Err(peer(format!(
-                "outcome unknown: no answer within {FORWARD_DEADLINE:?}"
-            )));
+        // A leader that hangs (or is cut off) holds its forwards until the deadline while
+        // the others elect a new one. Once there is a new leader, the answer is given up
+        // on: the write may still commit (the old leader may have replicated it), so it
+        // is not retried, but the forwards in flight no longer hold the follower's
+        // batches back from the new leader.
+        let answer = tokio::select! {
+            a = call => match a {
+                Ok(answer) => answer,
+                Err(_) => {
+                    return Err(peer(format!(
+                        "outcome unknown: no answer within {FORWARD_DEADLINE:?}"
+                    )))
+                }
+            },
+            _ = self.leader_other_than(leader_id) => {
+                return Err(peer(
+                    "outcome unknown: a new leader was elected while the write was forwarded to the old one".into(),
+                ))
+            }
         };
         match answer {
             Ok(resp) => {
@@ -707,8 +741,14 @@ impl Node {
                     Ok(_) => return Ok(()),
                     Err(e) => tracing::debug!(error = %e, "read barrier on leader failed"),
                 }
-            } else if let Some((_, leader)) = self.leader() {
-                match self.remote_read_index(&leader).await {
+            } else if let Some((id, leader)) = self.leader() {
+                // A read index from a leader that was replaced meanwhile is not waited
+                // for: the read is safe to ask again, of the new one.
+                let asked = tokio::select! {
+                    r = self.remote_read_index(&leader) => r,
+                    _ = self.leader_other_than(id) => Err(Error::NoLeader("the leader changed".into())),
+                };
+                match asked {
                     Ok(index) => {
                         return self
                             .raft
