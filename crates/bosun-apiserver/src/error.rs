@@ -120,7 +120,37 @@ impl From<Error> for tonic::Status {
             Error::Unsupported(_) => Status::unimplemented(msg),
             Error::Exhausted(_) => Status::resource_exhausted(msg),
             Error::Corrupt { .. } => Status::data_loss(msg),
+            // The write reached the leader, which was lost before answering: it may still
+            // commit. Not Unavailable, which clients take as "not made, try another
+            // server": a retried create or update could then happen twice. Kubernetes
+            // answers such a request with a timeout, as this does.
+            Error::Store(s @ bosun_store::Error::Peer { .. }) => {
+                Status::deadline_exceeded(s.to_string())
+            }
             Error::Store(s) => s.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_of_unknown_outcome_is_not_answered_as_retriable() {
+        // Clients retry Unavailable on another server ("not made here"); a write the
+        // leader may still commit must not be retried, or it could happen twice.
+        let unknown = Error::Store(bosun_store::Error::Peer {
+            peer: "127.0.0.11:2380".into(),
+            reason: "outcome unknown: a new leader was elected".into(),
+        });
+        let s = tonic::Status::from(unknown);
+        assert_eq!(s.code(), tonic::Code::DeadlineExceeded);
+        assert!(s.message().contains("outcome unknown"), "{}", s.message());
+        let not_made = Error::Store(bosun_store::Error::NoLeader("no leader yet".into()));
+        assert_eq!(
+            tonic::Status::from(not_made).code(),
+            tonic::Code::Unavailable
+        );
     }
 }

@@ -686,6 +686,12 @@ impl Node {
             .client(&leader.peer_addr)
             .map_err(|e| peer(e.to_string()))?;
         let blob = encode(req).map_err(|s| peer(s.message().into()))?;
+        // Not sent yet, so safe to retry: a leader elected since the caller looked.
+        if self.leader_id().is_some_and(|l| l != leader_id) {
+            return Err(Error::NoLeader(
+                "a new leader was elected before the write was forwarded".into(),
+            ));
+        }
         // Bounded: a forward that never returns (a leader deposed meanwhile that forwards
         // it back to us while our batcher waits on this one) must not hold its writes
         // forever. The leader gives up on a proposal after LEADER_WAIT.
@@ -696,6 +702,8 @@ impl Node {
         // is not retried, but the forwards in flight no longer hold the follower's
         // batches back from the new leader.
         let answer = tokio::select! {
+            // An answer that has arrived is taken, whatever else happened meanwhile.
+            biased;
             a = call => match a {
                 Ok(answer) => answer,
                 Err(_) => {
@@ -745,7 +753,10 @@ impl Node {
                 // A read index from a leader that was replaced meanwhile is not waited
                 // for: the read is safe to ask again, of the new one.
                 let asked = tokio::select! {
-                    r = self.remote_read_index(&leader) => r,
+                    biased;
+                    r = tokio::time::timeout(retry.remaining(), self.remote_read_index(&leader)) => {
+                        r.unwrap_or_else(|_| Err(Error::NoLeader("the leader did not answer the read index".into())))
+                    }
                     _ = self.leader_other_than(id) => Err(Error::NoLeader("the leader changed".into())),
                 };
                 match asked {
