@@ -17,9 +17,27 @@ use bosun_chaos::workload::{self, Config};
 use bosun_testkit::{eventually, Cluster};
 use tokio_util::sync::CancellationToken;
 
-/// Operations that must be answered while one server is down or hung (the two others
-/// keep a majority).
-const MIN_ANSWERED_DURING_FAULT: usize = 50;
+/// Writes that must be answered while one server is down or hung (the two others keep a
+/// majority).
+const MIN_ANSWERED_DURING_FAULT: usize = 20;
+
+/// Writes answered before the first fault and after each one heals.
+const MIN_WRITES_PER_ROUND: usize = 40;
+
+/// One scenario at a time, whatever the test harness's thread count: each runs three
+/// servers and six clients on what may be a two-core machine, and a second one beside it
+/// would measure the machine, not the cluster.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs a scenario on a runtime of its own, alone.
+fn run(fault: Fault, hold: Duration) {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("a runtime: {e}"));
+    rt.block_on(scenario(fault, hold));
+}
 
 fn rounds() -> usize {
     std::env::var("CHAOS_ROUNDS")
@@ -57,12 +75,14 @@ async fn scenario(fault: Fault, hold: Duration) {
         seed,
         stop.clone(),
     );
+    // Writes (not reads) answered from now on: the claim is that writes flow.
     let progress = |what: String| {
         let history = history.clone();
         async move {
             let since = history.now();
             eventually(Duration::from_secs(30), &what, || async {
-                (history.answered_since(since) >= 100).then_some(())
+                (history.writes_answered(since, Duration::MAX) >= MIN_WRITES_PER_ROUND)
+                    .then_some(())
             })
             .await
         }
@@ -72,12 +92,11 @@ async fn scenario(fault: Fault, hold: Duration) {
         if result.is_err() {
             break;
         }
-        let began = history.now();
-        result = match nemesis::inject(&cluster, &servers, fault, hold).await {
+        result = match nemesis::inject(&cluster, &servers, &history, fault, hold).await {
             Ok(done) => {
-                let during = history.answered_since(began) - history.answered_since(began + hold);
+                let during = history.writes_answered(done.began, done.healed);
                 eprintln!(
-                    "round {round}: {:?} on {:?}; {during} operations answered while it was held",
+                    "round {round}: {:?} on {:?}; {during} writes answered while it was held",
                     done.fault, done.victims
                 );
                 // With one server of three down or hung, the other two elect a leader
@@ -85,7 +104,7 @@ async fn scenario(fault: Fault, hold: Duration) {
                 // moves to them.
                 if fault != Fault::RestartAll && during < MIN_ANSWERED_DURING_FAULT {
                     Err(format!(
-                        "round {round}: only {during} operations answered while {:?} was held on {:?} for {hold:?}",
+                        "round {round}: only {during} writes answered while {:?} was held on {:?} for {hold:?}",
                         done.fault, done.victims
                     ))
                 } else {
@@ -159,17 +178,17 @@ fn dump_logs(cluster: &Cluster, servers: &[String]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn killing_the_leader_under_load_keeps_every_key_linearizable() {
-    scenario(Fault::KillLeader, Duration::from_millis(1500)).await;
+#[test]
+fn killing_the_leader_under_load_keeps_every_key_linearizable() {
+    run(Fault::KillLeader, Duration::from_millis(1500));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pausing_the_leader_under_load_keeps_every_key_linearizable() {
-    scenario(Fault::PauseLeader, Duration::from_millis(1500)).await;
+#[test]
+fn pausing_the_leader_under_load_keeps_every_key_linearizable() {
+    run(Fault::PauseLeader, Duration::from_millis(1500));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn restarting_the_whole_control_plane_under_load_keeps_every_key_linearizable() {
-    scenario(Fault::RestartAll, Duration::from_millis(500)).await;
+#[test]
+fn restarting_the_whole_control_plane_under_load_keeps_every_key_linearizable() {
+    run(Fault::RestartAll, Duration::from_millis(500));
 }

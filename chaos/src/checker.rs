@@ -169,9 +169,15 @@ fn steps(ops: &[&Op]) -> Vec<Step> {
                 (Call::Cas { expect, .. }, Outcome::Cas(false)) => Kind::CasFailed(id(expect)),
                 (Call::Cas { expect, new }, _) => Kind::CasUnknown(id(expect), id(new)),
             };
+            // Required to be placed only when answered: the outcome says so (a completion
+            // time without an answer counts for nothing).
+            let ret = match (&o.outcome, o.completed) {
+                (Outcome::Unknown, _) | (_, None) => u64::MAX,
+                (_, Some(c)) => c.as_nanos() as u64,
+            };
             Some(Step {
                 call: o.invoked.as_nanos() as u64,
-                ret: o.completed.map_or(u64::MAX, |c| c.as_nanos() as u64),
+                ret,
                 kind,
             })
         })
@@ -383,7 +389,7 @@ mod tests {
 
     #[test]
     fn concurrent_operations_may_take_effect_in_either_order() {
-        // Both writes overlap both reads: a then b, and the reads see each in turn.
+        // Both writes overlap both reads: b then a, and the reads see each in turn.
         let h = vec![
             op(0, w("a"), (0, Some(10)), Outcome::Written),
             op(1, w("b"), (1, Some(10)), Outcome::Written),
@@ -451,13 +457,49 @@ mod tests {
             op(2, w("z"), (2, None), Outcome::Unknown),
             op(1, cas("a", "b"), (3, Some(4)), Outcome::Cas(false)),
         ];
+        let refs: Vec<&Op> = explained.iter().collect();
+        assert_eq!(prune_unseen_unknown_writes(&refs).len(), 2);
+        assert!(check_key("k", &prune_unseen_unknown_writes(&refs), DEFAULT_BUDGET).is_err());
         assert!(check(&explained, DEFAULT_BUDGET).is_ok());
     }
 
     #[test]
+    fn an_unanswered_compare_and_set_took_effect_only_if_it_matched() {
+        let cas = |e: &str, n: &str| Call::Cas {
+            expect: e.into(),
+            new: n.into(),
+        };
+        // It matched and took effect: a later read sees its value.
+        let took = vec![
+            op(0, w("a"), (0, Some(1)), Outcome::Written),
+            op(1, cas("a", "b"), (2, None), Outcome::Unknown),
+            op(0, Call::Read, (5, Some(6)), read(Some("b"))),
+        ];
+        assert!(check(&took, DEFAULT_BUDGET).is_ok());
+        // Or it did nothing.
+        let nothing = vec![
+            op(0, w("a"), (0, Some(1)), Outcome::Written),
+            op(1, cas("a", "b"), (2, None), Outcome::Unknown),
+            op(0, Call::Read, (5, Some(6)), read(Some("a"))),
+        ];
+        assert!(check(&nothing, DEFAULT_BUDGET).is_ok());
+        // It cannot have taken effect against a value that was never there.
+        let mismatched = vec![
+            op(0, w("a"), (0, Some(1)), Outcome::Written),
+            op(1, cas("x", "b"), (2, None), Outcome::Unknown),
+            op(0, Call::Read, (5, Some(6)), read(Some("b"))),
+        ];
+        assert!(check(&mismatched, DEFAULT_BUDGET).is_err());
+    }
+
+    #[test]
     fn keys_are_checked_apart_and_a_search_that_runs_out_says_so() {
-        let mut h = vec![op(0, w("a"), (0, Some(1)), Outcome::Written)];
-        let mut other = op(1, w("b"), (0, Some(1)), Outcome::Written);
+        // Merged into one register, the read of a after b was written would be stale.
+        let mut h = vec![
+            op(0, w("a"), (0, Some(1)), Outcome::Written),
+            op(0, Call::Read, (4, Some(5)), read(Some("a"))),
+        ];
+        let mut other = op(1, w("b"), (2, Some(3)), Outcome::Written);
         other.key = "j".into();
         h.push(other);
         assert_eq!(check(&h, DEFAULT_BUDGET).map(|s| s.keys), Ok(2));

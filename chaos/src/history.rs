@@ -83,13 +83,14 @@ impl History {
         self.ops.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// How many operations were answered (any outcome but unknown) after `since`.
-    pub fn answered_since(&self, since: Duration) -> usize {
+    /// How many writes (puts and compare-and-sets) were answered within `from..=to`.
+    pub fn writes_answered(&self, from: Duration, to: Duration) -> usize {
         self.ops
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|o| o.completed.is_some_and(|c| c > since))
+            .filter(|o| o.call != Call::Read && o.outcome != Outcome::Unknown)
+            .filter(|o| o.completed.is_some_and(|c| c >= from && c <= to))
             .count()
     }
 }

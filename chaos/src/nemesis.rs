@@ -1,9 +1,13 @@
 //! The faults: each is injected, held for a while, and healed.
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bosun_api::etcd::StatusRequest;
 use bosun_testkit::{eventually, Cluster};
+
+use crate::history::History;
 
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,18 +27,52 @@ pub struct Injected {
     pub fault: Fault,
     /// The servers it hit.
     pub victims: Vec<String>,
+    /// When it took hold, on the history's clock.
+    pub began: Duration,
+    /// When it was healed, on the history's clock.
+    pub healed: Duration,
 }
 
-/// The leader among `servers`, as they report it (polled, within 30 s).
+/// The server that reports itself the leader (not another's possibly stale view of who
+/// leads), polled within 30 s.
 ///
 /// # Errors
-/// When no server names a leader in time.
+/// When no server says it leads in time.
 pub async fn leader(cluster: &Cluster, servers: &[String]) -> Result<String, String> {
-    let names: Vec<&str> = servers.iter().map(String::as_str).collect();
-    eventually(Duration::from_secs(30), "a leader", || {
-        cluster.leader(&names)
+    eventually(
+        Duration::from_secs(30),
+        "a server that says it leads",
+        || async {
+            for name in servers {
+                let Ok(mut m) = cluster.maintenance(name) else {
+                    continue;
+                };
+                let asked =
+                    tokio::time::timeout(Duration::from_millis(500), m.status(StatusRequest {}));
+                let Ok(Ok(st)) = asked.await else {
+                    continue;
+                };
+                let st = st.into_inner();
+                if st.leader != 0 && st.header.is_some_and(|h| h.member_id == st.leader) {
+                    return Some(name.clone());
+                }
+            }
+            None
+        },
+    )
+    .await
+}
+
+/// `cluster.sh ARGS`, off the runtime's worker threads (it waits for processes).
+async fn ctl(cluster: &Arc<Cluster>, args: &[&str]) -> Result<(), String> {
+    let cluster = cluster.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster.ctl(&args).map(|_| ())
     })
     .await
+    .map_err(|e| format!("cluster.sh task: {e}"))?
 }
 
 fn signal(cluster: &Cluster, name: &str, sig: &str) -> Result<(), String> {
@@ -66,53 +104,54 @@ impl Drop for Paused<'_> {
 }
 
 /// Injects `fault`, holds it for `hold` (the fault's length, not a wait for anything),
-/// then heals it.
+/// then heals it. The times it returns are on `history`'s clock.
 ///
 /// # Errors
 /// When the cluster cannot be driven (no leader to hit, a script failure).
 pub async fn inject(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     servers: &[String],
+    history: &History,
     fault: Fault,
     hold: Duration,
 ) -> Result<Injected, String> {
-    match fault {
+    let (victims, began) = match fault {
         Fault::KillLeader => {
             let victim = leader(cluster, servers).await?;
-            cluster.ctl(&["kill", &victim])?;
+            ctl(cluster, &["kill", &victim]).await?;
+            let began = history.now();
             tokio::time::sleep(hold).await;
-            cluster.ctl(&["start", &victim])?;
-            Ok(Injected {
-                fault,
-                victims: vec![victim],
-            })
+            ctl(cluster, &["start", &victim]).await?;
+            (vec![victim], began)
         }
         Fault::PauseLeader => {
             let victim = leader(cluster, servers).await?;
             signal(cluster, &victim, "STOP")?;
+            let began = history.now();
             let paused = Paused {
                 cluster,
                 name: victim.clone(),
             };
             tokio::time::sleep(hold).await;
             drop(paused);
-            Ok(Injected {
-                fault,
-                victims: vec![victim],
-            })
+            (vec![victim], began)
         }
         Fault::RestartAll => {
             for s in servers {
-                cluster.ctl(&["kill", s])?;
+                ctl(cluster, &["kill", s]).await?;
             }
+            let began = history.now();
             tokio::time::sleep(hold).await;
             for s in servers {
-                cluster.ctl(&["start", s])?;
+                ctl(cluster, &["start", s]).await?;
             }
-            Ok(Injected {
-                fault,
-                victims: servers.to_vec(),
-            })
+            (servers.to_vec(), began)
         }
-    }
+    };
+    Ok(Injected {
+        fault,
+        victims,
+        began,
+        healed: history.now(),
+    })
 }
