@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bosun's store beside etcd 3.4 (Debian's etcd-server) on this machine, in one run, both
 # with mTLS and fsync on, three members each on loopback, measured by the same client
-# (`bosun bench`, which speaks only the etcd v3 API).
+# (`bosun bench`, which speaks only the etcd v3 API). Failover is measured twice: the
+# leader killed (kill -9), and the leader paused (SIGSTOP, a hung process).
 #
 #   scripts/bench.sh [--ops N] [--kills N]
 #
@@ -54,6 +55,9 @@ for sys in bosun etcd; do
     echo "{\"system\":\"$sys\",\"case\":\"elections-under-load\",\"result\":{\"term_before\":$term0,\"term_after\":$term1}}" | tee -a "$results"
     out="$("$BOSUN_BIN" bench failover --dir "$work/$sys" --kills "$kills" --json)"
     echo "{\"system\":\"$sys\",\"case\":\"failover\",\"result\":$out}" | tee -a "$results"
+    # A hung leader (SIGSTOP): its connections stay open, so nothing resets them.
+    out="$("$BOSUN_BIN" bench failover --dir "$work/$sys" --kills "$kills" --pause --json)"
+    echo "{\"system\":\"$sys\",\"case\":\"failover-pause\",\"result\":$out}" | tee -a "$results"
   )
 done
 
@@ -74,4 +78,7 @@ for s in ("bosun", "etcd"):
 b, e = get("bosun", "failover"), get("etcd", "failover")
 print(f"| leader kill -9 → writes resume, median ms ({b['kills']} kills) | {b['median_ms']:.0f} | {e['median_ms']:.0f} | |")
 print(f"| leader kill -9 → writes resume, max ms | {b['max_ms']:.0f} | {e['max_ms']:.0f} | |")
+b, e = get("bosun", "failover-pause"), get("etcd", "failover-pause")
+print(f"| leader paused (SIGSTOP) → writes resume, median ms ({b['kills']} pauses) | {b['median_ms']:.0f} | {e['median_ms']:.0f} | |")
+print(f"| leader paused (SIGSTOP) → writes resume, max ms | {b['max_ms']:.0f} | {e['max_ms']:.0f} | |")
 PY

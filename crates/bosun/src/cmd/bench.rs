@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 pub enum Bench {
     /// Throughput and latency of puts or reads.
     Kv(KvArgs),
-    /// Kill the leader repeatedly and measure write unavailability.
+    /// Kill (or pause) the leader repeatedly and measure write unavailability.
     Failover(FailoverArgs),
     /// Create throughput and list latency of pods through the resource API (bosun only).
     Api(super::bench_api::ApiArgs),
@@ -98,6 +98,10 @@ pub struct FailoverArgs {
     /// Concurrent writers during the test.
     #[arg(long, default_value_t = 8)]
     writers: usize,
+    /// Pause the leader (SIGSTOP: a hung process, its connections left open) instead of
+    /// killing it, and resume it (SIGCONT) after writes resume.
+    #[arg(long)]
+    pause: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -305,6 +309,14 @@ fn process_alive(pid: &str) -> bool {
     }
 }
 
+/// Whether process `pid` is stopped by a signal (state `T`).
+fn process_stopped(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+    })
+}
+
 async fn failover(a: FailoverArgs) -> Result<()> {
     let env = read_env(&a.dir)?;
     let get = |k: &str| {
@@ -369,25 +381,32 @@ async fn failover(a: FailoverArgs) -> Result<()> {
         let pid = std::fs::read_to_string(&pid_file)
             .with_context(|| format!("reading {}", pid_file.display()))?;
         let pid = pid.trim().to_string();
+        let signal = if a.pause { "-STOP" } else { "-9" };
         let killed_at = Instant::now();
         let status = std::process::Command::new("kill")
-            .args(["-9", &pid])
+            .args([signal, &pid])
             .status()?;
         if !status.success() {
-            bail!("kill -9 {pid} ({name}) failed");
+            bail!("kill {signal} {pid} ({name}) failed");
         }
-        // SIGKILL is not instant: until the process is gone it may still commit writes.
+        // Neither signal takes effect at once: until the process is gone (or stopped) it
+        // may still commit writes.
         let dead_at = loop {
-            if !process_alive(&pid) {
+            let done = if a.pause {
+                process_stopped(&pid)
+            } else {
+                !process_alive(&pid)
+            };
+            if done {
                 break Instant::now();
             }
             if killed_at.elapsed() > Duration::from_secs(10) {
-                bail!("{name} (pid {pid}) still alive 10s after SIGKILL");
+                bail!("{name} (pid {pid}) still running 10s after kill {signal}");
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         // Unavailability: from the kill signal to the first acknowledgement of a write
-        // sent after the process was gone.
+        // sent after the process was gone (or stopped).
         let recovered = loop {
             let first = acks
                 .lock()
@@ -413,12 +432,22 @@ async fn failover(a: FailoverArgs) -> Result<()> {
         gaps.push(gap);
         if !a.json {
             println!(
-                "kill {}: leader {name} (id {leader_id:x}) -> writes resumed after {:.0} ms",
+                "{} {}: leader {name} (id {leader_id:x}) -> writes resumed after {:.0} ms",
+                if a.pause { "pause" } else { "kill" },
                 k + 1,
                 gap.as_secs_f64() * 1e3
             );
         }
         acks.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if a.pause {
+            let st = std::process::Command::new("kill")
+                .args(["-CONT", &pid])
+                .status()?;
+            if !st.success() {
+                bail!("kill -CONT {pid} ({name}) failed");
+            }
+            continue;
+        }
         let ctl = a.dir.join("ctl");
         let st = std::process::Command::new(&ctl)
             .args(["start", &name])
@@ -442,7 +471,8 @@ async fn failover(a: FailoverArgs) -> Result<()> {
     let max = gaps.last().copied().unwrap_or_default();
     if a.json {
         println!(
-            "{{\"kills\":{},\"median_ms\":{:.0},\"max_ms\":{:.0},\"min_ms\":{:.0},\"each_ms\":[{each}]}}",
+            "{{\"fault\":\"{}\",\"kills\":{},\"median_ms\":{:.0},\"max_ms\":{:.0},\"min_ms\":{:.0},\"each_ms\":[{each}]}}",
+            if a.pause { "pause" } else { "kill" },
             gaps.len(),
             ms(median),
             ms(max),
@@ -450,7 +480,8 @@ async fn failover(a: FailoverArgs) -> Result<()> {
         );
     } else {
         println!(
-            "leader kills: {}; write unavailability median {:.0} ms, max {:.0} ms",
+            "leader {}: {}; write unavailability median {:.0} ms, max {:.0} ms",
+            if a.pause { "pauses" } else { "kills" },
             gaps.len(),
             ms(median),
             ms(max)
