@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing bosun needs, if missing (Debian, as root or with sudo):
 # clang/libclang (RocksDB bindings), protoc (gRPC code), etcd-client (etcdctl, for the
-# compatibility tests) and etcd-server (the peer our benchmarks compare against).
+# compatibility tests), etcd-server (the peer our benchmarks compare against) and iptables
+# (the chaos suite's network partitions).
 set -euo pipefail
 
 need=()
@@ -11,6 +12,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v cc >/dev/null || need+=(build-essential)
+# The chaos suite cuts the network between servers with iptables rules.
+command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need+=(iptables)
 # The agent runs pods in Docker Engine (Debian's docker.io if none is installed).
 command -v docker >/dev/null || need+=(docker.io)
 

@@ -18,6 +18,63 @@ pub enum Fault {
     PauseLeader,
     /// kill -9 every server at once, then start them all.
     RestartAll,
+    /// Drop every packet between the leader and the other servers (iptables rules on
+    /// their loopback addresses), then remove the rules. Clients still reach every
+    /// server: the old leader is cut off from its peers, not from them.
+    PartitionLeader,
+}
+
+/// Whether this process can add and remove iptables rules (root, and the tool present).
+pub fn can_partition() -> bool {
+    Command::new("iptables")
+        .args(["-w", "-L", "INPUT", "-n"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Rules that drop the traffic between two sets of addresses; removed when dropped.
+struct Cut {
+    pairs: Vec<(String, String)>,
+}
+
+fn iptables(op: &str, src: &str, dst: &str) -> Result<(), String> {
+    let out = Command::new("iptables")
+        .args(["-w", op, "INPUT", "-s", src, "-d", dst, "-j", "DROP"])
+        .output()
+        .map_err(|e| format!("running iptables: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "iptables {op} INPUT -s {src} -d {dst} -j DROP: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+impl Cut {
+    /// Cuts `side` off from `rest`, both ways.
+    fn between(side: &[String], rest: &[String]) -> Result<Self, String> {
+        let mut cut = Cut { pairs: Vec::new() };
+        for a in side {
+            for b in rest {
+                for (src, dst) in [(a, b), (b, a)] {
+                    iptables("-I", src, dst)?;
+                    cut.pairs.push((src.clone(), dst.clone()));
+                }
+            }
+        }
+        Ok(cut)
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        for (src, dst) in &self.pairs {
+            if let Err(e) = iptables("-D", src, dst) {
+                eprintln!("healing the partition: {e}");
+            }
+        }
+    }
 }
 
 /// What an injected fault did.
@@ -33,16 +90,20 @@ pub struct Injected {
     pub healed: Duration,
 }
 
-/// The server that reports itself the leader (not another's possibly stale view of who
-/// leads), polled within 30 s.
+/// The leader: the server that reports itself the leader and that a majority of the
+/// servers name (a leader cut off from its peers may still believe it leads, and
+/// another server's view may be stale), polled within 30 s.
 ///
 /// # Errors
-/// When no server says it leads in time.
+/// When no such server is found in time.
 pub async fn leader(cluster: &Cluster, servers: &[String]) -> Result<String, String> {
+    let majority = servers.len() / 2 + 1;
     eventually(
         Duration::from_secs(30),
-        "a server that says it leads",
+        "a leader that a majority names",
         || async {
+            // (name, own member id, the leader it names)
+            let mut seen: Vec<(&String, u64, u64)> = Vec::new();
             for name in servers {
                 let Ok(mut m) = cluster.maintenance(name) else {
                     continue;
@@ -53,11 +114,15 @@ pub async fn leader(cluster: &Cluster, servers: &[String]) -> Result<String, Str
                     continue;
                 };
                 let st = st.into_inner();
-                if st.leader != 0 && st.header.is_some_and(|h| h.member_id == st.leader) {
-                    return Some(name.clone());
+                if let Some(h) = st.header {
+                    seen.push((name, h.member_id, st.leader));
                 }
             }
-            None
+            seen.iter()
+                .find(|(_, me, leads)| {
+                    *leads == *me && seen.iter().filter(|(_, _, l)| *l == *me).count() >= majority
+                })
+                .map(|(name, _, _)| (*name).clone())
         },
     )
     .await
@@ -134,6 +199,19 @@ pub async fn inject(
             };
             tokio::time::sleep(hold).await;
             drop(paused);
+            (vec![victim], began)
+        }
+        Fault::PartitionLeader => {
+            let victim = leader(cluster, servers).await?;
+            let others: Vec<String> = servers
+                .iter()
+                .filter(|s| **s != victim)
+                .map(|s| cluster.ip(s))
+                .collect();
+            let cut = Cut::between(&[cluster.ip(&victim)], &others)?;
+            let began = history.now();
+            tokio::time::sleep(hold).await;
+            drop(cut);
             (vec![victim], began)
         }
         Fault::RestartAll => {

@@ -20,8 +20,8 @@ pub use ca::{Layout, Pki};
 pub use identity::{Identity, PeerInfo, SERVERS_GROUP};
 pub use local::{local, ClientIncoming, LocalConnector};
 pub use tls::{
-    channel, client_config, client_config_with, server_config, server_config_with, Dialer,
-    ReloadingIdentity, TlsIncoming, TlsMaterial,
+    channel, channel_from, client_config, client_config_with, server_config, server_config_with,
+    Dialer, ReloadingIdentity, TlsIncoming, TlsMaterial,
 };
 
 /// Errors of the PKI and TLS setup.

@@ -433,7 +433,45 @@ impl futures::Stream for TlsIncoming {
 /// # Errors
 /// When the address is not a valid URI.
 pub fn channel(addr: &str, config: Arc<ClientConfig>) -> Result<tonic::transport::Channel> {
-    channel_named(addr, None, config)
+    channel_named(addr, None, None, config)
+}
+
+/// As [`channel`], with connections from the local address `source` (port chosen by the
+/// kernel): a server dials its peers from its own address, so they (and firewall rules)
+/// see which server a connection comes from.
+///
+/// # Errors
+/// When the address is not a valid URI.
+pub fn channel_from(
+    addr: &str,
+    source: std::net::IpAddr,
+    config: Arc<ClientConfig>,
+) -> Result<tonic::transport::Channel> {
+    channel_named(addr, None, Some(source), config)
+}
+
+/// Connects to `host:port`, from `source` when given (the first resolved address of its
+/// family).
+async fn connect(host: &str, port: u16, source: Option<std::net::IpAddr>) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect((host, port)).await;
+    };
+    let target = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{host} has no address of the family of {source}"),
+            )
+        })?;
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(target).await
 }
 
 /// Dials agents for the API servers: mTLS with the server's own certificate, and the
@@ -465,7 +503,7 @@ impl Dialer {
     /// # Errors
     /// When the address is not a valid URI.
     pub fn channel(&self, addr: &str, name: &str) -> Result<tonic::transport::Channel> {
-        channel_named(addr, Some(name), self.config.clone())
+        channel_named(addr, Some(name), None, self.config.clone())
     }
 }
 
@@ -474,6 +512,7 @@ impl Dialer {
 fn channel_named(
     addr: &str,
     name: Option<&str>,
+    source: Option<std::net::IpAddr>,
     config: Arc<ClientConfig>,
 ) -> Result<tonic::transport::Channel> {
     let expected = name.map(str::to_string);
@@ -482,12 +521,21 @@ fn channel_named(
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
+    // Between servers (a source address given) a connection whose pings go unanswered
+    // for a second is closed, and the next call opens a new one: packets dropped for a
+    // while (a partition) leave TCP retransmitting with an exponential back-off, and
+    // such a connection can stay silent for seconds after the path is back, during
+    // which two healthy servers could not elect a leader over it.
+    let (ping_every, ping_timeout) = match source {
+        Some(_) => (Duration::from_millis(500), Duration::from_secs(1)),
+        None => (Duration::from_secs(10), Duration::from_secs(5)),
+    };
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{hostport}"))
         .map_err(|e| Error::Endpoint(addr.into(), e.to_string()))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(ping_every)
+        .keep_alive_timeout(ping_timeout)
         .keep_alive_while_idle(true);
     let connector = tower::service_fn(move |uri: http::Uri| {
         let config = config.clone();
@@ -499,7 +547,7 @@ fn channel_named(
                 .trim_matches(['[', ']'])
                 .to_string();
             let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = connect(&host, port, source).await?;
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(expected.unwrap_or(host))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bosun_api::peer::raft_peer_client::RaftPeerClient;
 use bosun_api::peer::raft_peer_server::RaftPeer;
@@ -32,16 +32,41 @@ pub const PEER_MESSAGE_LIMIT: usize = 64 << 20;
 #[derive(Clone)]
 pub struct PeerConnector {
     tls: Arc<rustls::ClientConfig>,
+    /// The local address connections come from (this server's own), when it has one.
+    source: Option<std::net::IpAddr>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl PeerConnector {
-    /// A connector presenting our server certificate.
+    /// A connector presenting our server certificate, dialling from the kernel's choice
+    /// of local address.
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
         PeerConnector {
             tls,
+            source: None,
             channels: Arc::default(),
         }
+    }
+
+    /// Connections from the host of `own_addr` (this server's peer address), so that
+    /// peers, logs and firewall rules see which server a connection comes from. An
+    /// address without a fixed IP (a name, or 0.0.0.0) leaves the choice to the kernel.
+    pub fn dialing_from(mut self, own_addr: &str) -> Self {
+        self.source = own_addr
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        self
+    }
+
+    /// Drops the connection to `addr`: the next [`client`](Self::client) opens a new one.
+    /// Calls still running on the old one finish on it.
+    pub fn forget(&self, addr: &str) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(addr);
     }
 
     /// A client for the peer at `addr`.
@@ -53,7 +78,10 @@ impl PeerConnector {
         let ch = match map.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = bosun_pki::channel(addr, self.tls.clone())?;
+                let c = match self.source {
+                    Some(ip) => bosun_pki::channel_from(addr, ip, self.tls.clone())?,
+                    None => bosun_pki::channel(addr, self.tls.clone())?,
+                };
                 map.insert(addr.to_string(), c.clone());
                 c
             }
@@ -80,10 +108,22 @@ impl Network {
 pub struct PeerConnection {
     target: u64,
     addr: String,
+    connector: PeerConnector,
     client: Option<RaftPeerClient<Channel>>,
     /// The AppendEntries with entries being sent, if any.
     inflight: Option<InFlight>,
+    /// When the first call after the last answer from the peer started (none: nothing
+    /// asked since that answer).
+    silent_since: Option<Instant>,
+    /// When the connection was last replaced.
+    replaced_at: Option<Instant>,
 }
+
+/// How long a peer may leave every call unanswered before its connection is replaced
+/// (at most once per such period). Packets dropped for a while (a partition, a paused
+/// process) leave TCP retransmitting with an exponential back-off: once the path is back,
+/// the old connection may stay silent for seconds more, while a new one answers at once.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Blob, Status> {
     bincode::serialize(v)
@@ -215,6 +255,40 @@ impl Drop for InFlight {
 }
 
 impl PeerConnection {
+    /// Before each call: replaces the connection when every call since
+    /// [`RECONNECT_AFTER`] ago has gone unanswered (at most once per such period). The
+    /// start of a call is always seen; its end may not be, as openraft drops calls that
+    /// outlive its own deadline.
+    fn before_call(&mut self) {
+        let now = Instant::now();
+        let since = *self.silent_since.get_or_insert(now);
+        let due = now.duration_since(since) >= RECONNECT_AFTER
+            && self
+                .replaced_at
+                .is_none_or(|t| now.duration_since(t) >= RECONNECT_AFTER);
+        if due {
+            self.replaced_at = Some(now);
+            self.connector.forget(&self.addr);
+            self.client = self.connector.client(&self.addr).ok();
+            tracing::info!(
+                peer = self.target,
+                addr = %self.addr,
+                silent_ms = now.duration_since(since).as_millis() as u64,
+                "peer silent: new connection"
+            );
+        }
+    }
+
+    /// After a call: an answer (even a refusal) shows the connection works.
+    fn observe<T, E: std::error::Error>(&mut self, res: &RpcResult<T, E>) {
+        if matches!(
+            res,
+            Ok(_) | Err(RPCError::RemoteError(_) | RPCError::PayloadTooLarge(_))
+        ) {
+            self.silent_since = None;
+        }
+    }
+
     /// The client, and `req` encoded; `PayloadTooLarge` (when `split_hint` allows fewer
     /// entries) if it does not fit in a peer message.
     fn prepare<Req, E>(
@@ -288,9 +362,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        self.before_call();
         if rpc.entries.is_empty() {
             // A heartbeat keeps openraft's short deadline: it is what notices a lost peer.
-            return self.call("append", &rpc, &option).await;
+            let res = self.call("append", &rpc, &option).await;
+            self.observe(&res);
+            return res;
         }
         // Cancellation-safe: the transfer lives in `self.inflight` across openraft's
         // timeouts; only a request it cannot answer replaces (and cancels) it.
@@ -343,6 +420,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             Err(e) => Err(unreachable_error(format!("append to {target}: {e}"))),
         };
         self.inflight = None;
+        self.observe(&res);
         res
     }
 
@@ -354,7 +432,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<u64>,
         RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call("snapshot", &rpc, &option).await
+        self.before_call();
+        let res = self.call("snapshot", &rpc, &option).await;
+        self.observe(&res);
+        res
     }
 
     async fn vote(
@@ -362,7 +443,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        self.call("vote", &rpc, &option).await
+        self.before_call();
+        let res = self.call("vote", &rpc, &option).await;
+        self.observe(&res);
+        res
     }
 
     /// Retries to an unreachable peer: 20, 40, 80, then every 100 ms. openraft's default
@@ -391,8 +475,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerConnection {
             target,
             addr: node.peer_addr.clone(),
+            connector: self.connector.clone(),
             client,
             inflight: None,
+            silent_since: None,
+            replaced_at: None,
         }
     }
 }

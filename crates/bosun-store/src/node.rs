@@ -204,7 +204,7 @@ impl Node {
                 .map_err(Error::Load)?;
         }
         let fresh = !config.dir.join("db/CURRENT").exists();
-        let connector = PeerConnector::new(peer_tls);
+        let connector = PeerConnector::new(peer_tls).dialing_from(&config.member.peer_addr);
         if fresh && !config.initial_members.is_empty() {
             refuse_if_cluster_has_moved_on(&config, &connector).await?;
         }
