@@ -188,11 +188,10 @@ fn pausing_the_leader_under_load_keeps_every_key_linearizable() {
     run(Fault::PauseLeader, Duration::from_millis(1500));
 }
 
-#[test]
-fn partitioning_the_leader_from_its_peers_under_load_keeps_every_key_linearizable() {
+/// Runs a partition scenario: it needs iptables, which CI has (scripts/setup.sh installs
+/// it, and CI runs as root); there, not being able to cut the network is a failure.
+fn run_partition(fault: Fault) {
     if !nemesis::can_partition() {
-        // CI runs as root with iptables installed (scripts/setup.sh): there, not being
-        // able to cut the network is a failure, not a skip.
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "iptables is not usable (root and the iptables package are needed)"
@@ -200,7 +199,17 @@ fn partitioning_the_leader_from_its_peers_under_load_keeps_every_key_linearizabl
         eprintln!("skipped: iptables is not usable here (needs root and the iptables package)");
         return;
     }
-    run(Fault::PartitionLeader, Duration::from_millis(1500));
+    run(fault, Duration::from_millis(1500));
+}
+
+#[test]
+fn partitioning_the_leader_from_its_peers_under_load_keeps_every_key_linearizable() {
+    run_partition(Fault::PartitionLeader);
+}
+
+#[test]
+fn partitioning_a_follower_from_its_peers_under_load_keeps_every_key_linearizable() {
+    run_partition(Fault::PartitionFollower);
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub enum Fault {
     /// their loopback addresses), then remove the rules. Clients still reach every
     /// server: the old leader is cut off from its peers, not from them.
     PartitionLeader,
+    /// The same for one follower: it must not serve stale reads while cut off, and must
+    /// catch up once the rules are gone.
+    PartitionFollower,
 }
 
 /// Whether this process can add and remove iptables rules (root, and the tool present).
@@ -201,8 +204,16 @@ pub async fn inject(
             drop(paused);
             (vec![victim], began)
         }
-        Fault::PartitionLeader => {
-            let victim = leader(cluster, servers).await?;
+        Fault::PartitionLeader | Fault::PartitionFollower => {
+            let lead = leader(cluster, servers).await?;
+            let victim = match fault {
+                Fault::PartitionLeader => lead,
+                _ => servers
+                    .iter()
+                    .find(|s| **s != lead)
+                    .cloned()
+                    .ok_or("no follower to cut off")?,
+            };
             let others: Vec<String> = servers
                 .iter()
                 .filter(|s| **s != victim)
