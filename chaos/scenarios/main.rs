@@ -18,8 +18,13 @@ use bosun_testkit::{eventually, Cluster};
 use tokio_util::sync::CancellationToken;
 
 /// Writes that must be answered while one server is down or hung (the two others keep a
-/// majority).
-const MIN_ANSWERED_DURING_FAULT: usize = 20;
+/// majority). Low on purpose: a hung leader is replaced only after its lease and an
+/// election (split votes included: openraft 0.9 has no pre-vote), which can take most of
+/// a 1.5 s fault on a loaded machine (18 writes in the worst run seen), while a
+/// follower that waits on the hung leader's forwards answers none (0 to 4 before that
+/// was fixed). The fault stays shorter than the clients' 2 s timeout, after which they
+/// would find the new leader anyway.
+const MIN_ANSWERED_DURING_FAULT: usize = 10;
 
 /// Writes answered before the first fault and after each one heals.
 const MIN_WRITES_PER_ROUND: usize = 40;

@@ -526,13 +526,25 @@ fn channel_named(
     // while (a partition) leave TCP retransmitting with an exponential back-off, and
     // such a connection can stay silent for seconds after the path is back, during
     // which two healthy servers could not elect a leader over it.
-    let (ping_every, ping_timeout) = match source {
-        Some(_) => (Duration::from_millis(500), Duration::from_secs(1)),
-        None => (Duration::from_secs(10), Duration::from_secs(5)),
+    // For the same reason a connection attempt between servers gives up after 500 ms: one
+    // begun during a partition waits out SYN retransmissions (1 s, then 3 s) after the
+    // path is back, and every call on the channel waits with it; the next call after
+    // the give-up sends a fresh SYN.
+    let (ping_every, ping_timeout, connect_within) = match source {
+        Some(_) => (
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+        ),
+        None => (
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+        ),
     };
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{hostport}"))
         .map_err(|e| Error::Endpoint(addr.into(), e.to_string()))?
-        .connect_timeout(Duration::from_secs(2))
+        .connect_timeout(connect_within)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(ping_every)
         .keep_alive_timeout(ping_timeout)
