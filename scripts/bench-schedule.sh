@@ -26,13 +26,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}"
-if [[ -z "${BOSUN_BIN:-}" ]]; then
-  scripts/setup.sh
-  cargo build --release -q -p bosun
-  export BOSUN_BIN="$CARGO_TARGET_DIR/release/bosun"
-fi
-bin="$BOSUN_BIN"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+use_release_bin
 dir="$(mktemp -d /tmp/bosun-sched.XXXX)"
 trap 'scripts/cluster.sh down --dir "$dir" > /dev/null 2>&1 || true' EXIT
 
@@ -40,11 +36,7 @@ trap 'scripts/cluster.sh down --dir "$dir" > /dev/null 2>&1 || true' EXIT
 scripts/cluster.sh up --dir "$dir" --ip-base 127.0.7 --hollow "$nodes" --snapshot-every "$snapshot_every" \
   --heartbeat-ms "$heartbeat" --node-grace "$((heartbeat * 6)):$((heartbeat * 6))" > /dev/null
 export BOSUN_CONFIG="$dir/client.toml"
-deadline=$((SECONDS + 600))
-until [[ "$("$bin" get nodes 2>/dev/null | grep -c ' Ready')" -ge "$nodes" ]]; do
-  [[ $SECONDS -lt $deadline ]] || { echo "bench-schedule.sh: $nodes nodes not Ready within 600 s" >&2; exit 1; }
-  sleep 1
-done
+wait_ready_nodes "$nodes"
 echo "$nodes hollow nodes Ready"
 
 cpu() { # "name=ticks ..." for the servers and the hollow agent, then their kernel-mode

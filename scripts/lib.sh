@@ -1,4 +1,5 @@
-# Shared by cluster.sh and etcd-cluster.sh (sourced; expects $dir and $root to be set).
+# Shared by cluster.sh and etcd-cluster.sh (sourced; expects $dir and $root to be set),
+# and by the benchmark scripts (use_release_bin, wait_ready_nodes).
 
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
@@ -41,4 +42,25 @@ stop_one() {
 write_ctl() {
   printf '#!/bin/sh\nexec %q "$@" --dir %q\n' "$1" "$dir" > "$dir/ctl"
   chmod +x "$dir/ctl"
+}
+
+# For the benchmark scripts (run from the repository root): $BOSUN_BIN, else a release
+# build of this checkout (after scripts/setup.sh); sets `bin`.
+use_release_bin() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}"
+  if [[ -z "${BOSUN_BIN:-}" ]]; then
+    scripts/setup.sh
+    cargo build --release -q -p bosun
+    export BOSUN_BIN="$CARGO_TARGET_DIR/release/bosun"
+  fi
+  bin="$BOSUN_BIN"
+}
+
+# Waits (up to 600 s) until the cluster of $BOSUN_CONFIG has $1 Ready nodes.
+wait_ready_nodes() {
+  local want="$1" deadline=$((SECONDS + 600))
+  until [[ "$("$bin" get nodes 2>/dev/null | grep -c ' Ready')" -ge "$want" ]]; do
+    [[ $SECONDS -lt $deadline ]] || die "$want nodes not Ready within 600 s"
+    sleep 1
+  done
 }

@@ -15,7 +15,8 @@
 # (Debian: linux-perf) and permission to sample (root, or perf_event_paranoid <= 1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-die() { echo "profile.sh: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 [[ $# -ge 1 ]] || die "usage: scripts/profile.sh schedule|kv [--who leader|servers|all] [--seconds N] [--out DIR]"
 mode="$1"; shift
 who=leader; seconds=3; out=""
@@ -31,13 +32,7 @@ case "$mode" in schedule|kv) ;; *) die "unknown workload $mode (schedule or kv)"
 case "$who" in leader|servers|all) ;; *) die "--who takes leader, servers or all, not $who";; esac
 command -v perf > /dev/null || die "perf is missing (apt-get install linux-perf)"
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}"
-if [[ -z "${BOSUN_BIN:-}" ]]; then
-  scripts/setup.sh
-  cargo build --release -q -p bosun
-  export BOSUN_BIN="$CARGO_TARGET_DIR/release/bosun"
-fi
-bin="$BOSUN_BIN"
+use_release_bin
 dir="$(mktemp -d /tmp/bosun-prof.XXXX)"
 out="${out:-$dir}"
 mkdir -p "$out"
@@ -47,11 +42,7 @@ if [[ "$mode" == schedule ]]; then
   scripts/cluster.sh up --dir "$dir" --ip-base 127.0.8 --hollow 5000 --heartbeat-ms 600000 \
     --node-grace 3600000:3600000 > /dev/null
   export BOSUN_CONFIG="$dir/client.toml"
-  deadline=$((SECONDS + 600))
-  until [[ "$("$bin" get nodes 2>/dev/null | grep -c ' Ready')" -ge 5000 ]]; do
-    [[ $SECONDS -lt $deadline ]] || die "5000 nodes not Ready within 600 s"
-    sleep 1
-  done
+  wait_ready_nodes 5000
   workload=("$bin" bench schedule --pods 10000 --deployment 0)
 else
   scripts/cluster.sh up --dir "$dir" --ip-base 127.0.8 > /dev/null

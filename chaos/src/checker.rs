@@ -327,6 +327,12 @@ mod tests {
     fn w(v: &str) -> Call {
         Call::Write(v.into())
     }
+    fn cas(e: &str, n: &str) -> Call {
+        Call::Cas {
+            expect: e.into(),
+            new: n.into(),
+        }
+    }
     fn read(v: Option<&str>) -> Outcome {
         Outcome::Read(v.map(Into::into))
     }
@@ -337,15 +343,7 @@ mod tests {
             op(0, Call::Read, (0, Some(1)), read(None)),
             op(0, w("a"), (2, Some(3)), Outcome::Written),
             op(1, Call::Read, (4, Some(5)), read(Some("a"))),
-            op(
-                1,
-                Call::Cas {
-                    expect: "a".into(),
-                    new: "b".into(),
-                },
-                (6, Some(7)),
-                Outcome::Cas(true),
-            ),
+            op(1, cas("a", "b"), (6, Some(7)), Outcome::Cas(true)),
             op(0, Call::Read, (8, Some(9)), read(Some("b"))),
         ];
         assert_eq!(
@@ -436,10 +434,6 @@ mod tests {
 
     #[test]
     fn a_failed_compare_and_set_must_have_seen_another_value() {
-        let cas = |e: &str, n: &str| Call::Cas {
-            expect: e.into(),
-            new: n.into(),
-        };
         let ok = vec![
             op(0, w("a"), (0, Some(1)), Outcome::Written),
             op(1, cas("x", "b"), (2, Some(3)), Outcome::Cas(false)),
@@ -465,10 +459,6 @@ mod tests {
 
     #[test]
     fn an_unanswered_compare_and_set_took_effect_only_if_it_matched() {
-        let cas = |e: &str, n: &str| Call::Cas {
-            expect: e.into(),
-            new: n.into(),
-        };
         // It matched and took effect: a later read sees its value.
         let took = vec![
             op(0, w("a"), (0, Some(1)), Outcome::Written),
