@@ -1,11 +1,11 @@
 //! Hollow nodes: N simulated nodes in one process.
 
-use bosun_api::json::At;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use bosun_client::informer::Informer;
+use bosun_client::informer::{null_as_default, Cached, Informer};
 use bosun_client::{Client, Code};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -116,15 +116,89 @@ enum Step {
     Delete,
 }
 
-fn exited_status(pod: &Value, code: i64) -> Value {
+/// What the hollow agent reads of a pod: it watches every pod of the cluster, so it
+/// decodes only these fields (serde skips the rest without building them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HollowPod {
+    #[serde(deserialize_with = "null_as_default")]
+    metadata: PodMeta,
+    #[serde(deserialize_with = "null_as_default")]
+    spec: PodSpec,
+    #[serde(deserialize_with = "null_as_default")]
+    status: PodStatus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct PodMeta {
+    #[serde(deserialize_with = "null_as_default")]
+    name: String,
+    #[serde(deserialize_with = "null_as_default")]
+    namespace: String,
+    #[serde(deserialize_with = "null_as_default")]
+    uid: String,
+    #[serde(deserialize_with = "null_as_default")]
+    resource_version: String,
+    deletion_timestamp: Option<serde::de::IgnoredAny>,
+    #[serde(deserialize_with = "null_as_default")]
+    annotations: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct PodSpec {
+    #[serde(deserialize_with = "null_as_default")]
+    node_name: String,
+    #[serde(deserialize_with = "null_as_default")]
+    containers: Vec<Container>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Container {
+    name: Value,
+    image: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PodStatus {
+    #[serde(deserialize_with = "null_as_default")]
+    phase: String,
+}
+
+impl Cached for HollowPod {
+    fn cache_key(&self) -> String {
+        format!("{}/{}", self.metadata.namespace, self.metadata.name)
+    }
+    fn resource_version(&self) -> i64 {
+        self.metadata.resource_version.parse().unwrap_or(0)
+    }
+    fn controller_uid(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// The index of the hollow node `node` names, if it is one of ours (`<prefix>-<i>`,
+/// `i < count`, written as `format!` writes it).
+fn node_index(prefix: &str, count: usize, node: &str) -> Option<usize> {
+    let digits = node.strip_prefix(prefix)?.strip_prefix('-')?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    let i: usize = digits.parse().ok().filter(|_| canonical)?;
+    (i < count).then_some(i)
+}
+
+fn exited_status(pod: &HollowPod, code: i64) -> Value {
     let at = now();
     let reason = if code == 0 { "Completed" } else { "Error" };
     let containers: Vec<Value> = pod
-        .at("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| json!({"name": c.get("name"), "image": c.get("image"), "imageID": "", "ready": false, "started": false,
+        .spec
+        .containers
+        .iter()
+        .map(|c| json!({"name": c.name, "image": c.image, "imageID": "", "ready": false, "started": false,
             "restartCount": 0, "state": {"terminated": {"exitCode": code, "reason": reason, "finishedAt": at}}}))
         .collect();
     let cond = |t: &str| json!({"type": t, "status": "False", "reason": "PodCompleted", "lastTransitionTime": at});
@@ -132,18 +206,14 @@ fn exited_status(pod: &Value, code: i64) -> Value {
         "conditions": [cond("Ready"), cond("ContainersReady")], "containerStatuses": containers}})
 }
 
-fn running_status(pod: &Value, host_ip: &str) -> Value {
+fn running_status(pod: &HollowPod, host_ip: &str) -> Value {
     let at = now();
-    let uid = pod
-        .at("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let uid = pod.metadata.uid.as_str();
     let containers: Vec<Value> = pod
-        .at("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| json!({"name": c.get("name"), "image": c.get("image"), "imageID": "", "ready": true, "started": true,
+        .spec
+        .containers
+        .iter()
+        .map(|c| json!({"name": c.name, "image": c.image, "imageID": "", "ready": true, "started": true,
             "restartCount": 0, "containerID": format!("hollow://{uid}"), "state": {"running": {"startedAt": at}}}))
         .collect();
     let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": at});
@@ -162,9 +232,6 @@ pub async fn run(
     cfg: Config,
     cancel: CancellationToken,
 ) -> bosun_client::Result<()> {
-    let names: BTreeSet<String> = (0..cfg.count)
-        .map(|i| format!("{}-{i}", cfg.prefix))
-        .collect();
     let mut set = JoinSet::new();
     // Each node is registered as a real agent registers its own: retried with back-off
     // until it succeeds (a cluster that has just started may still be creating the
@@ -229,7 +296,7 @@ pub async fn run(
         })
     };
 
-    let (pods, informer) = Informer::start(client.clone(), "pods", cancel.clone());
+    let (pods, informer) = Informer::<HollowPod>::start(client.clone(), "pods", cancel.clone());
     // Pods whose Running status (or final delete) was written; forgotten once the cache
     // shows it, or the pod is gone.
     let mut done: HashSet<String> = HashSet::new();
@@ -239,28 +306,24 @@ pub async fn run(
         let mine: Vec<_> = pods
             .list()
             .into_iter()
-            .filter(|p| {
-                names.contains(p.at("/spec/nodeName").and_then(Value::as_str).unwrap_or(""))
-            })
+            .filter_map(|p| node_index(&cfg.prefix, cfg.count, &p.spec.node_name).map(|i| (i, p)))
             .collect();
         // Borrowed, and names copied below only for pods with something to do: a pass
         // looks at every pod of every node, and most are Running with nothing to do.
-        let live: HashSet<&str> = mine
-            .iter()
-            .filter_map(|p| p.at("/metadata/uid").and_then(Value::as_str))
-            .collect();
+        let live: HashSet<&str> = mine.iter().map(|(_, p)| p.metadata.uid.as_str()).collect();
         done.retain(|a| a.split('/').next().is_some_and(|u| live.contains(u)));
         let mut set = JoinSet::new();
         // Running reports go in batches (one store transaction per few hundred pods):
         // (namespace, name, patch) and the action each stands for.
         let mut runs: Vec<(String, String, Value)> = Vec::new();
         let mut run_actions: Vec<String> = Vec::new();
-        for p in &mine {
-            let deleting = p.at("/metadata/deletionTimestamp").is_some();
-            let phase = p.at("/status/phase").and_then(Value::as_str).unwrap_or("");
+        for (i, p) in &mine {
+            let deleting = p.metadata.deletion_timestamp.is_some();
+            let phase = p.status.phase.as_str();
             let exit: Option<i64> = p
-                .at("/metadata/annotations")
-                .and_then(|a| a.get(EXIT_CODE))
+                .metadata
+                .annotations
+                .get(EXIT_CODE)
                 .and_then(Value::as_str)
                 .and_then(|c| c.parse().ok());
             let step = match (deleting, phase, exit) {
@@ -270,11 +333,10 @@ pub async fn run(
                 (false, "Running", None) => continue,
                 (false, _, _) => Step::Run,
             };
-            let text = |path: &str| p.at(path).and_then(Value::as_str).unwrap_or("").to_string();
             let (uid, ns, name) = (
-                text("/metadata/uid"),
-                text("/metadata/namespace"),
-                text("/metadata/name"),
+                p.metadata.uid.clone(),
+                p.metadata.namespace.clone(),
+                p.metadata.name.clone(),
             );
             let action = format!("{uid}/{step:?}");
             if done.contains(&action) {
@@ -282,13 +344,7 @@ pub async fn run(
             }
             done.insert(action.clone());
             if let Step::Run = step {
-                let node = p.at("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
-                let i: usize = node
-                    .rsplit('-')
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                runs.push((ns, name, running_status(p, &host_ip(i))));
+                runs.push((ns, name, running_status(p, &host_ip(*i))));
                 run_actions.push(action);
                 continue;
             }
@@ -361,4 +417,55 @@ pub async fn run(
     let _ = beats.await;
     let _ = informer.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_nodes_by_their_canonical_names() {
+        assert_eq!(node_index("h", 10, "h-0"), Some(0));
+        assert_eq!(node_index("h", 10, "h-9"), Some(9));
+        for other in ["h-10", "h-01", "h-+1", "h-", "h", "g-1", "h-1x", "hh-1", ""] {
+            assert_eq!(node_index("h", 10, other), None, "{other}");
+        }
+        // A prefix with dashes of its own.
+        assert_eq!(node_index("a-b", 3, "a-b-2"), Some(2));
+    }
+
+    #[test]
+    fn a_hollow_pod_reads_its_fields_and_skips_the_rest() {
+        let pod: HollowPod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "resourceVersion": "42",
+                "deletionTimestamp": "2026-12-07T00:00:00Z", "labels": {"a": "b"},
+                "annotations": {EXIT_CODE: "3", "other": "x"}},
+            "spec": {"nodeName": "h-1", "containers": [{"name": "c", "image": "i", "resources": {}}],
+                "tolerations": [{"key": "k"}]},
+            "status": {"phase": "Running", "conditions": []}}))
+        .unwrap();
+        assert_eq!(pod.cache_key(), "ns/p");
+        assert_eq!(pod.resource_version(), 42);
+        assert!(pod.metadata.deletion_timestamp.is_some());
+        assert_eq!(pod.metadata.annotations[EXIT_CODE], "3");
+        assert_eq!(pod.status.phase, "Running");
+        let running = running_status(&pod, "10.0.0.1");
+        assert_eq!(running["status"]["containerStatuses"][0]["name"], "c");
+        assert_eq!(running["status"]["containerStatuses"][0]["image"], "i");
+        assert_eq!(
+            running["status"]["containerStatuses"][0]["containerID"],
+            "hollow://u1"
+        );
+        // An ERROR or BOOKMARK event's object (no pod fields) still decodes.
+        let status: HollowPod =
+            serde_json::from_value(json!({"kind": "Status", "code": 410})).unwrap();
+        assert_eq!(status.resource_version(), 0);
+        // Nulls read as absent fields.
+        let nulls: HollowPod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "annotations": null, "uid": null},
+            "spec": {"nodeName": null, "containers": null}, "status": null}))
+        .unwrap();
+        assert_eq!(nulls.cache_key(), "/p");
+        assert!(nulls.spec.node_name.is_empty() && nulls.spec.containers.is_empty());
+    }
 }

@@ -231,7 +231,8 @@ pub async fn run<R: ContainerRuntime>(
         fields: format!("spec.nodeName={}", settings.node),
         ..Default::default()
     };
-    let (pods, informer) = Informer::start_query(client.clone(), q, cancel.clone());
+    let (pods, informer) =
+        Informer::<serde_json::Value>::start_query(client.clone(), q, cancel.clone());
     let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
     let mut running: JoinSet<String> = JoinSet::new();
     let mut finished: HashSet<String> = HashSet::new();

@@ -33,22 +33,79 @@ enum State {
     Watching,
 }
 
+/// What an informer can cache: an object decoded from the API's JSON that tells its key,
+/// its resource version and its controlling owner. Whole objects (`Value`) are what
+/// controllers cache; a process that reads a few fields of many objects (the hollow agent)
+/// caches a struct of only those.
+pub trait Cached: serde::de::DeserializeOwned + Send + Sync + 'static {
+    /// `namespace/name`.
+    fn cache_key(&self) -> String;
+    /// metadata.resourceVersion as a number (0 when absent).
+    fn resource_version(&self) -> i64;
+    /// The uid of its controlling owner, for [`Informer::owned_by`].
+    fn controller_uid(&self) -> Option<&str>;
+}
+
+impl Cached for Value {
+    fn cache_key(&self) -> String {
+        key(self)
+    }
+    fn resource_version(&self) -> i64 {
+        rv(self)
+    }
+    fn controller_uid(&self) -> Option<&str> {
+        controller_uid(self)
+    }
+}
+
+/// For typed views' fields (`#[serde(deserialize_with = "null_as_default")]`): a field the
+/// JSON holds as `null` reads as absent, so one odd object cannot stop a cache's decoding.
+///
+/// # Errors
+/// When the value is neither null nor a `T`.
+pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    use serde::Deserialize;
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// The cache (cheap to clone; every clone sees the same objects).
-#[derive(Clone)]
-pub struct Informer {
-    objects: Arc<RwLock<Cache>>,
+pub struct Informer<T: Cached = Value> {
+    objects: Arc<RwLock<Cache<T>>>,
     revision: Arc<AtomicI64>,
     changed: Arc<Notify>,
     synced: watch::Receiver<bool>,
 }
 
+impl<T: Cached> Clone for Informer<T> {
+    fn clone(&self) -> Self {
+        Informer {
+            objects: self.objects.clone(),
+            revision: self.revision.clone(),
+            changed: self.changed.clone(),
+            synced: self.synced.clone(),
+        }
+    }
+}
+
 /// The cached objects, and an index of them by their controlling owner's uid.
-#[derive(Default)]
-struct Cache {
-    objects: BTreeMap<String, Arc<Value>>,
+struct Cache<T> {
+    objects: BTreeMap<String, Arc<T>>,
     /// Keyed by owner uids, which object authors write: std's seeded hasher, so that
     /// crafted uids cannot collide (FxHash has no seed).
     owned: HashMap<String, BTreeSet<String>>,
+}
+
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Cache {
+            objects: BTreeMap::new(),
+            owned: HashMap::new(),
+        }
+    }
 }
 
 /// The uid of an object's controlling owner (the ownerReference with controller: true).
@@ -61,13 +118,13 @@ pub fn controller_uid(obj: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-impl Cache {
+impl<T: Cached> Cache<T> {
     /// Caches `obj` under `key`. Most updates keep the object's owner, and then leave the
     /// owner index as it is.
-    fn insert(&mut self, key: String, obj: Arc<Value>) {
+    fn insert(&mut self, key: String, obj: Arc<T>) {
         let old = self.objects.insert(key.clone(), obj.clone());
-        let was = old.as_deref().and_then(controller_uid);
-        let now = controller_uid(&obj);
+        let was = old.as_deref().and_then(Cached::controller_uid);
+        let now = obj.controller_uid();
         if old.is_some() && was == now {
             return;
         }
@@ -81,7 +138,7 @@ impl Cache {
 
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.objects.remove(key) {
-            if let Some(owner) = controller_uid(&old) {
+            if let Some(owner) = old.controller_uid() {
                 self.unindex(owner, key);
             }
         }
@@ -117,13 +174,13 @@ fn rv(obj: &Value) -> i64 {
         .unwrap_or(0)
 }
 
-impl Informer {
+impl<T: Cached> Informer<T> {
     /// Starts caching `resource` (all namespaces) through `client`, until `cancel`.
     pub fn start(
         client: Client,
         resource: &str,
         cancel: CancellationToken,
-    ) -> (Informer, tokio::task::JoinHandle<()>) {
+    ) -> (Informer<T>, tokio::task::JoinHandle<()>) {
         let q = Query {
             resource: resource.to_string(),
             ..Default::default()
@@ -138,7 +195,7 @@ impl Informer {
         client: Client,
         q: Query,
         cancel: CancellationToken,
-    ) -> (Informer, tokio::task::JoinHandle<()>) {
+    ) -> (Informer<T>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(false);
         let inf = Informer {
             objects: Arc::new(RwLock::new(Cache::default())),
@@ -151,7 +208,7 @@ impl Informer {
     }
 
     /// Every cached object.
-    pub fn list(&self) -> Vec<Arc<Value>> {
+    pub fn list(&self) -> Vec<Arc<T>> {
         self.objects
             .read()
             .map(|m| m.objects.values().cloned().collect())
@@ -159,7 +216,7 @@ impl Informer {
     }
 
     /// The cached objects whose controlling owner has `uid` (an index: no scan).
-    pub fn owned_by(&self, uid: &str) -> Vec<Arc<Value>> {
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<T>> {
         let Ok(g) = self.objects.read() else {
             return Vec::new();
         };
@@ -172,7 +229,7 @@ impl Informer {
     }
 
     /// One object by namespace and name.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
         self.objects
             .read()
             .ok()?
@@ -217,13 +274,13 @@ impl Informer {
                 State::Listing => {
                     let listed = tokio::select! {
                         _ = cancel.cancelled() => return,
-                        l = client.list_all(&q) => l,
+                        l = client.list_all_as::<T>(&q) => l,
                     };
                     match listed {
                         Ok(l) => {
                             let mut cache = Cache::default();
                             for o in l.items {
-                                cache.insert(key(&o), Arc::new(o));
+                                cache.insert(o.cache_key(), Arc::new(o));
                             }
                             if let Ok(mut g) = self.objects.write() {
                                 *g = cache;
@@ -247,7 +304,7 @@ impl Informer {
                 State::Watching => {
                     let started = tokio::select! {
                         _ = cancel.cancelled() => return,
-                        w = client.watch(&q, &from, true) => w,
+                        w = client.watch_as::<T>(&q, &from, true) => w,
                     };
                     let mut stream = match started {
                         Ok(s) => Box::pin(s),
@@ -270,17 +327,17 @@ impl Informer {
                             // The server went away: resume from where we are, elsewhere.
                             Some(Err(_)) | None => break,
                         };
-                        let r = rv(&ev.object);
+                        let r = ev.object.resource_version();
                         match ev.kind.as_str() {
                             "ADDED" | "MODIFIED" => {
                                 if let Ok(mut g) = self.objects.write() {
-                                    let k = key(&ev.object);
+                                    let k = ev.object.cache_key();
                                     g.insert(k, Arc::new(ev.object));
                                 }
                             }
                             "DELETED" => {
                                 if let Ok(mut g) = self.objects.write() {
-                                    g.remove(&key(&ev.object));
+                                    g.remove(&ev.object.cache_key());
                                 }
                             }
                             "BOOKMARK" => {}
@@ -381,7 +438,7 @@ pub struct Informers {
 }
 
 /// A started informer: its resource, the cache, and its task.
-type Started = (String, Informer, tokio::task::JoinHandle<()>);
+type Started = (String, Informer<Value>, tokio::task::JoinHandle<()>);
 
 impl Informers {
     /// Informers through `client`, all stopped by `cancel`.
@@ -430,7 +487,7 @@ mod tests {
             let refs = owner.map_or(json!([]), |o| json!([{"uid": o, "controller": true}]));
             Arc::new(json!({"metadata": {"name": "p", "ownerReferences": refs}, "v": v}))
         };
-        let owned = |c: &Cache, o: &str| -> Vec<String> {
+        let owned = |c: &Cache<Value>, o: &str| -> Vec<String> {
             c.owned.get(o).into_iter().flatten().cloned().collect()
         };
         let mut c = Cache::default();

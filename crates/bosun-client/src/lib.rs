@@ -92,13 +92,14 @@ impl From<Status> for Error {
 /// Result with the client error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// One watch event.
+/// One watch event; the object decoded as `T` (a whole `Value` unless a caller asks for
+/// a typed view of only the fields it reads: see [`Client::watch_as`]).
 #[derive(Debug, Clone)]
-pub struct Event {
+pub struct Event<T = Value> {
     /// ADDED, MODIFIED, DELETED, BOOKMARK or ERROR.
     pub kind: String,
     /// The object (a Status for ERROR).
-    pub object: Value,
+    pub object: T,
     /// More events of the same resource version follow (one write changed several
     /// objects): resume a broken watch only from a version whose events were all seen.
     pub more: bool,
@@ -113,11 +114,11 @@ pub struct Applied {
     pub outcome: String,
 }
 
-/// A page of a list.
+/// A page of a list, its objects decoded as `T`.
 #[derive(Debug, Clone, Default)]
-pub struct List {
+pub struct List<T = Value> {
     /// The objects.
-    pub items: Vec<Value>,
+    pub items: Vec<T>,
     /// The revision the list is consistent at.
     pub resource_version: String,
     /// Non-empty when more remain.
@@ -206,7 +207,7 @@ fn bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn object(b: &[u8]) -> Result<Value> {
+fn object<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
     serde_json::from_slice(b).map_err(|e| Error::Decode(e.to_string()))
 }
 
@@ -579,6 +580,15 @@ impl Client {
     /// # Errors
     /// Bad selectors, Forbidden, Expired (continue token too old), …
     pub async fn list(&self, q: &Query) -> Result<List> {
+        self.list_as(q).await
+    }
+
+    /// As [`Client::list`], each object decoded as `T`: a struct of only the fields a
+    /// caller reads skips building (and dropping) the rest of every object.
+    ///
+    /// # Errors
+    /// As [`Client::list`]; Decode when an object does not fit `T`.
+    pub async fn list_as<T: serde::de::DeserializeOwned>(&self, q: &Query) -> Result<List<T>> {
         let req = ListRequest {
             resource: q.resource.clone(),
             namespace: q.namespace.clone(),
@@ -605,11 +615,19 @@ impl Client {
     /// # Errors
     /// As [`Client::list`].
     pub async fn list_all(&self, q: &Query) -> Result<List> {
+        self.list_all_as(q).await
+    }
+
+    /// Lists every page, each object decoded as `T`.
+    ///
+    /// # Errors
+    /// As [`Client::list_as`].
+    pub async fn list_all_as<T: serde::de::DeserializeOwned>(&self, q: &Query) -> Result<List<T>> {
         let mut q = q.clone();
-        let mut out = self.list(&q).await?;
+        let mut out = self.list_as(&q).await?;
         while !out.continue_token.is_empty() {
             q.continue_token = std::mem::take(&mut out.continue_token);
-            let page = self.list(&q).await?;
+            let page = self.list_as(&q).await?;
             out.items.extend(page.items);
             out.continue_token = page.continue_token;
         }
@@ -756,6 +774,20 @@ impl Client {
         resource_version: &str,
         bookmarks: bool,
     ) -> Result<impl Stream<Item = Result<Event>>> {
+        self.watch_as(q, resource_version, bookmarks).await
+    }
+
+    /// As [`Client::watch`], each event's object decoded as `T`.
+    ///
+    /// # Errors
+    /// As [`Client::watch`]; an event whose object does not fit `T` ends the stream with
+    /// Decode.
+    pub async fn watch_as<T: serde::de::DeserializeOwned>(
+        &self,
+        q: &Query,
+        resource_version: &str,
+        bookmarks: bool,
+    ) -> Result<impl Stream<Item = Result<Event<T>>>> {
         let req = WatchRequest {
             resource: q.resource.clone(),
             namespace: q.namespace.clone(),
