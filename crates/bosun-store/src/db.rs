@@ -69,6 +69,14 @@ pub fn open(dir: &Path) -> Result<Arc<DB>> {
     // the six of them. Past this total RocksDB flushes the largest.
     opts.set_db_write_buffer_size(MAX_MEMTABLE_BYTES);
     opts.set_paranoid_checks(true);
+    // Compactions run at the lowest CPU priority (nice 19): they can wait for an idle
+    // moment, while Raft, applying entries and serving requests cannot. Flushes keep
+    // normal priority, since a flush that falls behind stalls writes at once; compactions
+    // that fall far behind slow writes down through RocksDB's level-0 triggers.
+    if let Ok(mut env) = rocksdb::Env::new() {
+        env.lower_thread_pool_cpu_priority();
+        opts.set_env(&env);
+    }
     let cfs = ALL_CFS
         .iter()
         .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
