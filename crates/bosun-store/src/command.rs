@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Values as one byte string, not a sequence of `u8`: bincode writes both the same way
 /// (length, then the bytes), but element by element a value near the 1.5 MiB limit costs
 /// tens of milliseconds to encode or decode in a debug build, at every hop of a write.
-mod bytes {
+pub(crate) mod bytes {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {

@@ -14,6 +14,7 @@ pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod etcd;
+mod hist;
 pub mod log_store;
 pub mod metrics;
 pub mod mvcc;

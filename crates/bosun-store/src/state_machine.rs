@@ -70,7 +70,8 @@ struct SnapshotBody {
     compact_revision: i64,
     kvs: Vec<KeyValue>,
     leases: Vec<(i64, i64)>,
-    hist: Vec<(i64, u32, Event)>,
+    /// History records as stored (see [`crate::hist`]).
+    hist: Vec<(i64, u32, crate::hist::Record)>,
 }
 
 /// Writes a [`SnapshotBody`] byte for byte as `bincode::serialize` does (fields in order,
@@ -130,7 +131,7 @@ impl BodyEncoder {
         Ok(())
     }
 
-    /// One history event, as stored (bincode of an [`Event`]).
+    /// One history record, as stored (see [`crate::hist`]).
     fn event(&mut self, rev: i64, sub: u32, raw: &[u8]) {
         self.out.extend_from_slice(&rev.to_le_bytes());
         self.out.extend_from_slice(&sub.to_le_bytes());
@@ -192,7 +193,7 @@ fn read_hist(db: &DB, from: i64, max: usize) -> std::io::Result<Vec<Event>> {
     it.seek(hist_key(from.max(0), 0));
     let mut out: Vec<Event> = Vec::new();
     while let Some(v) = it.value() {
-        let ev: Event = bincode::deserialize(v).map_err(std::io::Error::other)?;
+        let ev = crate::hist::decode(v)?;
         if out.len() >= max
             && out
                 .last()
@@ -566,7 +567,11 @@ fn persist(
             EventKind::Put => batch.put_cf(kv, &ev.kv.key, ser(&ev.kv)?),
             EventKind::Delete => batch.delete_cf(kv, &ev.kv.key),
         }
-        batch.put_cf(hist, hist_key(ev.kv.mod_revision, *sub), ser(ev)?);
+        batch.put_cf(
+            hist,
+            hist_key(ev.kv.mod_revision, *sub),
+            crate::hist::encode(ev)?,
+        );
     }
     // Leases by their final state: a revoke and a re-grant of one id in the same apply
     // must leave what memory holds.
@@ -824,20 +829,29 @@ mod tests {
                 (
                     5,
                     0,
-                    Event {
+                    crate::hist::record(&Event {
                         kind: EventKind::Put,
                         kv: kv("/a", 5, "x"),
                         prev: Some(kv("/a", 4, "old")),
-                    },
+                    }),
                 ),
                 (
                     7,
                     1,
-                    Event {
+                    crate::hist::record(&Event {
                         kind: EventKind::Delete,
                         kv: kv("/c", 7, ""),
                         prev: None,
-                    },
+                    }),
+                ),
+                (
+                    8,
+                    0,
+                    crate::hist::record(&Event {
+                        kind: EventKind::Put,
+                        kv: kv("/a", 8, &format!("{}y", "x".repeat(200))),
+                        prev: Some(kv("/a", 5, &"x".repeat(200))),
+                    }),
                 ),
             ],
         };
@@ -856,6 +870,8 @@ mod tests {
         assert_eq!(ours, theirs);
         let back: SnapshotBody = bincode::deserialize(&ours).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back.kvs, body.kvs);
-        assert_eq!(back.hist.len(), 2);
+        assert_eq!(back.hist.len(), 3);
+        assert!(matches!(back.hist[2].2, crate::hist::Record::Update { .. }));
+        assert_eq!(back.hist, body.hist);
     }
 }
