@@ -8,11 +8,14 @@ use std::time::Duration;
 use bosun_api::kinds::KINDS;
 use bosun_client::informer::Informers;
 use bosun_client::{Client, Code, Query};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 /// How often terminating namespaces are revisited.
 const TICK: Duration = Duration::from_millis(500);
+/// Deletes of one namespace's objects in flight at most.
+const DELETES_IN_FLIGHT: usize = 32;
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.at(ptr).and_then(Value::as_str).unwrap_or("")
@@ -75,19 +78,28 @@ async fn empty(client: &Client, ns: &str) -> bosun_client::Result<bool> {
             limit: 500,
             ..Default::default()
         };
-        for o in client.list_all(&q).await?.items {
-            left += 1;
-            if o.at("/metadata/deletionTimestamp").is_some() {
-                continue;
-            }
-            match client
-                .delete(k.resource, ns, s(&o, "/metadata/name"), None)
-                .await
-            {
+        let items = client.list_all(&q).await?.items;
+        left += items.len();
+        let names: Vec<String> = items
+            .iter()
+            .filter(|o| o.at("/metadata/deletionTimestamp").is_none())
+            .map(|o| s(o, "/metadata/name").to_string())
+            .collect();
+        // A few deletes in flight, not one at a time: a namespace of thousands of pods
+        // otherwise takes a store round trip per pod, in turn.
+        let mut outcomes = futures::stream::iter(names)
+            .map(|name| async move { client.delete(k.resource, ns, &name, None).await })
+            .buffer_unordered(DELETES_IN_FLIGHT);
+        let mut failed = None;
+        while let Some(r) = outcomes.next().await {
+            match r {
                 Ok(_) => {}
                 Err(e) if e.code() == Some(Code::NotFound) => {}
-                Err(e) => return Err(e),
+                Err(e) => failed = failed.or(Some(e)),
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     Ok(left == 0)
