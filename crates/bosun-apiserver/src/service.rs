@@ -991,45 +991,56 @@ fn binding_target(binding: &Value) -> String {
 /// PodScheduled condition; a pod bound already is a conflict, one being deleted is invalid.
 fn bind_mutation(node: String) -> impl Fn(&Value) -> Result<Next> + Send + Sync {
     move |old: &Value| -> Result<Next> {
-        // The stored pod was admitted whole; binding reads only these two facts of it.
-        let bound = old.at("/spec/nodeName").and_then(Value::as_str);
-        let deleting = old
-            .at("/metadata/deletionTimestamp")
-            .is_some_and(|t| !t.is_null());
-        let errors = bosun_api::admission::validate_binding(bound, deleting, &node);
-        if !errors.is_empty() {
-            let already = errors.iter().any(|e| e.field == "spec.nodeName");
-            if already {
-                return Err(Error::Conflict {
-                    resource: "pods".into(),
-                    name: name_of(old).into(),
-                    reason: format!("pod is already assigned to a node: {}", errors[0]),
-                });
-            }
-            return Err(Error::Invalid {
-                kind: "Binding".into(),
-                name: name_of(old).into(),
-                errors,
-            });
-        }
+        check_binding(old, &node)?;
         let mut new = old.clone();
-        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.insert("nodeName".into(), Value::String(node.clone()));
-        }
-        let cond = serde_json::json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": admission::now()});
-        if let Some(map) = new.as_object_mut() {
-            let status = map.entry("status").or_insert_with(|| serde_json::json!({}));
-            if let Some(st) = status.as_object_mut() {
-                let conds = st
-                    .entry("conditions")
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Some(list) = conds.as_array_mut() {
-                    list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-                    list.push(cond);
-                }
+        bind(&mut new, &node);
+        Ok(Next::Write(new))
+    }
+}
+
+/// Whether the stored pod `old` may be bound to `node`: a pod bound already is a
+/// conflict, one being deleted is invalid.
+fn check_binding(old: &Value, node: &str) -> Result<()> {
+    // The stored pod was admitted whole; binding reads only these two facts of it.
+    let bound = old.at("/spec/nodeName").and_then(Value::as_str);
+    let deleting = old
+        .at("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null());
+    let errors = bosun_api::admission::validate_binding(bound, deleting, node);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    if errors.iter().any(|e| e.field == "spec.nodeName") {
+        return Err(Error::Conflict {
+            resource: "pods".into(),
+            name: name_of(old).into(),
+            reason: format!("pod is already assigned to a node: {}", errors[0]),
+        });
+    }
+    Err(Error::Invalid {
+        kind: "Binding".into(),
+        name: name_of(old).into(),
+        errors,
+    })
+}
+
+/// Binds `pod` (checked by [`check_binding`]) to `node`, in place.
+fn bind(pod: &mut Value, node: &str) {
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("nodeName".into(), Value::String(node.to_string()));
+    }
+    let cond = serde_json::json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": admission::now()});
+    if let Some(map) = pod.as_object_mut() {
+        let status = map.entry("status").or_insert_with(|| serde_json::json!({}));
+        if let Some(st) = status.as_object_mut() {
+            let conds = st
+                .entry("conditions")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(list) = conds.as_array_mut() {
+                list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                list.push(cond);
             }
         }
-        Ok(Next::Write(new))
     }
 }
 

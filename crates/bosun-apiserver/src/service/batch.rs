@@ -23,7 +23,7 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::{
-    admit_update, bind_mutation, binding_target, clone_err, conflict, fence_of, kind_of,
+    admit_update, bind, binding_target, check_binding, clone_err, conflict, fence_of, kind_of,
     parse_object, patch_mutation, rv_of, same_object, to_bytes, Inner, Next, ResourceService,
 };
 use crate::admission::{self, name_of, namespace_of};
@@ -365,16 +365,11 @@ impl Inner {
             resource: kind.resource.into(),
             name: name.into(),
         })?;
-        let mut object = match bind_mutation(binding_target(binding))(&stored.object)? {
-            Next::Write(v) => v,
-            Next::Delete => {
-                return Err(Error::Conflict {
-                    resource: kind.resource.into(),
-                    name: name.into(),
-                    reason: "the pod is being deleted".into(),
-                })
-            }
-        };
+        // The decoded pod is ours: bound in place, not copied.
+        let mut object = stored.object;
+        let node = binding_target(binding);
+        check_binding(&object, &node)?;
+        bind(&mut object, &node);
         store::set_resource_version(&mut object, stored.mod_revision);
         let encoded = self.encode_within_limit(kind, &key, &object)?;
         Ok(Planned {
