@@ -993,7 +993,7 @@ fn bind_mutation(node: String) -> impl Fn(&Value) -> Result<Next> + Send + Sync 
     move |old: &Value| -> Result<Next> {
         check_binding(old, &node)?;
         let mut new = old.clone();
-        bind(&mut new, &node);
+        bind_pod(&mut new, &node);
         Ok(Next::Write(new))
     }
 }
@@ -1025,7 +1025,7 @@ fn check_binding(old: &Value, node: &str) -> Result<()> {
 }
 
 /// Binds `pod` (checked by [`check_binding`]) to `node`, in place.
-fn bind(pod: &mut Value, node: &str) {
+fn bind_pod(pod: &mut Value, node: &str) {
     if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
         spec.insert("nodeName".into(), Value::String(node.to_string()));
     }

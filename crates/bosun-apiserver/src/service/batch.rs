@@ -23,7 +23,7 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::{
-    admit_update, bind, binding_target, check_binding, clone_err, conflict, fence_of, kind_of,
+    admit_update, bind_pod, binding_target, check_binding, clone_err, conflict, fence_of, kind_of,
     parse_object, patch_mutation, rv_of, same_object, to_bytes, Inner, Next, ResourceService,
 };
 use crate::admission::{self, name_of, namespace_of};
@@ -369,7 +369,7 @@ impl Inner {
         let mut object = stored.object;
         let node = binding_target(binding);
         check_binding(&object, &node)?;
-        bind(&mut object, &node);
+        bind_pod(&mut object, &node);
         store::set_resource_version(&mut object, stored.mod_revision);
         let encoded = self.encode_within_limit(kind, &key, &object)?;
         Ok(Planned {
