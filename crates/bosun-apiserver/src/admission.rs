@@ -489,6 +489,77 @@ pub fn prepare_create(kind: &KindInfo, obj: &mut Value) -> Result<()> {
     Ok(())
 }
 
+/// metadata.name, uid and creationTimestamp, as [`prepare_create`] generates them.
+pub type GeneratedFields = [Option<String>; 3];
+
+/// An object's [`GeneratedFields`].
+pub fn generated_fields(obj: &Value) -> GeneratedFields {
+    [
+        "/metadata/name",
+        "/metadata/uid",
+        "/metadata/creationTimestamp",
+    ]
+    .map(|at| obj.at(at).and_then(Value::as_str).map(str::to_string))
+}
+
+/// An admitted object that stands for more objects created from the same request: a
+/// controller's batch of pods from one template. Each copy differs from it only in what
+/// [`prepare_create`] generates (name from generateName, uid, creationTimestamp), so the
+/// typed pass, which reads none of those but the name's form, is run once for the batch.
+pub struct Copies {
+    admitted: Value,
+    /// The generateName each copy's name is made from.
+    base: String,
+}
+
+impl Copies {
+    /// Copies of `admitted`, the outcome of [`prepare_create`] and [`admit`] on `input`,
+    /// when that is sound: `input` names nothing but has a generateName, the kind's
+    /// admission reads no generated field (a Job's selector holds its uid), and the typed
+    /// pass kept the generated fields as they were after [`prepare_create`] (`prepared`,
+    /// from [`generated_fields`]), so that setting new ones gives what admitting a copy
+    /// would. A generated name's validity is the same for every copy: the base is the
+    /// same, and the suffix is always 5 lowercase letters and digits.
+    pub fn of(
+        kind: &KindInfo,
+        input: &Value,
+        prepared: &GeneratedFields,
+        admitted: &Value,
+    ) -> Option<Self> {
+        if kind.kind == "Job" || kind.kind == "Service" {
+            return None;
+        }
+        let meta = input.get("metadata")?;
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+        {
+            return None;
+        }
+        let base = meta.get("generateName")?.as_str()?;
+        if base.is_empty() {
+            return None;
+        }
+        let kept = generated_fields(admitted);
+        (prepared.iter().all(Option::is_some) && kept == *prepared).then(|| Copies {
+            admitted: admitted.clone(),
+            base: base.to_string(),
+        })
+    }
+
+    /// One more copy, with a new name, uid and creationTimestamp.
+    pub fn copy(&self) -> Value {
+        let mut obj = self.admitted.clone();
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("name".into(), Value::String(generated_name(&self.base)));
+            meta.insert("uid".into(), Value::String(new_uid()));
+            meta.insert("creationTimestamp".into(), Value::String(now()));
+        }
+        obj
+    }
+}
+
 /// Carries the server-owned fields of `old` into `new` on update, keeps the part the
 /// request may not change (status on the main resource; everything but status on the
 /// status subresource). Generation is bumped after admission ([`bump_generation`]).
@@ -773,5 +844,54 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].field, "spec.replica");
+    }
+
+    #[test]
+    fn a_copy_of_an_admitted_template_is_what_admitting_it_again_gives() {
+        let kind = bosun_api::kinds::by_resource("pods").unwrap();
+        let input = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "web-", "namespace": "default", "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
+                    "uid": "u1", "controller": true}]},
+            "spec": {"containers": [{"name": "c", "image": "bosun/busybox",
+                "resources": {"limits": {"memory": "64Mi"}}}]}});
+        let admitted_once = || {
+            let mut obj = input.clone();
+            prepare_create(kind, &mut obj).unwrap();
+            let prepared = generated_fields(&obj);
+            (prepared, admit(kind, obj, None, Vec::new()).unwrap())
+        };
+        let (prepared, first) = admitted_once();
+        let copies = Copies::of(kind, &input, &prepared, &first).expect("pods of a template");
+        let copy = copies.copy();
+        let without_generated = |obj: &Value| {
+            let mut obj = obj.clone();
+            for f in ["name", "uid", "creationTimestamp"] {
+                obj["metadata"].as_object_mut().unwrap().remove(f);
+            }
+            obj
+        };
+        // The same as a second object admitted in full, but for what is generated...
+        let (_, second) = admitted_once();
+        assert_eq!(without_generated(&copy), without_generated(&second));
+        // ...which is new, and in the form the typed pass gives: a copy admitted again
+        // is unchanged.
+        let [name, uid, created] = generated_fields(&copy);
+        let name = name.unwrap();
+        assert!(name.starts_with("web-") && name.len() == 9, "{name}");
+        assert_ne!(uid, prepared[1]);
+        assert!(created.is_some());
+        assert_eq!(admit(kind, copy.clone(), None, Vec::new()).unwrap(), copy);
+
+        // Not for an object with a name, a Job (its selector holds its uid), or when the
+        // typed pass changed a generated field.
+        let mut named = input.clone();
+        named["metadata"]["name"] = json!("web-1");
+        assert!(Copies::of(kind, &named, &prepared, &first).is_none());
+        let jobs = bosun_api::kinds::by_resource("jobs").unwrap();
+        assert!(Copies::of(jobs, &input, &prepared, &first).is_none());
+        let mut changed = prepared.clone();
+        changed[2] = Some("2026-01-01T00:00:00.5Z".into());
+        assert!(Copies::of(kind, &input, &changed, &first).is_none());
     }
 }

@@ -15,6 +15,7 @@
 
 use bosun_api::json::At;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use bosun_api::kinds::KindInfo;
 use bosun_api::resources::{BatchItem, BatchPatchRequest, BatchReply, BatchWriteRequest, Target};
@@ -213,11 +214,12 @@ impl Inner {
     }
 
     /// Creates `objs` (each already type-checked and authorized), as [`Inner::create`]
-    /// would one by one.
+    /// would one by one. Consecutive items that are one shared object (copies of a
+    /// template, decoded once) are admitted once: see [`admission::Copies`].
     pub(crate) async fn create_many(
         &self,
         kind: &KindInfo,
-        objs: Vec<Value>,
+        objs: Vec<Arc<Value>>,
         dry_run: bool,
     ) -> Vec<Result<Value>> {
         let mut out: Vec<Option<Result<Value>>> = (0..objs.len()).map(|_| None).collect();
@@ -234,8 +236,20 @@ impl Inner {
             let mut keys = HashSet::new();
             // namespace -> its revision (0: missing), read once per batch.
             let mut namespaces: BTreeMap<String, i64> = BTreeMap::new();
+            // The last item admitted in full, and what copies of it are made from.
+            let mut template: Option<(&Arc<Value>, admission::Copies)> = None;
             for (index, obj) in objs.iter().enumerate() {
-                match self.plan_create(kind, obj.clone(), &mut namespaces) {
+                let plan = match &template {
+                    Some((src, copies)) if Arc::ptr_eq(src, obj) => {
+                        self.plan_copy(kind, copies.copy())
+                    }
+                    _ => {
+                        let (plan, copies) = self.plan_create(kind, obj, &mut namespaces);
+                        template = copies.map(|c| (obj, c));
+                        plan
+                    }
+                };
+                match plan {
                     // The same name twice in one batch, or a name this server sees taken:
                     // it goes alone (and is told it exists), not failing the others' guard.
                     Ok(p) if !keys.insert(p.key.clone()) => {}
@@ -265,55 +279,78 @@ impl Inner {
         for (slot, obj) in out.into_iter().zip(objs) {
             results.push(match slot {
                 Some(r) => r,
-                None => self.create(kind, obj, dry_run).await,
+                None => self.create(kind, Arc::unwrap_or_clone(obj), dry_run).await,
             });
         }
         results
     }
 
     /// Admits and encodes one object to create, checking its namespace (read once per
-    /// batch into `namespaces`).
+    /// batch into `namespaces`); with what copies of it are made from, when they can be.
     fn plan_create(
         &self,
         kind: &KindInfo,
-        mut obj: Value,
+        input: &Value,
         namespaces: &mut BTreeMap<String, i64>,
-    ) -> Result<Planned> {
-        admission::prepare_create(kind, &mut obj)?;
+    ) -> (Result<Planned>, Option<admission::Copies>) {
+        let mut obj = input.clone();
+        if let Err(e) = admission::prepare_create(kind, &mut obj) {
+            return (Err(e), None);
+        }
         if kind.kind == "Job" {
             super::job_selector(&mut obj);
         }
-        let obj = admission::admit(kind, obj, None, Vec::new())?;
-        let ns = namespace_of(&obj).to_string();
-        let key = kind.key(&ns, name_of(&obj));
-        if let Some(ns_key) = super::Inner::namespace_key(kind, &ns) {
-            let rev = match namespaces.get(&ns) {
-                Some(rev) => *rev,
-                None => {
-                    let rev = match self.store.get(&ns_key)? {
-                        Some(n) if n.object.at("/metadata/deletionTimestamp").is_some() => -1,
-                        Some(n) => n.mod_revision,
-                        None => 0,
-                    };
-                    namespaces.insert(ns.clone(), rev);
-                    rev
-                }
-            };
-            match rev {
-                -1 => {
-                    return Err(Error::Forbidden(format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                )))
-                }
-                0 => {
-                    return Err(Error::NotFound {
-                        resource: "namespaces".into(),
-                        name: ns,
-                    })
-                }
-                _ => {}
-            }
+        // To check that the typed pass left the generated fields alone.
+        let prepared = admission::generated_fields(&obj);
+        let obj = match admission::admit(kind, obj, None, Vec::new()) {
+            Ok(obj) => obj,
+            Err(e) => return (Err(e), None),
+        };
+        if let Err(e) = self.check_namespace(kind, namespace_of(&obj), namespaces) {
+            return (Err(e), None);
         }
+        let copies = admission::Copies::of(kind, input, &prepared, &obj);
+        (self.plan_copy(kind, obj), copies)
+    }
+
+    /// Fails when `ns` (read once per batch into `namespaces`) is missing or being
+    /// deleted, for a namespaced kind.
+    fn check_namespace(
+        &self,
+        kind: &KindInfo,
+        ns: &str,
+        namespaces: &mut BTreeMap<String, i64>,
+    ) -> Result<()> {
+        let Some(ns_key) = super::Inner::namespace_key(kind, ns) else {
+            return Ok(());
+        };
+        let rev = match namespaces.get(ns) {
+            Some(rev) => *rev,
+            None => {
+                let rev = match self.store.get(&ns_key)? {
+                    Some(n) if n.object.at("/metadata/deletionTimestamp").is_some() => -1,
+                    Some(n) => n.mod_revision,
+                    None => 0,
+                };
+                namespaces.insert(ns.to_string(), rev);
+                rev
+            }
+        };
+        match rev {
+            -1 => Err(Error::Forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ))),
+            0 => Err(Error::NotFound {
+                resource: "namespaces".into(),
+                name: ns.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Encodes an admitted object to create, in a namespace already checked.
+    fn plan_copy(&self, kind: &KindInfo, obj: Value) -> Result<Planned> {
+        let key = kind.key(namespace_of(&obj), name_of(&obj));
         let encoded = self.encode_within_limit(kind, &key, &obj)?;
         Ok(Planned {
             index: 0,
@@ -470,6 +507,19 @@ impl Inner {
     }
 }
 
+/// One item of a batch as checked: its namespace and name (for the audit), and its
+/// namespace and object, or why it is refused.
+type CheckedItem = ((String, String), Result<(String, Arc<Value>)>);
+
+/// The same answer for one more item alike to the one checked.
+fn again((ident, checked): &CheckedItem) -> CheckedItem {
+    let checked = match checked {
+        Ok((ns, obj)) => Ok((ns.clone(), Arc::clone(obj))),
+        Err(e) => Err(clone_err(e)),
+    };
+    (ident.clone(), checked)
+}
+
 impl ResourceService {
     /// Parses, type-checks and authorizes one item: its namespace and name (for the
     /// audit), and the object, or why it is refused.
@@ -529,19 +579,36 @@ impl ResourceService {
         // Per item: its namespace and name (for the audit), and what was answered.
         let mut names: Vec<(String, String)> = Vec::with_capacity(n);
         let mut out: Vec<Option<Result<Value>>> = (0..n).map(|_| None).collect();
-        let mut accepted: Vec<(usize, String, Value)> = Vec::new();
+        let mut accepted: Vec<(usize, String, Arc<Value>)> = Vec::new();
+        // An item alike byte for byte to the one before (a controller's copies of one
+        // template) is that item again: decoded and checked once, one object shared.
+        let mut last: Option<(&[u8], CheckedItem)> = None;
         for (i, bytes) in r.objects.iter().enumerate() {
-            let (ident, checked) = self.check_item(&user, kind, binding, &r.namespace, bytes);
+            let (ident, checked) = match &last {
+                Some((b, item)) if *b == bytes.as_slice() => again(item),
+                _ => {
+                    let (ident, checked) =
+                        self.check_item(&user, kind, binding, &r.namespace, bytes);
+                    let item = (ident, checked.map(|(ns, obj)| (ns, Arc::new(obj))));
+                    let next = again(&item);
+                    last = Some((bytes.as_slice(), item));
+                    next
+                }
+            };
             names.push(ident);
             match checked {
                 Ok((ns, obj)) => accepted.push((i, ns, obj)),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
+        drop(last);
         let indices: Vec<usize> = accepted.iter().map(|(i, _, _)| *i).collect();
         let results = store::fenced(fence, async {
             if binding {
-                let items = accepted.into_iter().map(|(_, ns, o)| (ns, o)).collect();
+                let items = accepted
+                    .into_iter()
+                    .map(|(_, ns, o)| (ns, Arc::unwrap_or_clone(o)))
+                    .collect();
                 self.inner.bind_many(kind, items).await
             } else {
                 let items = accepted.into_iter().map(|(_, _, o)| o).collect();

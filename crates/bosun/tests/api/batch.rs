@@ -81,9 +81,10 @@ async fn a_batch_answers_every_item_as_alone_and_writes_the_good_ones_at_one_rev
     copy["metadata"] = json!({"generateName": "brief-"});
     let brief = a
         .brief()
-        .create_copies("pods", "b1", &copy, 2)
+        .create_copies("pods", "b1", &copy, 3)
         .await
         .unwrap();
+    assert_eq!(brief.len(), 3);
     let taken = a
         .brief()
         .create_batch("pods", "b1", &[pod("taken")])
@@ -108,6 +109,40 @@ async fn a_batch_answers_every_item_as_alone_and_writes_the_good_ones_at_one_rev
         let stored = a.get("pods", "b1", name).await.unwrap();
         assert_eq!(obj["metadata"]["uid"], stored["metadata"]["uid"]);
         assert_eq!(rv(obj), rv(&stored));
+    }
+    // Copies are admitted once for the batch: each is a whole pod of its own, alike but
+    // for its name, uid and creation time.
+    let mut stored = Vec::new();
+    for r in &brief {
+        let name = r.as_ref().unwrap()["metadata"]["name"]
+            .as_str()
+            .unwrap_or("");
+        stored.push(a.get("pods", "b1", name).await.unwrap());
+    }
+    let generated = |p: &Value, f: &str| p["metadata"][f].as_str().unwrap_or("").to_string();
+    let uids: std::collections::HashSet<String> =
+        stored.iter().map(|p| generated(p, "uid")).collect();
+    assert_eq!(uids.len(), 3, "{uids:?}");
+    let mut alike: Vec<Value> = stored.clone();
+    for p in &mut alike {
+        assert!(!generated(p, "creationTimestamp").is_empty(), "{p}");
+        assert_eq!(p["spec"]["restartPolicy"], "Always", "defaulted: {p}");
+        let meta = p["metadata"].as_object_mut().unwrap();
+        for f in ["name", "uid", "creationTimestamp"] {
+            meta.remove(f);
+        }
+    }
+    assert_eq!(alike[0], alike[1]);
+    assert_eq!(alike[0], alike[2]);
+    // Copies of a template admission refuses: each is refused, naming the field.
+    let mut bad = copy.clone();
+    bad["spec"]["containers"][0]["imagePullPolice"] = json!("Always");
+    let refused = a.create_copies("pods", "b1", &bad, 3).await.unwrap();
+    assert_eq!(refused.len(), 3);
+    for r in &refused {
+        let e = r.as_ref().unwrap_err();
+        assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+        assert!(e.to_string().contains("imagePullPolice"), "{e}");
     }
 
     // Too many items: the call as a whole is refused, and nothing is written.
