@@ -28,6 +28,13 @@ echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace -- --test-threads="${BOSUN_TEST_THREADS:-2}" 2>&1 | tee "$log"
+# .cargo/config.toml builds RocksDB for SSE4.2 and PCLMULQDQ, so that it checksums its
+# WAL with the CPU's CRC32C instruction (docs/benchmarks.md); the three-way CRC32C
+# function exists only in such a build.
+if [[ "$(uname -m)" == x86_64 ]] && ! nm -C "$CARGO_TARGET_DIR/debug/bosun" | grep crc32c_3way > /dev/null; then
+  echo "test.sh: RocksDB was built without hardware CRC32C (is CXXFLAGS_x86_64_unknown_linux_gnu overridden?)" >&2
+  exit 1
+fi
 # One closing line with the totals over every test binary (cargo ends on the last crate's).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f; if (p == 0) exit 1 }' "$log"

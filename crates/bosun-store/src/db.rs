@@ -43,6 +43,14 @@ pub const MAX_MEMTABLE_BYTES: usize = 128 << 20;
 /// database is never silently recreated over existing files.
 pub fn open(dir: &Path) -> Result<Arc<DB>> {
     let path = dir.join("db");
+    if let Some(missing) = missing_cpu_features() {
+        return Err(Error::Open {
+            path,
+            reason: format!(
+                "this CPU lacks {missing}, which the store's checksums are built to use (every x86-64 server CPU since 2011 has them)"
+            ),
+        });
+    }
     let exists = path.join("CURRENT").exists();
     if !exists
         && path.exists()
@@ -86,6 +94,30 @@ pub fn open(dir: &Path) -> Result<Arc<DB>> {
             path,
             reason: e.into_string(),
         })
+}
+
+/// The CPU features RocksDB is built to use (`.cargo/config.toml`: SSE4.2 and PCLMULQDQ
+/// for CRC32C) that this CPU lacks, if any: without them its first checksum would stop the
+/// process on an illegal instruction.
+fn missing_cpu_features() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let missing: Vec<&str> = [
+            ("SSE4.2", std::arch::is_x86_feature_detected!("sse4.2")),
+            (
+                "PCLMULQDQ",
+                std::arch::is_x86_feature_detected!("pclmulqdq"),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, has)| !has)
+        .map(|(name, _)| name)
+        .collect();
+        if !missing.is_empty() {
+            return Some(missing.join(" and "));
+        }
+    }
+    None
 }
 
 /// Big-endian u64 key.
