@@ -1065,9 +1065,13 @@ fn patch_mutation<'a>(
     status_only: bool,
 ) -> impl Fn(&Value) -> Result<Next> + Send + Sync + 'a {
     move |old: &Value| {
-        let mut new = old.clone();
-        admission::merge_patch(&mut new, patch);
-        let new = admission::prepare_update(kind, old, new, status_only)?;
+        let new = if status_only {
+            admission::patch_status(old, patch)
+        } else {
+            let mut new = old.clone();
+            admission::merge_patch(&mut new, patch);
+            admission::prepare_update(kind, old, new, false)?
+        };
         Ok(finalize_or_write(old, new))
     }
 }
