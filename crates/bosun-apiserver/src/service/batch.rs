@@ -244,7 +244,9 @@ impl Inner {
                         self.plan_copy(kind, copies.copy())
                     }
                     _ => {
-                        let (plan, copies) = self.plan_create(kind, obj, &mut namespaces);
+                        // Copies are prepared only for an item the next one repeats.
+                        let repeated = objs.get(index + 1).is_some_and(|n| Arc::ptr_eq(n, obj));
+                        let (plan, copies) = self.plan_create(kind, obj, repeated, &mut namespaces);
                         template = copies.map(|c| (obj, c));
                         plan
                     }
@@ -286,11 +288,13 @@ impl Inner {
     }
 
     /// Admits and encodes one object to create, checking its namespace (read once per
-    /// batch into `namespaces`); with what copies of it are made from, when they can be.
+    /// batch into `namespaces`); with what copies of it are made from, when `repeated`
+    /// and they can be.
     fn plan_create(
         &self,
         kind: &KindInfo,
         input: &Value,
+        repeated: bool,
         namespaces: &mut BTreeMap<String, i64>,
     ) -> (Result<Planned>, Option<admission::Copies>) {
         let mut obj = input.clone();
@@ -309,7 +313,9 @@ impl Inner {
         if let Err(e) = self.check_namespace(kind, namespace_of(&obj), namespaces) {
             return (Err(e), None);
         }
-        let copies = admission::Copies::of(kind, input, &prepared, &obj);
+        let copies = repeated
+            .then(|| admission::Copies::of(kind, input, &prepared, &obj))
+            .flatten();
         (self.plan_copy(kind, obj), copies)
     }
 
@@ -601,6 +607,8 @@ impl ResourceService {
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
+        // Its share of the last object goes first, so that a binding below takes the
+        // object it decoded without copying it.
         drop(last);
         let indices: Vec<usize> = accepted.iter().map(|(i, _, _)| *i).collect();
         let results = store::fenced(fence, async {
