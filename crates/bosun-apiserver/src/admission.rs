@@ -948,6 +948,10 @@ mod tests {
         assert!(name.starts_with("web-") && name.len() == 9, "{name}");
         assert_ne!(uid, prepared[1]);
         assert!(created.is_some());
+        // Each copy is a new object: another copy has another name and uid.
+        let [name2, uid2, _] = generated_fields(&copies.copy());
+        assert_ne!(name2.as_deref(), Some(name.as_str()));
+        assert_ne!(uid2, uid);
         assert_eq!(admit(kind, copy.clone(), None, Vec::new()).unwrap(), copy);
 
         // Not for an object with a name, a Job (its selector holds its uid), or when the
