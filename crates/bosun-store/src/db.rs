@@ -77,6 +77,11 @@ pub fn open(dir: &Path) -> Result<Arc<DB>> {
     // the six of them. Past this total RocksDB flushes the largest.
     opts.set_db_write_buffer_size(MAX_MEMTABLE_BYTES);
     opts.set_paranoid_checks(true);
+    // The state machine writes its column families without the WAL (state_machine.rs:
+    // the Raft log is their WAL). A flush must then write every column family at once,
+    // or a restart could find `kv` ahead of the applied index kept in `sm` and apply
+    // entries twice.
+    opts.set_atomic_flush(true);
     // Compactions run at the lowest CPU priority (nice 19): they can wait for an idle
     // moment, while Raft, applying entries and serving requests cannot. Flushes keep
     // normal priority, since a flush that falls behind stalls writes at once; compactions

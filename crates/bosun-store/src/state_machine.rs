@@ -3,9 +3,13 @@
 //! The current key space is also held in memory (as etcd holds its index), so reads are
 //! served without touching disk; RocksDB holds it durably together with the event history.
 //! Each `apply` call writes its changes and the last applied log id in one `WriteBatch`:
-//! a crash never applies an entry twice or loses one. The batch is not synced by itself —
-//! the log is, and is replayed after a crash; before a snapshot lets the log be purged, the
-//! WAL is synced.
+//! a crash never applies an entry twice or loses one. The batch skips RocksDB's WAL: the
+//! Raft log, synced before an entry commits, is this state's write-ahead log (as etcd's
+//! WAL is for its bbolt backend). A crash loses the applies still in memtables, the
+//! applied index among them, and the entries are applied again from the log on restart;
+//! flushes write every column family at once (`db::open`), so what survives is always one
+//! apply's state. Before a snapshot lets the log behind it be purged, the memtables are
+//! flushed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -407,8 +411,10 @@ impl Shared {
             leases,
             hist: Vec::new(),
         };
-        // The state we snapshot must be durable before openraft purges the log behind it.
-        blocking(|| self.db.flush_wal(true)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // The state we snapshot must be durable before openraft purges the log behind it:
+        // applies skip the WAL, so their memtables are flushed (atomically, with the
+        // applied index) to SST files.
+        blocking(|| flush_state(&self.db)).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let mut enc = BodyEncoder::new(&body).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         {
             let mut it = view.raw_iterator_cf(cf(&self.db, CF_KV).map_err(read)?);
@@ -597,6 +603,25 @@ fn persist(
     Ok(())
 }
 
+/// Options of an apply's write: no WAL, since the Raft log replays it after a crash.
+fn no_wal() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.disable_wal(true);
+    w
+}
+
+/// Writes the state machine's memtables to SST files and waits: afterwards the applied
+/// state survives a crash without the log entries behind it.
+fn flush_state(db: &DB) -> std::io::Result<()> {
+    let cfs = [CF_KV, CF_HIST, CF_LEASE, CF_SM]
+        .into_iter()
+        .map(|n| cf(db, n))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut opts = rocksdb::FlushOptions::default();
+    opts.set_wait(true);
+    db.flush_cfs_opt(&cfs, &opts).map_err(std::io::Error::other)
+}
+
 /// Tiny object-safe serialisation helper so `persist` can take mixed types.
 mod erased {
     pub trait Ser {
@@ -685,10 +710,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut batch = WriteBatch::default();
             persist(&sh.db, &mut batch, &changes, &inner)
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            // Unsynced: a memtable and WAL append of microseconds; handing the worker thread
-            // off (block_in_place) would cost more than the write.
+            // A memtable insert of microseconds, without the WAL (the module's doc):
+            // handing the worker thread off (block_in_place) would cost more than the write.
             sh.db
-                .write(batch)
+                .write_opt(batch, &no_wal())
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
         if !changes.events.is_empty() {
