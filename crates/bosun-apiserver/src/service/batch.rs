@@ -596,9 +596,16 @@ impl ResourceService {
                     let (ident, checked) =
                         self.check_item(&user, kind, binding, &r.namespace, bytes);
                     let item = (ident, checked.map(|(ns, obj)| (ns, Arc::new(obj))));
-                    let next = again(&item);
-                    last = Some((bytes.as_slice(), item));
-                    next
+                    // Kept only for an item the next one repeats: distinct items (a
+                    // scheduler's bindings) are not cloned for a reuse that never comes.
+                    if r.objects.get(i + 1) == Some(bytes) {
+                        let next = again(&item);
+                        last = Some((bytes.as_slice(), item));
+                        next
+                    } else {
+                        last = None;
+                        item
+                    }
                 }
             };
             names.push(ident);

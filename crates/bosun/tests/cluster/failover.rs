@@ -154,13 +154,11 @@ async fn killing_every_server_loses_no_applied_state() {
     let old = now / 2;
     let mut before = Vec::new();
     for n in ALL {
-        let at = |rev| {
-            let c = &c;
-            move || async move { records(c, n, rev).await.filter(|r| r.0 == now) }
-        };
-        let current = eventually(Duration::from_secs(30), "every server applied", at(0))
-            .await
-            .unwrap_or_else(|e| panic!("{n}: {e}"));
+        let current = eventually(Duration::from_secs(30), "every server applied", || async {
+            records(&c, n, 0).await.filter(|r| r.0 == now)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{n}: {e}"));
         let history = records(&c, n, old).await.unwrap();
         before.push((current.1, history.1));
     }
