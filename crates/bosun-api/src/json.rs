@@ -59,54 +59,170 @@ fn index(token: &str) -> Option<usize> {
 /// otherwise further in (members out of order, as Go writes them) keeps its layout: the
 /// same object, with `name` set in `outer`.
 pub fn insert_member(stored: &[u8], outer: &str, name: &str, value: &str) -> Option<Vec<u8>> {
-    // Valid JSON first (parsing without building anything), so that the scan below may
-    // take it for granted and anything else gets the slow path's answer.
-    // (IgnoredAny checks neither UTF-8 inside strings nor escapes: see below.)
-    std::str::from_utf8(stored).ok()?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(stored).ok()?;
-    let (top, end) = raw::members(stored, 0)?;
-    if end != stored.len() {
+    let object = Compact::parse(stored)?;
+    if object.get_in(outer, name)?.is_some() {
         return None;
     }
-    // Exactly one member `outer`; a key with an escape might spell it too: leave that to
-    // the slow path.
-    let mut object = None;
-    for m in &top {
-        if raw::key(stored, m)? == outer.as_bytes() && object.replace(m).is_some() {
+    object.set_in(&[(outer, name, &serde_json::to_vec(value).ok()?)])
+}
+
+/// A stored object (compact, as serde_json writes one) read and edited member by member,
+/// without building it: what binding a pod or setting its resource version touches is a few
+/// members of a kilobyte of JSON.
+pub struct Compact<'a> {
+    bytes: &'a [u8],
+    top: Vec<raw::Member>,
+}
+
+impl<'a> Compact<'a> {
+    /// `None` when `stored` is not valid JSON, not an object, not compact at the top, or
+    /// has a top-level key with an escape (or a `\u` or `\/` escape anywhere): its readers
+    /// then take their slow path, which decides the rest.
+    pub fn parse(stored: &'a [u8]) -> Option<Self> {
+        // Valid JSON first (parsing without building anything), so that the scans may take
+        // it for granted and anything else gets the slow path's answer.
+        // (IgnoredAny checks neither UTF-8 inside strings nor escapes: see raw.)
+        std::str::from_utf8(stored).ok()?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(stored).ok()?;
+        let (top, end) = raw::members(stored, 0)?;
+        if end != stored.len() {
+            return None;
+        }
+        for m in &top {
+            raw::key(stored, m)?;
+        }
+        Some(Compact { bytes: stored, top })
+    }
+
+    /// The top-level member `name`'s value as written: `Some(None)` when there is none,
+    /// `None` when there are two.
+    pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        Some(unique(self.bytes, &self.top, name)?.map(|m| &self.bytes[m.value.clone()]))
+    }
+
+    /// The value, as written, of member `name` of the top-level object `outer`:
+    /// `Some(None)` when `outer` has no such member; `None` when `outer` is missing (or
+    /// there are two), is not a compact object, or holds `name` twice or a key with an
+    /// escape.
+    pub fn get_in(&self, outer: &str, name: &str) -> Option<Option<&'a [u8]>> {
+        self.members_of(outer)?.get(name)
+    }
+
+    /// The top-level object `outer`'s members, read once for several lookups; `None`
+    /// where [`Compact::get_in`] would be for any name.
+    pub fn members_of(&self, outer: &str) -> Option<Members<'a>> {
+        let (members, _) = self.object(unique(self.bytes, &self.top, outer)??)?;
+        Some(Members {
+            bytes: self.bytes,
+            members,
+        })
+    }
+
+    /// The object with each `(outer, name, value)` set: member `name` of the top-level
+    /// object `outer` takes `value` (JSON, compact), where it is or, new, where sorting
+    /// puts it; a missing `outer` is added, where sorting puts it, as an object of that
+    /// one member. `None` where [`Compact::get_in`] would be, and for two edits of one
+    /// `outer`.
+    pub fn set_in(&self, sets: &[(&str, &str, &[u8])]) -> Option<Vec<u8>> {
+        // (where the replaced bytes start, where they end, what goes there)
+        let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::with_capacity(sets.len());
+        for (i, (outer, name, value)) in sets.iter().enumerate() {
+            if sets[..i].iter().any(|(o, _, _)| o == outer) {
+                return None;
+            }
+            let member = |name: &str, value: &[u8]| {
+                let mut m = serde_json::to_vec(name).ok()?;
+                m.push(b':');
+                m.extend_from_slice(value);
+                Some(m)
+            };
+            edits.push(match unique(self.bytes, &self.top, outer)? {
+                Some(o) => {
+                    let (fields, close) = self.object(o)?;
+                    match unique(self.bytes, &fields, name)? {
+                        Some(m) => (m.value.start, m.value.end, value.to_vec()),
+                        None => insertion(self.bytes, &fields, close, name, member(name, value)?)?,
+                    }
+                }
+                None => {
+                    let object = [b"{", &member(name, value)?[..], b"}"].concat();
+                    let m = member(outer, &object)?;
+                    insertion(self.bytes, &self.top, self.bytes.len(), outer, m)?
+                }
+            });
+        }
+        edits.sort_by_key(|e| e.0);
+        let mut out =
+            Vec::with_capacity(self.bytes.len() + edits.iter().map(|e| e.2.len()).sum::<usize>());
+        let mut at = 0;
+        for (start, end, with) in edits {
+            out.extend_from_slice(&self.bytes[at..start]);
+            out.extend_from_slice(&with);
+            at = end;
+        }
+        out.extend_from_slice(&self.bytes[at..]);
+        Some(out)
+    }
+
+    /// The members of the top-level member `m`'s value, a compact object, and where it
+    /// ends.
+    fn object(&self, m: &raw::Member) -> Option<(Vec<raw::Member>, usize)> {
+        let (fields, close) = raw::members(self.bytes, m.value.start)?;
+        (close == m.value.end).then_some((fields, close))
+    }
+}
+
+/// The members of one object of a [`Compact`].
+pub struct Members<'a> {
+    bytes: &'a [u8],
+    members: Vec<raw::Member>,
+}
+
+impl<'a> Members<'a> {
+    /// Member `name`'s value as written, as [`Compact::get_in`] reads it.
+    pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        Some(unique(self.bytes, &self.members, name)?.map(|m| &self.bytes[m.value.clone()]))
+    }
+}
+
+/// The one member `name` of `members`: `Some(None)` when there is none; `None` when there
+/// are two, or a key has an escape (it might spell `name`).
+fn unique<'m>(b: &[u8], members: &'m [raw::Member], name: &str) -> Option<Option<&'m raw::Member>> {
+    let mut found = None;
+    for m in members {
+        if raw::key(b, m)? == name.as_bytes() && found.replace(m).is_some() {
             return None;
         }
     }
-    let object = object?;
-    let (fields, close) = raw::members(stored, object.value.start)?;
-    if close != object.value.end {
-        return None;
-    }
-    // Before the first member that sorts after `name`, else last.
+    Some(found)
+}
+
+/// Where `member` (`"key":value`) goes among `members` of the object that ends just before
+/// `close` (its closing brace at `close - 1`): before the first member whose key sorts
+/// after `key`, else last; as an edit that replaces nothing. `None` when `key` is there
+/// already.
+fn insertion(
+    b: &[u8],
+    members: &[raw::Member],
+    close: usize,
+    key: &str,
+    member: Vec<u8>,
+) -> Option<(usize, usize, Vec<u8>)> {
     let mut at = None;
-    for m in &fields {
-        let key = raw::key(stored, m)?;
-        match key.cmp(name.as_bytes()) {
+    for m in members {
+        match raw::key(b, m)?.cmp(key.as_bytes()) {
             std::cmp::Ordering::Equal => return None,
             std::cmp::Ordering::Greater if at.is_none() => at = Some(m.key_start),
             _ => {}
         }
     }
-    // Before the member found, or last (after a comma unless `outer` is empty).
-    let (pos, before, after): (usize, &[u8], &[u8]) = match at {
-        Some(i) => (i, b"", b","),
-        // `close` is just past the object's closing brace.
-        None if fields.is_empty() => (close - 1, b"", b""),
-        None => (close - 1, b",", b""),
+    let with = match at {
+        Some(_) => [&member[..], b","].concat(),
+        None if members.is_empty() => member,
+        None => [b",", &member[..]].concat(),
     };
-    let member = [
-        before,
-        &serde_json::to_vec(name).ok()?,
-        b":",
-        &serde_json::to_vec(value).ok()?,
-        after,
-    ]
-    .concat();
-    Some([&stored[..pos], &member, &stored[pos..]].concat())
+    let pos = at.unwrap_or(close - 1);
+    Some((pos, pos, with))
 }
 
 /// A scanner over JSON already known to be valid.
@@ -310,6 +426,70 @@ mod tests {
                 String::from_utf8_lossy(stored)
             );
         }
+    }
+
+    #[test]
+    fn a_compact_object_reads_and_sets_members_as_parsing_would() {
+        let v = json!({"apiVersion": "v1", "metadata": {"name": "n", "uid": "u"},
+            "spec": {"a": 1, "z": [1, {"b": "}"}]}, "status": {"phase": "Pending"}});
+        let stored = serde_json::to_vec(&v).unwrap_or_default();
+        let Some(c) = Compact::parse(&stored) else {
+            panic!("refused what serde_json wrote");
+        };
+        assert_eq!(c.get("apiVersion"), Some(Some(&br#""v1""#[..])));
+        assert_eq!(c.get("kind"), Some(None));
+        assert_eq!(c.get_in("metadata", "uid"), Some(Some(&br#""u""#[..])));
+        assert_eq!(c.get_in("spec", "z"), Some(Some(&br#"[1,{"b":"}"}]"#[..])));
+        assert_eq!(c.get_in("spec", "nodeName"), Some(None));
+        assert_eq!(c.get_in("nothere", "x"), None);
+        assert_eq!(c.get_in("apiVersion", "x"), None); // not an object
+                                                       // Replace one member, insert one, add a missing outer object: all at once.
+        let edited = c.set_in(&[
+            ("spec", "a", b"2"),
+            ("metadata", "labels", br#"{"k":"v"}"#),
+            ("extra", "x", b"[]"),
+            ("status", "zz", b"null"),
+        ]);
+        let mut expected = v.clone();
+        expected["spec"]["a"] = json!(2);
+        expected["metadata"]["labels"] = json!({"k": "v"});
+        expected["extra"] = json!({"x": []});
+        expected["status"]["zz"] = Value::Null;
+        assert_eq!(edited, serde_json::to_vec(&expected).ok());
+        // First and last places, and an empty object.
+        let v = json!({"b": {}, "m": {"c": 1}});
+        let stored = serde_json::to_vec(&v).unwrap_or_default();
+        let c = Compact::parse(&stored);
+        let edited =
+            c.and_then(|c| c.set_in(&[("b", "k", b"1"), ("a", "a", b"0"), ("m", "a", b"2")]));
+        let expected = json!({"a": {"a": 0}, "b": {"k": 1}, "m": {"a": 2, "c": 1}});
+        assert_eq!(edited, serde_json::to_vec(&expected).ok());
+        // Two edits of one object are refused, not half done.
+        let c = Compact::parse(&stored);
+        assert_eq!(
+            c.and_then(|c| c.set_in(&[("m", "a", b"1"), ("m", "b", b"2")])),
+            None
+        );
+    }
+
+    #[test]
+    fn a_compact_object_refuses_what_it_cannot_read_for_sure() {
+        assert!(Compact::parse(br#"{"a\u0062":1}"#).is_none()); // escaped top-level key
+        assert!(Compact::parse(br#"{ "a":1}"#).is_none());
+        assert!(Compact::parse(br#"{"a":1}x"#).is_none());
+        let twice = br#"{"m":{"a":1},"m":{"b":2}}"#;
+        let c = Compact::parse(twice);
+        assert!(c
+            .as_ref()
+            .is_some_and(|c| c.get("m").is_none() && c.get_in("m", "a").is_none()));
+        let inner = br#"{"m":{"a":1,"a":2},"n":{"a\"b":1},"s":{"a": 1}}"#;
+        let Some(c) = Compact::parse(inner) else {
+            panic!("refused a valid compact top level");
+        };
+        assert_eq!(c.get_in("m", "a"), None); // twice
+        assert_eq!(c.get_in("n", "x"), None); // an escaped key might spell it
+        assert_eq!(c.get_in("s", "a"), None); // not compact inside
+        assert_eq!(c.set_in(&[("s", "b", b"1")]), None);
     }
 
     #[test]

@@ -1044,6 +1044,77 @@ fn bind_pod(pod: &mut Value, node: &str) {
     }
 }
 
+/// What [`check_binding`] and [`bind_pod`] would store for the stored pod `stored` (its
+/// JSON, without `metadata.resourceVersion`), edited in place without building the pod:
+/// byte for byte what decoding, binding and encoding it would give; and the pod's
+/// identity, for a brief answer. `None` when the slow
+/// path must decide: the pod is bound or being deleted (its error comes from there), or it
+/// is laid out otherwise than serde_json writes ([`bosun_api::json::Compact`]).
+fn bind_stored(stored: &[u8], node: &str, now: &str) -> Option<(Vec<u8>, Value)> {
+    if !bosun_api::admission::validate_binding(None, false, node).is_empty() {
+        return None;
+    }
+    let pod = bosun_api::json::Compact::parse(stored)?;
+    let meta = pod.members_of("metadata")?;
+    if pod.get_in("spec", "nodeName")?.is_some()
+        || meta.get("deletionTimestamp")?.is_some()
+        || meta.get("resourceVersion")?.is_some()
+    {
+        return None;
+    }
+    let mut conditions: Vec<Value> = match pod.get("status")? {
+        None => Vec::new(),
+        Some(_) => match pod.get_in("status", "conditions")? {
+            None => Vec::new(),
+            Some(list) => match serde_json::from_slice(list).ok()? {
+                Value::Array(list) => list,
+                _ => return None,
+            },
+        },
+    };
+    conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+    conditions.push(
+        serde_json::json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now}),
+    );
+    let bound = pod.set_in(&[
+        ("spec", "nodeName", &serde_json::to_vec(node).ok()?),
+        (
+            "status",
+            "conditions",
+            &serde_json::to_vec(&conditions).ok()?,
+        ),
+    ])?;
+    // Binding changes none of the members a brief answer holds.
+    let identity = identity_of(&pod, &meta)?;
+    Some((bound, identity))
+}
+
+/// The members of a stored object that a brief answer holds ([`batch`]'s `identity`),
+/// read from its JSON (`meta`: its metadata's members); `None` for a layout other than
+/// serde_json's.
+fn identity_of(
+    obj: &bosun_api::json::Compact<'_>,
+    meta: &bosun_api::json::Members<'_>,
+) -> Option<Value> {
+    let value = |raw: Option<&[u8]>| -> Option<Option<Value>> {
+        raw.map(serde_json::from_slice).transpose().ok()
+    };
+    let mut out = serde_json::Map::new();
+    for name in ["apiVersion", "kind"] {
+        if let Some(v) = value(obj.get(name)?)? {
+            out.insert(name.into(), v);
+        }
+    }
+    let mut m = serde_json::Map::new();
+    for name in ["name", "namespace", "uid", "generation"] {
+        if let Some(v) = value(meta.get(name)?)? {
+            m.insert(name.into(), v);
+        }
+    }
+    out.insert("metadata".into(), Value::Object(m));
+    Some(Value::Object(out))
+}
+
 fn conflict(kind: &KindInfo, name: &str) -> Error {
     Error::Conflict {
         resource: kind.resource.into(),
@@ -1648,5 +1719,60 @@ mod tests {
             Err(Error::Invalid { errors, .. }) => assert_eq!(errors[0].field, "target.name"),
             other => panic!("bad node name: {:?}", other.map(|_| ())),
         }
+    }
+
+    #[test]
+    fn binding_in_the_stored_json_stores_what_the_slow_path_would() {
+        let now = "2026-12-07T17:00:00Z";
+        let containers = json!({"containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"cpu": "100m"}}}], "schedulerName": "default-scheduler"});
+        let meta = json!({"name": "p", "namespace": "d", "uid": "u", "generation": 1,
+            "labels": {"app": "web"}, "ownerReferences": [{"controller": true, "uid": "rs"}]});
+        let pods = [
+            pod(meta.clone(), containers.clone()),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": containers,
+                "status": {"phase": "Pending"}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {},
+                "status": {"conditions": [{"type": "PodScheduled", "status": "False"},
+                    {"type": "Ready", "status": "False"}], "phase": "Pending"}}),
+            json!({"metadata": {"name": "p"}, "spec": {"a": "x"}, "status": {"conditions": []}}),
+        ];
+        for old in pods {
+            let stored = serde_json::to_vec(&old).unwrap_or_default();
+            let mut slow = old.clone();
+            bind_pod(&mut slow, "node-1");
+            // The slow path's condition carries its own clock: the same one here.
+            if let Some(c) = slow["status"]["conditions"]
+                .as_array_mut()
+                .and_then(|c| c.last_mut())
+            {
+                c["lastTransitionTime"] = json!(now);
+            }
+            let (bound, identity) = bind_stored(&stored, "node-1", now).unzip();
+            assert_eq!(bound, serde_json::to_vec(&slow).ok(), "{old}");
+            assert_eq!(identity, Some(batch::identity(&slow)), "{old}");
+        }
+        // What the slow path refuses, or must look at, it decides.
+        for old in [
+            pod(json!({"name": "p"}), json!({"nodeName": "node-2"})),
+            pod(
+                json!({"name": "p", "deletionTimestamp": "2026-12-05T07:00:00Z"}),
+                json!({}),
+            ),
+            pod(json!({"name": "p", "deletionTimestamp": null}), json!({})),
+            pod(json!({"name": "p", "resourceVersion": "4"}), json!({})),
+            pod(json!({"name": "p"}), json!("not an object")),
+            json!({"metadata": {"name": "p"}}),
+            json!({"metadata": {"name": "p"}, "spec": {}, "status": {"conditions": {}}}),
+        ] {
+            let stored = serde_json::to_vec(&old).unwrap_or_default();
+            assert!(bind_stored(&stored, "node-1", now).is_none(), "{old}");
+        }
+        let fine = serde_json::to_vec(&pod(json!({"name": "p"}), json!({}))).unwrap_or_default();
+        assert!(
+            bind_stored(&fine, "Node_1", now).is_none(),
+            "a bad node name"
+        );
+        assert!(bind_stored(b"{\"metadata\": {}}", "node-1", now).is_none());
     }
 }

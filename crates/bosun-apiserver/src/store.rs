@@ -2,6 +2,7 @@
 //! from the local state machine, written as transactions (forwarded to the leader by the
 //! store), Secrets encrypted on the way in and decrypted on the way out.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -335,11 +336,7 @@ impl Store {
     /// [`Error::Corrupt`] when the bytes are not an object bosun wrote.
     pub fn decode(&self, kv: &KeyValue) -> Result<Stored> {
         let key = String::from_utf8_lossy(&kv.key).to_string();
-        let plain = if kv.value.starts_with(ENC_PREFIX) {
-            self.secrets.decrypt(&key, &kv.value)?
-        } else {
-            kv.value.clone()
-        };
+        let plain = self.plain(&key, &kv.value)?;
         let mut object: Value = serde_json::from_slice(&plain).map_err(|e| Error::Corrupt {
             key: key.clone(),
             reason: e.to_string(),
@@ -364,6 +361,27 @@ impl Store {
     /// # Errors
     /// When the store cannot be read or the record cannot be decoded.
     pub fn get(&self, key: &str) -> Result<Option<Stored>> {
+        self.record(key)?.map(|kv| self.decode(&kv)).transpose()
+    }
+
+    /// One object's stored JSON (decrypted) and its mod revision, from the local state
+    /// machine, not decoded: for a writer that edits a few members of it in place
+    /// ([`bosun_api::json::Compact`]). Stored JSON has no `metadata.resourceVersion`.
+    ///
+    /// # Errors
+    /// When the store cannot be read or the record cannot be decrypted.
+    pub fn get_json(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let Some(kv) = self.record(key)? else {
+            return Ok(None);
+        };
+        let plain = match self.plain(key, &kv.value)? {
+            Cow::Borrowed(_) => kv.value,
+            Cow::Owned(decrypted) => decrypted,
+        };
+        Ok(Some((plain, kv.mod_revision)))
+    }
+
+    fn record(&self, key: &str) -> Result<Option<KeyValue>> {
         let (res, _) = self
             .node
             .state()
@@ -372,7 +390,16 @@ impl Store {
                 ..Default::default()
             })
             .map_err(bosun_store::Error::from)?;
-        res.kvs.first().map(|kv| self.decode(kv)).transpose()
+        Ok(res.kvs.into_iter().next())
+    }
+
+    /// A record's value as JSON: decrypted when it was stored encrypted.
+    fn plain<'v>(&self, key: &str, value: &'v [u8]) -> Result<Cow<'v, [u8]>> {
+        if value.starts_with(ENC_PREFIX) {
+            Ok(Cow::Owned(self.secrets.decrypt(key, value)?))
+        } else {
+            Ok(Cow::Borrowed(value))
+        }
     }
 
     /// Whether `key` holds a value now (locally). For keys whose values are not objects,

@@ -143,7 +143,8 @@ struct PodView<'a> {
     inter_pod: bool,
 }
 
-fn pod_view(pod: &Value) -> PodView<'_> {
+/// `requests` is [`requests`] of `pod`, read once per change of it (see [`Facts`]).
+fn pod_view(pod: &Value, requests: (i128, i128)) -> PodView<'_> {
     static CORDON: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
         || json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}),
     );
@@ -152,7 +153,7 @@ fn pod_view(pod: &Value) -> PodView<'_> {
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
     PodView {
-        requests: requests(pod),
+        requests,
         tolerations,
         tolerates_cordon: tolerates(tolerations, &CORDON),
         node_selector: pod.at("/spec/nodeSelector").and_then(Value::as_object),
@@ -271,7 +272,7 @@ fn addr(v: &Arc<Value>) -> usize {
 #[cfg(test)]
 fn fits(pod: &Value, node: &Value, room: &Room) -> Result<(), Misfit> {
     let facts = NodeFacts::of(&Arc::new(node.clone()));
-    fits_view(pod, &pod_view(pod), &facts.view(), room)
+    fits_view(pod, &pod_view(pod, requests(pod)), &facts.view(), room)
 }
 
 fn fits_view(pod: &Value, p: &PodView<'_>, node: &NodeView<'_>, room: &Room) -> Result<(), Misfit> {
@@ -591,21 +592,22 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
             });
             // In the cache's order (namespace, name): placement does not depend on how
             // the memo is laid out.
-            let unbound: Vec<&Arc<Value>> = all_pods
+            let unbound: Vec<(&Arc<Value>, &str, &Facts)> = all_pods
                 .iter()
-                .filter(|p| {
+                .filter_map(|p| {
                     memo.get(p)
-                        .is_some_and(|(uid, f)| f.waiting && !placed.contains_key(uid))
+                        .filter(|(uid, f)| f.waiting && !placed.contains_key(*uid))
+                        .map(|(uid, f)| (p, uid, f))
                 })
                 .collect();
             let mut placed_now = 0usize;
             // Bindings go out in batches (one store transaction each), a few at a time.
             let mut pending: Bindings = Vec::new();
-            for pod in unbound {
+            for (pod, uid, facts) in unbound {
                 if cancel.is_cancelled() {
                     break;
                 }
-                let pv = pod_view(pod);
+                let pv = pod_view(pod, facts.requests);
                 let req = pv.requests;
                 let mut misfits: BTreeMap<Misfit, usize> = BTreeMap::new();
                 // (score, node index)
@@ -615,7 +617,9 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 let mut feasible = 0usize;
                 let start = offset % views.len().max(1);
                 offset = offset.wrapping_add(1);
-                let mine = owner(pod)
+                let mine = facts
+                    .owner
+                    .as_deref()
                     .and_then(|o| per_owner.get(o))
                     .filter(|m| !m.is_empty());
                 for i in (start..views.len()).chain(0..start) {
@@ -655,12 +659,12 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                 }
                 let ns = s(pod, "/metadata/namespace").to_string();
                 let name = s(pod, "/metadata/name").to_string();
-                let uid = s(pod, "/metadata/uid").to_string();
+                let uid = uid.to_string();
                 match best {
                     Some((_, i)) => {
                         let node = views[i].name.to_string();
                         slots[i].take(req);
-                        if let Some(o) = owner(pod) {
+                        if let Some(o) = facts.owner.as_deref() {
                             *per_owner.entry(o).or_default().entry(i).or_default() += 1;
                         }
                         reported.remove(&uid);

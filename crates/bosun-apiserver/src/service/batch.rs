@@ -24,8 +24,9 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::{
-    admit_update, bind_pod, binding_target, check_binding, clone_err, conflict, fence_of, kind_of,
-    parse_object, patch_mutation, rv_of, same_object, to_bytes, Inner, Next, ResourceService,
+    admit_update, bind_pod, bind_stored, binding_target, check_binding, clone_err, conflict,
+    fence_of, kind_of, parse_object, patch_mutation, rv_of, same_object, to_bytes, Inner, Next,
+    ResourceService,
 };
 use crate::admission::{self, name_of, namespace_of};
 use crate::authz::caller;
@@ -369,10 +370,12 @@ impl Inner {
 
     /// Binds pods: `bindings` are (namespace, Binding), each already authorized; as
     /// [`Inner::bind`] would one by one.
+    /// A `brief` caller gets each bound pod's identity only ([`identity`]).
     pub(crate) async fn bind_many(
         &self,
         kind: &KindInfo,
         bindings: Vec<(String, Value)>,
+        brief: bool,
     ) -> Vec<Result<Value>> {
         let mut out: Vec<Option<Result<Value>>> = (0..bindings.len()).map(|_| None).collect();
         match self.store.barrier().await {
@@ -381,7 +384,7 @@ impl Inner {
                 let mut planned = Vec::new();
                 let mut keys = HashSet::new();
                 for (index, (ns, binding)) in bindings.iter().enumerate() {
-                    match self.plan_binding(kind, ns, binding) {
+                    match self.plan_binding(kind, ns, binding, brief) {
                         Ok(p) if !keys.insert(p.key.clone()) => {}
                         Ok(p) => planned.push(Planned { index, ..p }),
                         Err(e) => out[index] = Some(Err(e)),
@@ -400,29 +403,67 @@ impl Inner {
         results
     }
 
-    /// Reads the pod a binding names and computes it bound.
-    fn plan_binding(&self, kind: &KindInfo, ns: &str, binding: &Value) -> Result<Planned> {
+    /// Reads the pod a binding names and computes it bound. A `brief` answer needs only
+    /// the pod's identity: then the pod is bound in its stored JSON, not decoded.
+    fn plan_binding(
+        &self,
+        kind: &KindInfo,
+        ns: &str,
+        binding: &Value,
+        brief: bool,
+    ) -> Result<Planned> {
         let name = name_of(binding);
         let key = kind.key(ns, name);
-        let stored = self.store.get(&key)?.ok_or_else(|| Error::NotFound {
+        let node = binding_target(binding);
+        let (stored, mod_revision) = self.store.get_json(&key)?.ok_or_else(|| Error::NotFound {
             resource: kind.resource.into(),
             name: name.into(),
         })?;
-        // The decoded pod is ours: bound in place, not copied.
-        let mut object = stored.object;
-        let node = binding_target(binding);
+        // Pods are never stored encrypted: the bytes bound are the bytes to store.
+        if let Some((encoded, identity)) = bind_stored(&stored, &node, &admission::now()) {
+            let object = if brief {
+                identity
+            } else {
+                decode(&key, &encoded)?
+            };
+            if encoded.len() > self.max_object_bytes {
+                return Err(Error::TooLarge {
+                    resource: kind.resource.into(),
+                    name: name.into(),
+                    size: encoded.len(),
+                    limit: self.max_object_bytes,
+                });
+            }
+            return Ok(Planned {
+                index: 0,
+                key,
+                object,
+                encoded,
+                mod_revision,
+            });
+        }
+        // Bound already, being deleted (the checks below say so), or laid out otherwise.
+        let mut object = decode(&key, &stored)?;
         check_binding(&object, &node)?;
         bind_pod(&mut object, &node);
-        store::set_resource_version(&mut object, stored.mod_revision);
+        store::set_resource_version(&mut object, mod_revision);
         let encoded = self.encode_within_limit(kind, &key, &object)?;
         Ok(Planned {
             index: 0,
             key,
             object,
             encoded,
-            mod_revision: stored.mod_revision,
+            mod_revision,
         })
     }
+}
+
+/// A stored object's JSON, decoded.
+fn decode(key: &str, json: &[u8]) -> Result<Value> {
+    serde_json::from_slice(json).map_err(|e| Error::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 impl Inner {
@@ -624,7 +665,7 @@ impl ResourceService {
                     .into_iter()
                     .map(|(_, ns, o)| (ns, Arc::unwrap_or_clone(o)))
                     .collect();
-                self.inner.bind_many(kind, items).await
+                self.inner.bind_many(kind, items, r.brief).await
             } else {
                 let items = accepted.into_iter().map(|(_, _, o)| o).collect();
                 self.inner.create_many(kind, items, r.dry_run).await
@@ -777,7 +818,7 @@ struct Verb<'a> {
 }
 
 /// What a brief answer tells of an object: its kind and who it is, at which version.
-fn identity(obj: &Value) -> Value {
+pub(super) fn identity(obj: &Value) -> Value {
     let pick = |from: Option<&Value>, keys: &[&str]| -> serde_json::Map<String, Value> {
         keys.iter()
             .filter_map(|k| Some((k.to_string(), from?.get(*k)?.clone())))
