@@ -181,7 +181,13 @@ pub struct Members<'a> {
 impl<'a> Members<'a> {
     /// Member `name`'s value as written, as [`Compact::get_in`] reads it.
     pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
-        Some(unique(self.bytes, &self.members, name)?.map(|m| &self.bytes[m.value.clone()]))
+        Some(self.span(name)?.map(|at| &self.bytes[at]))
+    }
+
+    /// Where member `name`'s value is in the whole object's bytes, as
+    /// [`Members::get`] finds it.
+    pub fn span(&self, name: &str) -> Option<Option<std::ops::Range<usize>>> {
+        Some(unique(self.bytes, &self.members, name)?.map(|m| m.value.clone()))
     }
 }
 

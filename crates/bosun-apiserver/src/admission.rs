@@ -548,13 +548,24 @@ impl Copies {
         })
     }
 
+    /// What the next copy gets: a new name, uid and creationTimestamp (in
+    /// [`GeneratedFields`]' order).
+    pub fn fresh(&self) -> [String; 3] {
+        [generated_name(&self.base), new_uid(), now()]
+    }
+
     /// One more copy, with a new name, uid and creationTimestamp.
     pub fn copy(&self) -> Value {
+        self.copy_with(self.fresh())
+    }
+
+    /// The copy with these generated fields ([`Copies::fresh`]).
+    pub fn copy_with(&self, [name, uid, created]: [String; 3]) -> Value {
         let mut obj = self.admitted.clone();
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("name".into(), Value::String(generated_name(&self.base)));
-            meta.insert("uid".into(), Value::String(new_uid()));
-            meta.insert("creationTimestamp".into(), Value::String(now()));
+            meta.insert("name".into(), Value::String(name));
+            meta.insert("uid".into(), Value::String(uid));
+            meta.insert("creationTimestamp".into(), Value::String(created));
         }
         obj
     }

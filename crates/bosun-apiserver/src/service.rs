@@ -295,15 +295,21 @@ impl Inner {
     /// [`Error::TooLarge`] over the limit; [`Error::Corrupt`] when it cannot be encoded.
     fn encode_within_limit(&self, kind: &KindInfo, key: &str, obj: &Value) -> Result<Vec<u8>> {
         let bytes = self.store.encode(key, obj)?;
+        self.within_limit(kind, name_of(obj), &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Fails when the object `name` stored as `bytes` would be larger than allowed.
+    fn within_limit(&self, kind: &KindInfo, name: &str, bytes: &[u8]) -> Result<()> {
         if bytes.len() > self.max_object_bytes {
             return Err(Error::TooLarge {
                 resource: kind.resource.into(),
-                name: name_of(obj).into(),
+                name: name.into(),
                 size: bytes.len(),
                 limit: self.max_object_bytes,
             });
         }
-        Ok(bytes)
+        Ok(())
     }
 
     /// Creates `obj` (already typed-checked by the caller or not): the full create path.

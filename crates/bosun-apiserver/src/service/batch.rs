@@ -217,11 +217,13 @@ impl Inner {
     /// Creates `objs` (each already type-checked and authorized), as [`Inner::create`]
     /// would one by one. Consecutive items that are one shared object (copies of a
     /// template, decoded once) are admitted once: see [`admission::Copies`].
+    /// A `brief` caller gets each created object's identity only ([`identity`]).
     pub(crate) async fn create_many(
         &self,
         kind: &KindInfo,
         objs: Vec<Arc<Value>>,
         dry_run: bool,
+        brief: bool,
     ) -> Vec<Result<Value>> {
         let mut out: Vec<Option<Result<Value>>> = (0..objs.len()).map(|_| None).collect();
         // Services allocate cluster IPs and node ports, each a guarded write of its own;
@@ -238,17 +240,23 @@ impl Inner {
             // namespace -> its revision (0: missing), read once per batch.
             let mut namespaces: BTreeMap<String, i64> = BTreeMap::new();
             // The last item admitted in full, and what copies of it are made from.
-            let mut template: Option<(&Arc<Value>, admission::Copies)> = None;
+            let mut template: Option<(&Arc<Value>, admission::Copies, Option<StoredCopies>)> = None;
             for (index, obj) in objs.iter().enumerate() {
                 let plan = match &template {
-                    Some((src, copies)) if Arc::ptr_eq(src, obj) => {
-                        self.plan_copy(kind, copies.copy())
+                    Some((src, copies, stored)) if Arc::ptr_eq(src, obj) => {
+                        self.plan_next_copy(kind, copies, stored.as_ref())
                     }
                     _ => {
                         // Copies are prepared only for an item the next one repeats.
                         let repeated = objs.get(index + 1).is_some_and(|n| Arc::ptr_eq(n, obj));
                         let (plan, copies) = self.plan_create(kind, obj, repeated, &mut namespaces);
-                        template = copies.map(|c| (obj, c));
+                        // A brief answer needs no object: copies are then made from the
+                        // template's JSON.
+                        let stored = match (&plan, &copies) {
+                            (Ok(p), Some(_)) if brief => StoredCopies::of(p),
+                            _ => None,
+                        };
+                        template = copies.map(|c| (obj, c, stored));
                         plan
                     }
                 };
@@ -355,6 +363,29 @@ impl Inner {
         }
     }
 
+    /// One more copy of a template: made from the template's JSON when there is that
+    /// ([`StoredCopies`]), else admitted and encoded as [`Inner::plan_copy`] does.
+    fn plan_next_copy(
+        &self,
+        kind: &KindInfo,
+        copies: &admission::Copies,
+        stored: Option<&StoredCopies>,
+    ) -> Result<Planned> {
+        let fresh = copies.fresh();
+        let Some((encoded, object)) = stored.and_then(|s| s.copy(&fresh)) else {
+            return self.plan_copy(kind, copies.copy_with(fresh));
+        };
+        let key = kind.key(namespace_of(&object), name_of(&object));
+        self.within_limit(kind, name_of(&object), &encoded)?;
+        Ok(Planned {
+            index: 0,
+            key,
+            object,
+            encoded,
+            mod_revision: 0,
+        })
+    }
+
     /// Encodes an admitted object to create, in a namespace already checked.
     fn plan_copy(&self, kind: &KindInfo, obj: Value) -> Result<Planned> {
         let key = kind.key(namespace_of(&obj), name_of(&obj));
@@ -426,14 +457,7 @@ impl Inner {
             } else {
                 decode(&key, &encoded)?
             };
-            if encoded.len() > self.max_object_bytes {
-                return Err(Error::TooLarge {
-                    resource: kind.resource.into(),
-                    name: name.into(),
-                    size: encoded.len(),
-                    limit: self.max_object_bytes,
-                });
-            }
+            self.within_limit(kind, name, &encoded)?;
             return Ok(Planned {
                 index: 0,
                 key,
@@ -455,6 +479,57 @@ impl Inner {
             encoded,
             mod_revision,
         })
+    }
+}
+
+/// Copies of a template in their stored form, for a brief batch of creates: the
+/// template's JSON, where its generated name, uid and creationTimestamp are in it, and its
+/// identity. A copy is that JSON with those three strings replaced: byte for byte what
+/// encoding [`admission::Copies::copy_with`]'s object gives, as copies differ in nothing
+/// else.
+struct StoredCopies {
+    json: Vec<u8>,
+    /// Where the generated fields' values are, in [`admission::GeneratedFields`]' order.
+    at: [std::ops::Range<usize>; 3],
+    identity: Value,
+}
+
+impl StoredCopies {
+    /// `None` for JSON the scan cannot vouch for (an encrypted object among it).
+    fn of(template: &Planned) -> Option<Self> {
+        let obj = bosun_api::json::Compact::parse(&template.encoded)?;
+        let meta = obj.members_of("metadata")?;
+        let at = [
+            meta.span("name")??,
+            meta.span("uid")??,
+            meta.span("creationTimestamp")??,
+        ];
+        let identity = super::identity_of(&obj, &meta)?;
+        Some(StoredCopies {
+            json: template.encoded.clone(),
+            at,
+            identity,
+        })
+    }
+
+    /// The copy with the generated fields `fresh`: its JSON and its identity.
+    fn copy(&self, fresh: &[String; 3]) -> Option<(Vec<u8>, Value)> {
+        let mut order = [0, 1, 2];
+        order.sort_by_key(|i| self.at[*i].start);
+        let mut json = Vec::with_capacity(self.json.len() + 16);
+        let mut from = 0;
+        for i in order {
+            json.extend_from_slice(self.json.get(from..self.at[i].start)?);
+            serde_json::to_writer(&mut json, &fresh[i]).ok()?;
+            from = self.at[i].end;
+        }
+        json.extend_from_slice(self.json.get(from..)?);
+        let mut identity = self.identity.clone();
+        if let Some(meta) = identity.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("name".into(), Value::String(fresh[0].clone()));
+            meta.insert("uid".into(), Value::String(fresh[1].clone()));
+        }
+        Some((json, identity))
     }
 }
 
@@ -668,7 +743,9 @@ impl ResourceService {
                 self.inner.bind_many(kind, items, r.brief).await
             } else {
                 let items = accepted.into_iter().map(|(_, _, o)| o).collect();
-                self.inner.create_many(kind, items, r.dry_run).await
+                self.inner
+                    .create_many(kind, items, r.dry_run, r.brief)
+                    .await
             }
         })
         .await;
@@ -831,4 +908,47 @@ pub(super) fn identity(obj: &Value) -> Value {
         Value::Object(pick(obj.get("metadata"), &meta)),
     );
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_copy_made_from_the_template_json_is_the_copy_encoded() {
+        let kind = bosun_api::kinds::by_resource("pods").unwrap();
+        let input = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "web-", "namespace": "default", "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
+                    "uid": "u1", "controller": true}]},
+            "spec": {"containers": [{"name": "c", "image": "bosun/busybox",
+                "resources": {"limits": {"memory": "64Mi"}}}]}});
+        let mut obj = input.clone();
+        admission::prepare_create(kind, &mut obj).unwrap();
+        let prepared = admission::generated_fields(&obj);
+        let first = admission::admit(kind, obj, None, Vec::new()).unwrap();
+        let copies = admission::Copies::of(kind, &input, &prepared, &first).unwrap();
+        let template = Planned {
+            index: 0,
+            key: String::new(),
+            encoded: serde_json::to_vec(&first).unwrap(),
+            object: first,
+            mod_revision: 0,
+        };
+        let stored = StoredCopies::of(&template).expect("a template serde_json wrote");
+        for _ in 0..3 {
+            let fresh = copies.fresh();
+            let (json, brief) = stored.copy(&fresh).unwrap();
+            let copy = copies.copy_with(fresh);
+            assert_eq!(json, serde_json::to_vec(&copy).unwrap());
+            assert_eq!(brief, identity(&copy));
+        }
+        // An encrypted template (a Secret's) is copied the slow way.
+        let encrypted = Planned {
+            encoded: b"k8s:enc:aesgcm:v1:key1:...".to_vec(),
+            ..template
+        };
+        assert!(StoredCopies::of(&encrypted).is_none());
+    }
 }
