@@ -740,7 +740,7 @@ pub fn apply_patch(last: &Value, desired: &Value, live: &Value) -> Value {
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -924,15 +924,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_copy_of_an_admitted_template_is_what_admitting_it_again_gives() {
-        let kind = bosun_api::kinds::by_resource("pods").unwrap();
-        let input = json!({"apiVersion": "v1", "kind": "Pod",
+    /// A ReplicaSet's pod template as its controller sends it: copies are made of it.
+    pub(crate) fn replica_template() -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"generateName": "web-", "namespace": "default", "labels": {"app": "web"},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
                     "uid": "u1", "controller": true}]},
             "spec": {"containers": [{"name": "c", "image": "bosun/busybox",
-                "resources": {"limits": {"memory": "64Mi"}}}]}});
+                "resources": {"limits": {"memory": "64Mi"}}}]}})
+    }
+
+    #[test]
+    fn a_copy_of_an_admitted_template_is_what_admitting_it_again_gives() {
+        let kind = bosun_api::kinds::by_resource("pods").unwrap();
+        let input = replica_template();
         let admitted_once = || {
             let mut obj = input.clone();
             prepare_create(kind, &mut obj).unwrap();

@@ -913,17 +913,11 @@ pub(super) fn identity(obj: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn a_copy_made_from_the_template_json_is_the_copy_encoded() {
         let kind = bosun_api::kinds::by_resource("pods").unwrap();
-        let input = json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"generateName": "web-", "namespace": "default", "labels": {"app": "web"},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
-                    "uid": "u1", "controller": true}]},
-            "spec": {"containers": [{"name": "c", "image": "bosun/busybox",
-                "resources": {"limits": {"memory": "64Mi"}}}]}});
+        let input = admission::tests::replica_template();
         let mut obj = input.clone();
         admission::prepare_create(kind, &mut obj).unwrap();
         let prepared = admission::generated_fields(&obj);
