@@ -59,11 +59,21 @@ fn index(token: &str) -> Option<usize> {
 /// otherwise further in (members out of order, as Go writes them) keeps its layout: the
 /// same object, with `name` set in `outer`.
 pub fn insert_member(stored: &[u8], outer: &str, name: &str, value: &str) -> Option<Vec<u8>> {
+    // One scan of `outer`: the insertion refuses a `name` already there. (Every watch
+    // event comes this way.)
     let object = Compact::parse(stored)?;
-    if object.get_in(outer, name)?.is_some() {
-        return None;
-    }
-    object.set_in(&[(outer, name, &serde_json::to_vec(value).ok()?)])
+    let (fields, close) = object.object(unique(stored, &object.top, outer)??)?;
+    let m = member(name, &serde_json::to_vec(value).ok()?)?;
+    let (pos, _, with) = insertion(stored, &fields, close, name, m)?;
+    Some([&stored[..pos], &with, &stored[pos..]].concat())
+}
+
+/// `"name":value` (`value` JSON already).
+fn member(name: &str, value: &[u8]) -> Option<Vec<u8>> {
+    let mut m = serde_json::to_vec(name).ok()?;
+    m.push(b':');
+    m.extend_from_slice(value);
+    Some(m)
 }
 
 /// A stored object (compact, as serde_json writes one) read and edited member by member,
@@ -130,12 +140,6 @@ impl<'a> Compact<'a> {
             if sets[..i].iter().any(|(o, _, _)| o == outer) {
                 return None;
             }
-            let member = |name: &str, value: &[u8]| {
-                let mut m = serde_json::to_vec(name).ok()?;
-                m.push(b':');
-                m.extend_from_slice(value);
-                Some(m)
-            };
             edits.push(match unique(self.bytes, &self.top, outer)? {
                 Some(o) => {
                     let (fields, close) = self.object(o)?;

@@ -1091,34 +1091,8 @@ fn bind_stored(stored: &[u8], node: &str, now: &str) -> Option<(Vec<u8>, Value)>
         ),
     ])?;
     // Binding changes none of the members a brief answer holds.
-    let identity = identity_of(&pod, &meta)?;
+    let identity = batch::identity_of(&pod, &meta)?;
     Some((bound, identity))
-}
-
-/// The members of a stored object that a brief answer holds ([`batch`]'s `identity`),
-/// read from its JSON (`meta`: its metadata's members); `None` for a layout other than
-/// serde_json's.
-fn identity_of(
-    obj: &bosun_api::json::Compact<'_>,
-    meta: &bosun_api::json::Members<'_>,
-) -> Option<Value> {
-    let value = |raw: Option<&[u8]>| -> Option<Option<Value>> {
-        raw.map(serde_json::from_slice).transpose().ok()
-    };
-    let mut out = serde_json::Map::new();
-    for name in ["apiVersion", "kind"] {
-        if let Some(v) = value(obj.get(name)?)? {
-            out.insert(name.into(), v);
-        }
-    }
-    let mut m = serde_json::Map::new();
-    for name in ["name", "namespace", "uid", "generation"] {
-        if let Some(v) = value(meta.get(name)?)? {
-            m.insert(name.into(), v);
-        }
-    }
-    out.insert("metadata".into(), Value::Object(m));
-    Some(Value::Object(out))
 }
 
 fn conflict(kind: &KindInfo, name: &str) -> Error {

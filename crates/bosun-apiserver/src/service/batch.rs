@@ -452,12 +452,12 @@ impl Inner {
         })?;
         // Pods are never stored encrypted: the bytes bound are the bytes to store.
         if let Some((encoded, identity)) = bind_stored(&stored, &node, &admission::now()) {
+            self.within_limit(kind, name, &encoded)?;
             let object = if brief {
                 identity
             } else {
                 decode(&key, &encoded)?
             };
-            self.within_limit(kind, name, &encoded)?;
             return Ok(Planned {
                 index: 0,
                 key,
@@ -504,7 +504,7 @@ impl StoredCopies {
             meta.span("uid")??,
             meta.span("creationTimestamp")??,
         ];
-        let identity = super::identity_of(&obj, &meta)?;
+        let identity = identity_of(&obj, &meta)?;
         Some(StoredCopies {
             json: template.encoded.clone(),
             at,
@@ -894,6 +894,10 @@ struct Verb<'a> {
     name_from_answer: bool,
 }
 
+/// The members a brief answer holds: these at the top, [`IDENTITY_META`] of its metadata.
+const IDENTITY: [&str; 2] = ["apiVersion", "kind"];
+const IDENTITY_META: [&str; 5] = ["name", "namespace", "uid", "resourceVersion", "generation"];
+
 /// What a brief answer tells of an object: its kind and who it is, at which version.
 pub(super) fn identity(obj: &Value) -> Value {
     let pick = |from: Option<&Value>, keys: &[&str]| -> serde_json::Map<String, Value> {
@@ -901,13 +905,38 @@ pub(super) fn identity(obj: &Value) -> Value {
             .filter_map(|k| Some((k.to_string(), from?.get(*k)?.clone())))
             .collect()
     };
-    let mut out = pick(Some(obj), &["apiVersion", "kind"]);
-    let meta = ["name", "namespace", "uid", "resourceVersion", "generation"];
+    let mut out = pick(Some(obj), &IDENTITY);
     out.insert(
         "metadata".to_string(),
-        Value::Object(pick(obj.get("metadata"), &meta)),
+        Value::Object(pick(obj.get("metadata"), &IDENTITY_META)),
     );
     Value::Object(out)
+}
+
+/// [`identity`] of a stored object, read from its JSON (`meta`: its metadata's members)
+/// without building it; `None` for a layout other than serde_json's.
+pub(super) fn identity_of<'a>(
+    obj: &bosun_api::json::Compact<'a>,
+    meta: &bosun_api::json::Members<'a>,
+) -> Option<Value> {
+    fn pick<'a>(
+        keys: &[&str],
+        get: impl Fn(&str) -> Option<Option<&'a [u8]>>,
+    ) -> Option<serde_json::Map<String, Value>> {
+        let mut out = serde_json::Map::new();
+        for k in keys {
+            if let Some(raw) = get(k)? {
+                out.insert(k.to_string(), serde_json::from_slice(raw).ok()?);
+            }
+        }
+        Some(out)
+    }
+    let mut out = pick(&IDENTITY, |k| obj.get(k))?;
+    out.insert(
+        "metadata".to_string(),
+        Value::Object(pick(&IDENTITY_META, |k| meta.get(k))?),
+    );
+    Some(Value::Object(out))
 }
 
 #[cfg(test)]
