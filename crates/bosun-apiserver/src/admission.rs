@@ -571,6 +571,74 @@ impl Copies {
     }
 }
 
+/// What a status subresource has come to: the object patched and admitted, and whether
+/// anything in it changed.
+pub struct PatchedStatus {
+    pub object: Value,
+    pub changed: bool,
+}
+
+/// A merge patch of the status subresource applied to the stored object `old`, owned, and
+/// admitted: what [`patch_status`] and then [`admit_status_change`] give, and whether the
+/// result differs from `old`, without copying anything but the status. Agents send one
+/// such patch per pod for every change they see; copying and comparing the whole pod was
+/// most of its cost. `Ok(Err(old))`, handing `old` back, for a kind whose status has no
+/// typed pass: the caller takes the general path.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the status fields that do not decode or are unknown.
+pub fn patch_status_owned(
+    kind: &KindInfo,
+    mut old: Value,
+    patch: &Value,
+) -> Result<std::result::Result<PatchedStatus, Value>> {
+    let t = match typed(kind) {
+        Some(t) if kind.has_status && old.is_object() => t,
+        _ => return Ok(Err(old)),
+    };
+    let name = name_of(&old).to_string();
+    let Some(map) = old.as_object_mut() else {
+        return Ok(Err(old));
+    };
+    let was = map.remove("status");
+    let merged = match patch.get("status").filter(|s| !s.is_null()) {
+        Some(p) => {
+            let mut s = was.clone().unwrap_or(Value::Null);
+            merge_patch(&mut s, p);
+            Some(s)
+        }
+        None => was.clone(),
+    };
+    let admitted = match merged {
+        None | Some(Value::Null) => None,
+        Some(status) => match t.admit_status(&status) {
+            // No typed status after all: as it was, for the general path.
+            None => {
+                if let Some(w) = was {
+                    map.insert("status".into(), w);
+                }
+                return Ok(Err(old));
+            }
+            Some(Ok(a)) => Some(a),
+            Some(Err(errors)) => {
+                return Err(Error::Invalid {
+                    kind: kind.kind.to_string(),
+                    name,
+                    errors,
+                })
+            }
+        },
+    };
+    let changed = admitted != was;
+    if let Some(a) = admitted {
+        map.insert("status".into(), a);
+    }
+    Ok(Ok(PatchedStatus {
+        object: old,
+        changed,
+    }))
+}
+
 /// A merge patch of the status subresource applied to `old`: what [`merge_patch`] onto a
 /// copy of `old` and then [`prepare_update`] of the status gives (the patch's status
 /// merged into the old one, and the resourceVersion it names), made with one copy of
@@ -805,6 +873,58 @@ pub(crate) mod tests {
         assert_eq!(fast, whole);
         assert_eq!(fast["status"]["phase"], "Running");
         assert_eq!(fast["metadata"]["resourceVersion"], "8");
+    }
+
+    #[test]
+    fn a_status_patch_in_place_is_what_the_general_path_makes() {
+        let (kind, pod) = admitted_pod();
+        let running = json!({"phase": "Running", "podIP": "10.0.0.5", "hostIP": "127.0.0.1",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-06T00:00:00Z"}],
+            "containerStatuses": [{"name": "c", "image": "bosun/busybox", "imageID": "",
+                "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-12-06T00:00:00Z"}}}]});
+        let mut with_status = pod.clone();
+        with_status["status"] = running.clone();
+        let mut null_status = pod.clone();
+        null_status["status"] = Value::Null;
+        let olds = [pod.clone(), with_status, null_status];
+        let patches = [
+            json!({"status": running}),
+            json!({"metadata": {"resourceVersion": "7"}, "status": {"phase": "Succeeded"}}),
+            json!({"status": {"podIP": null, "conditions": [{"type": "Ready", "status": "False"}]}}),
+            json!({"status": null}),
+            json!({"metadata": {"labels": {"app": "ignored"}}}),
+            json!({"status": {"phase": "Running"}}),
+            json!({"status": {"bogus": 1}}),
+        ];
+        for old in &olds {
+            for patch in &patches {
+                // The general path: patched, admitted, stamped, compared.
+                let general = admit_status_change(kind, old, patch_status(old, patch)).map(|r| {
+                    let mut v = r.expect("a pod's status change is admitted by its status");
+                    v["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+                    let changed = !equal_except(&v, old, &[]);
+                    (v, changed)
+                });
+                let owned = patch_status_owned(kind, old.clone(), patch).map(|r| {
+                    let p = r.expect("a pod has a typed status");
+                    (p.object, p.changed)
+                });
+                match (general, owned) {
+                    (Ok(g), Ok(o)) => {
+                        assert_eq!(o, g, "{old} patched by {patch}");
+                        let bytes = |v: &Value| serde_json::to_vec(v).unwrap();
+                        assert_eq!(bytes(&o.0), bytes(&g.0), "{old} patched by {patch}");
+                    }
+                    (Err(g), Err(o)) => assert_eq!(o.to_string(), g.to_string()),
+                    (g, o) => panic!("{old} patched by {patch}: {g:?} against {o:?}"),
+                }
+            }
+        }
+        // A kind without a typed status is handed back as it came.
+        let cm = bosun_api::kinds::by_resource("configmaps").unwrap();
+        let obj = json!({"metadata": {"name": "c"}, "data": {}});
+        let back = patch_status_owned(cm, obj.clone(), &json!({"status": {"x": 1}})).unwrap();
+        assert_eq!(back.err(), Some(obj));
     }
 
     #[test]

@@ -1150,6 +1150,17 @@ fn admit_update(
 }
 
 fn finalize_or_write(old: &Value, new: Value) -> Next {
+    if goes_when_written(old, &new) {
+        Next::Delete
+    } else {
+        Next::Write(new)
+    }
+}
+
+/// Whether writing `new` over `old` deletes the object instead: it is being deleted and
+/// nothing holds it any more (no finalizer left, not a pod on a node, not a namespace
+/// whose spec holds finalizers).
+fn goes_when_written(old: &Value, new: &Value) -> bool {
     let deleting = old.at("/metadata/deletionTimestamp").is_some();
     let finalizers_left = new
         .at("/metadata/finalizers")
@@ -1162,11 +1173,7 @@ fn finalize_or_write(old: &Value, new: Value) -> Next {
         .at("/spec/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
-    if deleting && !finalizers_left && !pod_on_node && !namespace_held {
-        Next::Delete
-    } else {
-        Next::Write(new)
-    }
+    deleting && !finalizers_left && !pod_on_node && !namespace_held
 }
 
 /// A Job without a selector gets one on its own uid, as Kubernetes generates it.

@@ -25,8 +25,8 @@ use tonic::{Request, Response, Status};
 
 use super::{
     admit_update, bind_pod, bind_stored, binding_target, check_binding, clone_err, conflict,
-    fence_of, kind_of, parse_object, patch_mutation, rv_of, same_object, to_bytes, Inner, Next,
-    ResourceService,
+    fence_of, goes_when_written, kind_of, parse_object, patch_mutation, rv_of, same_object,
+    to_bytes, Inner, Next, ResourceService,
 };
 use crate::admission::{self, name_of, namespace_of};
 use crate::authz::caller;
@@ -608,6 +608,37 @@ impl Inner {
         if pinned.is_some_and(|rv| rv != stored.mod_revision) {
             return Err(conflict(kind, name));
         }
+        // A status report changes nothing else: the stored object, owned, takes the new
+        // status in place ([`admission::patch_status_owned`]).
+        let stored = if sub == "status" && !goes_when_written(&stored.object, &stored.object) {
+            let store::Stored {
+                object,
+                mod_revision,
+                stale_encryption,
+            } = stored;
+            match admission::patch_status_owned(kind, object, patch)? {
+                Ok(p) if !p.changed && !stale_encryption => {
+                    return Ok(PatchPlan::Unchanged(p.object))
+                }
+                Ok(p) => {
+                    let encoded = self.encode_within_limit(kind, &key, &p.object)?;
+                    return Ok(PatchPlan::Write(Planned {
+                        index: 0,
+                        key,
+                        object: p.object,
+                        encoded,
+                        mod_revision,
+                    }));
+                }
+                Err(object) => store::Stored {
+                    object,
+                    mod_revision,
+                    stale_encryption,
+                },
+            }
+        } else {
+            stored
+        };
         let old = &stored.object;
         let new = match patch_mutation(kind, patch, sub == "status")(old)? {
             Next::Write(v) => v,
