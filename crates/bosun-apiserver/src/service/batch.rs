@@ -608,45 +608,32 @@ impl Inner {
         if pinned.is_some_and(|rv| rv != stored.mod_revision) {
             return Err(conflict(kind, name));
         }
+        let store::Stored {
+            object: old,
+            mod_revision,
+            stale_encryption,
+        } = stored;
         // A status report changes nothing else: the stored object, owned, takes the new
         // status in place ([`admission::patch_status_owned`]).
-        let stored = if sub == "status" && !goes_when_written(&stored.object, &stored.object) {
-            let store::Stored {
-                object,
-                mod_revision,
-                stale_encryption,
-            } = stored;
-            match admission::patch_status_owned(kind, object, patch)? {
-                Ok(p) if !p.changed && !stale_encryption => {
-                    return Ok(PatchPlan::Unchanged(p.object))
-                }
-                Ok(p) => {
-                    let encoded = self.encode_within_limit(kind, &key, &p.object)?;
-                    return Ok(PatchPlan::Write(Planned {
-                        index: 0,
-                        key,
-                        object: p.object,
-                        encoded,
-                        mod_revision,
-                    }));
-                }
-                Err(object) => store::Stored {
-                    object,
-                    mod_revision,
-                    stale_encryption,
-                },
-            }
+        let in_place = if sub == "status" && !goes_when_written(&old, &old) {
+            admission::patch_status_owned(kind, old, patch)?
         } else {
-            stored
+            Err(old)
         };
-        let old = &stored.object;
-        let new = match patch_mutation(kind, patch, sub == "status")(old)? {
-            Next::Write(v) => v,
-            Next::Delete => return Ok(PatchPlan::Alone),
+        let (object, changed) = match in_place {
+            Ok(p) => (p.object, p.changed),
+            Err(old) => {
+                let new = match patch_mutation(kind, patch, sub == "status")(&old)? {
+                    Next::Write(v) => v,
+                    Next::Delete => return Ok(PatchPlan::Alone),
+                };
+                let mut object = admit_update(kind, &old, new, Vec::new())?;
+                store::set_resource_version(&mut object, mod_revision);
+                let changed = !same_object(&object, &old);
+                (object, changed)
+            }
         };
-        let mut object = admit_update(kind, old, new, Vec::new())?;
-        store::set_resource_version(&mut object, stored.mod_revision);
-        if same_object(&object, old) && !stored.stale_encryption {
+        if !changed && !stale_encryption {
             return Ok(PatchPlan::Unchanged(object));
         }
         let encoded = self.encode_within_limit(kind, &key, &object)?;
@@ -655,7 +642,7 @@ impl Inner {
             key,
             object,
             encoded,
-            mod_revision: stored.mod_revision,
+            mod_revision,
         }))
     }
 }
