@@ -63,6 +63,8 @@ pub struct Inner {
     agents: Option<bosun_pki::Dialer>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// What this server's watches send and decode, made once for all of them.
+    watch_memo: crate::watch::memo::Memo,
 }
 
 /// The gRPC service (cheap to clone).
@@ -89,6 +91,7 @@ pub fn start(
         agents: config.agents,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
+        watch_memo: crate::watch::memo::Memo::default(),
     });
     let mut handles = vec![tokio::spawn(authz.track_changes(shutdown.clone()))];
     handles.push(tokio::spawn(crate::bootstrap::run(
@@ -1648,6 +1651,10 @@ impl Inner {
     /// The shutdown token.
     pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
+    }
+    /// What the server's watches share.
+    pub(crate) fn watch_memo(&self) -> &crate::watch::memo::Memo {
+        &self.watch_memo
     }
 }
 

@@ -2,6 +2,8 @@
 //! change, from the local state machine, with selector transitions as Kubernetes reports
 //! them (an object leaving the selection is DELETED, one entering it is ADDED).
 
+pub mod memo;
+
 use std::sync::Arc;
 
 use bosun_api::kinds::KindInfo;
@@ -231,49 +233,69 @@ impl Watch {
         }
     }
 
+    /// `kv` decoded, shared with the server's other watches.
+    fn decoded(&self, kv: &KeyValue) -> Option<Arc<Value>> {
+        self.inner
+            .watch_memo()
+            .record(&kv.key, kv.mod_revision, kv.value.len())
+            .decoded(|| self.decode(kv))
+    }
+
     /// The Kubernetes event for one store change, if the watcher sees it.
     ///
     /// Without a selector, an update needs only the new object: the old one was seen
     /// whenever it existed, so it is not decoded (the informers of the scheduler, the
     /// controllers and the agents watch this way, and decoding is most of a watch's cost),
-    /// and the new one is sent as stored, with its resource version put in.
+    /// and the new one is sent as stored, with its resource version put in. What is sent,
+    /// and each object decoded, is made once for all the server's watches ([`memo`]).
     fn translate(&self, e: &Event) -> Option<WatchEvent> {
-        if e.kind == EventKind::Put && self.filter.everything() {
-            let kind = if e.prev.is_some() {
-                "MODIFIED"
-            } else {
-                "ADDED"
-            };
-            if let Some(ev) = passed_through(kind, &e.kv) {
-                return Some(ev);
-            }
-        }
-        let decode_before = || {
-            e.prev
-                .as_ref()
-                .and_then(|p| self.decode(p))
-                .filter(|o| self.filter.matches(o))
-        };
-        match e.kind {
+        let memo = self.inner.watch_memo();
+        let everything = self.filter.everything();
+        let seen = |kv: &KeyValue| self.decoded(kv).is_some_and(|o| self.filter.matches(&o));
+        let (kind, object) = match e.kind {
             EventKind::Put => {
-                let seen_before = if self.filter.everything() {
-                    e.prev.is_some()
+                let now = memo.record(&e.kv.key, e.kv.mod_revision, e.kv.value.len());
+                let (before, after) = if everything {
+                    (e.prev.is_some(), true)
                 } else {
-                    decode_before().is_some()
+                    let obj = now.decoded(|| self.decode(&e.kv))?;
+                    (e.prev.as_ref().is_some_and(seen), self.filter.matches(&obj))
                 };
-                let now = self.decode(&e.kv)?;
-                match (seen_before, self.filter.matches(&now)) {
-                    (false, true) => Some(event("ADDED", &now)),
-                    (true, true) => Some(event("MODIFIED", &now)),
-                    (true, false) => Some(event("DELETED", &now)),
-                    (false, false) => None,
-                }
+                let kind = match (before, after) {
+                    (false, true) => "ADDED",
+                    (true, true) => "MODIFIED",
+                    (true, false) => "DELETED",
+                    (false, false) => return None,
+                };
+                let object = now.sent(|| {
+                    if let Some(ev) = passed_through(kind, &e.kv) {
+                        return Some(ev.object);
+                    }
+                    let obj = now.decoded(|| self.decode(&e.kv))?;
+                    serde_json::to_vec(&*obj).ok()
+                })?;
+                (kind, object)
             }
             EventKind::Delete => {
-                let mut gone = decode_before()?;
-                set_resource_version(&mut gone, e.kv.mod_revision);
-                Some(event("DELETED", &gone))
+                let prev = e.prev.as_ref()?;
+                if !everything && !seen(prev) {
+                    return None;
+                }
+                // Negative: a deletion's record is not the record of a write at its
+                // revision.
+                let gone = memo.record(&e.kv.key, -e.kv.mod_revision, prev.value.len());
+                let object = gone.sent(|| {
+                    let mut obj = Value::clone(&*self.decoded(prev)?);
+                    set_resource_version(&mut obj, e.kv.mod_revision);
+                    serde_json::to_vec(&obj).ok()
+                })?;
+                ("DELETED", object)
             }
-        }
+        };
+        Some(WatchEvent {
+            r#type: kind.to_string(),
+            object: object.to_vec(),
+            more: false,
+        })
     }
 }

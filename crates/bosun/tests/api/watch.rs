@@ -215,3 +215,133 @@ async fn a_watch_from_a_compacted_resource_version_is_told_it_expired() {
         .await
         .is_ok());
 }
+
+/// Watches of one server share what they send (watch::memo): each must still see exactly
+/// its own events, with selector transitions and deletions as Kubernetes reports them.
+#[tokio::test(flavor = "multi_thread")]
+async fn watches_with_different_selectors_on_one_server_each_see_their_own_events() {
+    let c = up();
+    let all = admin(&c);
+    ready(&all).await;
+    let s2 = client_of(&c, &["s2"], &c.admin_tls());
+    let ns = "shared";
+    all.create(
+        "namespaces",
+        "",
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )
+    .await
+    .unwrap();
+    let watch = |labels: &str, fields: &str| {
+        let mut q = query("configmaps", ns);
+        q.labels = labels.into();
+        q.fields = fields.into();
+        let s2 = s2.clone();
+        async move { Box::pin(s2.watch(&q, "", false).await.unwrap()) }
+    };
+    let mut every = watch("", "").await;
+    let mut tier_a = watch("tier=a", "").await;
+    let mut named = watch("", "metadata.name=one").await;
+    // A second unselected watch: the memo's records must serve both whole.
+    let mut every2 = watch("", "").await;
+
+    let labelled = |name: &str, tier: &str| {
+        let mut cm = configmap(ns, name, json!({"v": name}));
+        cm["metadata"]["labels"] = json!({ "tier": tier });
+        cm
+    };
+    let relabel = |tier: &str| json!({"metadata": {"labels": {"tier": tier}}});
+    // Each step, and the resource version of what it wrote.
+    let mut rvs = Vec::new();
+    rvs.push(rv(&all
+        .create("configmaps", ns, &labelled("one", "a"))
+        .await
+        .unwrap()));
+    rvs.push(rv(&all
+        .create("configmaps", ns, &labelled("two", "b"))
+        .await
+        .unwrap()));
+    rvs.push(rv(&all
+        .patch("configmaps", ns, "one", "", &relabel("b"))
+        .await
+        .unwrap()));
+    rvs.push(rv(&all
+        .patch("configmaps", ns, "two", "", &relabel("a"))
+        .await
+        .unwrap()));
+    all.delete("configmaps", ns, "one", None).await.unwrap();
+    all.delete("configmaps", ns, "two", None).await.unwrap();
+    // Seen by every watch: what each saw before it is all it saw.
+    rvs.push(rv(&all
+        .create("configmaps", ns, &labelled("one", "a"))
+        .await
+        .unwrap()));
+
+    type Seen = Vec<(String, String, String)>;
+    async fn seen<S: Stream<Item = bosun_client::Result<Event>> + Unpin>(
+        s: &mut S,
+        n: usize,
+    ) -> Seen {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let ev = next_event(s, 10).await;
+            let meta = &ev.object["metadata"];
+            let tier = meta["labels"]["tier"].as_str().unwrap_or("").to_string();
+            let name = meta["name"].as_str().unwrap_or("").to_string();
+            out.push((ev.kind, name, tier));
+        }
+        out
+    }
+    let e =
+        |kind: &str, name: &str, tier: &str| (kind.to_string(), name.to_string(), tier.to_string());
+    let everything = vec![
+        e("ADDED", "one", "a"),
+        e("ADDED", "two", "b"),
+        e("MODIFIED", "one", "b"),
+        e("MODIFIED", "two", "a"),
+        e("DELETED", "one", "b"),
+        e("DELETED", "two", "a"),
+        e("ADDED", "one", "a"),
+    ];
+    assert_eq!(seen(&mut every, 7).await, everything);
+    assert_eq!(seen(&mut every2, 7).await, everything);
+    assert_eq!(
+        seen(&mut tier_a, 4).await,
+        vec![
+            e("ADDED", "one", "a"),
+            // Leaving the selection: the object as it is now.
+            e("DELETED", "one", "b"),
+            e("ADDED", "two", "a"),
+            e("DELETED", "two", "a"),
+        ]
+    );
+    assert_eq!(seen(&mut tier_a, 1).await, vec![e("ADDED", "one", "a")]);
+    assert_eq!(
+        seen(&mut named, 4).await,
+        vec![
+            e("ADDED", "one", "a"),
+            e("MODIFIED", "one", "b"),
+            e("DELETED", "one", "b"),
+            e("ADDED", "one", "a"),
+        ]
+    );
+
+    // Resource versions: a write's event carries the version the write returned; a
+    // deletion's event carries the deletion's, above every earlier one.
+    let mut w = Box::pin(
+        s2.watch(&query("configmaps", ns), &rvs[0].to_string(), false)
+            .await
+            .unwrap(),
+    );
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let ev = next_event(&mut w, 10).await;
+        got.push((ev.kind, rv(&ev.object)));
+    }
+    assert_eq!(got[0], ("ADDED".to_string(), rvs[1]));
+    assert_eq!(got[1], ("MODIFIED".to_string(), rvs[2]));
+    assert_eq!(got[2], ("MODIFIED".to_string(), rvs[3]));
+    assert!(got[3].0 == "DELETED" && got[3].1 > rvs[3], "{got:?}");
+    assert!(got[4].0 == "DELETED" && got[4].1 > got[3].1, "{got:?}");
+    assert_eq!(got[5], ("ADDED".to_string(), rvs[4]));
+}
