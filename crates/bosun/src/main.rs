@@ -89,6 +89,26 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `bosun get pods | head`: when whoever reads the CLI's output goes away, end quietly
+/// with status 141 (a shell tool's "killed by SIGPIPE") instead of a panic report. Rust
+/// ignores SIGPIPE, so a write to the closed pipe fails, and `println!` (and clap's
+/// completion writer) panic on that failure; this hook tells that panic from others.
+fn quiet_when_stdout_closes() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            std::process::exit(141);
+        }
+        report(info)
+    }));
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let default_level = if cli.verbose { "debug" } else { "info" };
@@ -98,6 +118,9 @@ fn main() -> std::process::ExitCode {
         ))
     });
     let is_server = matches!(cli.command, Command::Server(_) | Command::Agent(_));
+    if !is_server {
+        quiet_when_stdout_closes();
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -17,6 +17,30 @@ fn bosun(c: &Cluster, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `bosun … | head`: the reader goes away while the CLI still writes; the CLI ends as a
+/// shell tool does (141, "killed by SIGPIPE"), without a panic report.
+#[test]
+fn the_cli_ends_quietly_when_its_output_pipe_closes() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(bin())
+        .args(["completion", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The script (~90 KiB) is larger than a pipe's buffer (64 KiB): unread, the CLI is
+    // still writing it when its reader goes away.
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    out.read_exact(&mut first).unwrap();
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(141), "stderr: {err}");
+    assert!(err.is_empty(), "stderr: {err}");
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
