@@ -6,6 +6,7 @@
 #
 #   scripts/bench.sh [--ops N] [--kills N]
 #
+# BOSUN_BIN picks the binary (default: a release build of this checkout).
 # Prints one JSON line per measurement and a Markdown table for docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,10 +19,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-scripts/setup.sh
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}"
-cargo build --release -q -p bosun
-export BOSUN_BIN="$CARGO_TARGET_DIR/release/bosun"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+use_release_bin
 work="$(mktemp -d /tmp/bosun-bench.XXXX)"
 cleanup() {
   scripts/cluster.sh down --dir "$work/bosun" >/dev/null 2>&1 || true
