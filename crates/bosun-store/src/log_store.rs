@@ -18,8 +18,95 @@ use crate::db::{be, CF_LOG, CF_RAFT};
 use crate::types::typ::{Entry, LogId, StorageError, Vote};
 use crate::types::TypeConfig;
 
-/// Entries handed to the writer but not yet durable, readable meanwhile.
-type Pending = Arc<Mutex<BTreeMap<u64, Entry>>>;
+/// The newest entries, shared by the store and its writer thread.
+type Pending = Arc<Mutex<Recent>>;
+
+/// Durable entries kept in memory at most (besides those not yet durable)...
+const RECENT_ENTRIES: usize = 1024;
+/// ...and their encoded bytes at most.
+const RECENT_BYTES: usize = 8 << 20;
+
+/// The newest entries in memory: those handed to the writer but not yet durable (readable
+/// meanwhile), and the last durable ones within [`RECENT_ENTRIES`] and [`RECENT_BYTES`].
+/// Replication and the state machine read what was just appended, so they read it here
+/// instead of seeking and decoding it from RocksDB. Always a run of consecutive indexes
+/// at the end of the log: appends add at its end, a truncation cuts its end, the writer
+/// drops durable entries from its front, a purge drops what it purges.
+#[derive(Default)]
+struct Recent {
+    entries: BTreeMap<u64, Kept>,
+    /// Encoded size of `entries`.
+    bytes: usize,
+}
+
+struct Kept {
+    entry: Entry,
+    size: usize,
+    durable: bool,
+}
+
+impl Recent {
+    fn insert(&mut self, entry: Entry, size: usize) {
+        let index = entry.log_id.index;
+        let kept = Kept {
+            entry,
+            size,
+            durable: false,
+        };
+        self.bytes += size;
+        if let Some(old) = self.entries.insert(index, kept) {
+            self.bytes -= old.size;
+        }
+    }
+
+    /// Drops the entries from `index` on (a truncation).
+    fn cut_from(&mut self, index: u64) {
+        let gone = self.entries.split_off(&index);
+        self.bytes -= gone.values().map(|k| k.size).sum::<usize>();
+    }
+
+    /// Drops the entries up to `index` (a purge).
+    fn cut_upto(&mut self, index: u64) {
+        let kept = self.entries.split_off(&(index.saturating_add(1)));
+        let gone = std::mem::replace(&mut self.entries, kept);
+        self.bytes -= gone.values().map(|k| k.size).sum::<usize>();
+    }
+
+    /// Marks the entries written as durable (unless replaced meanwhile: truncated and
+    /// appended again), then drops the oldest durable ones beyond the bounds.
+    fn written(&mut self, ids: &[LogId]) {
+        for id in ids {
+            if let Some(k) = self.entries.get_mut(&id.index) {
+                if k.entry.log_id == *id {
+                    k.durable = true;
+                }
+            }
+        }
+        while self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES {
+            match self.entries.first_entry() {
+                Some(first) if first.get().durable => {
+                    self.bytes -= first.remove().size;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// The entries of `range` from `start` on, if memory holds all of them that exist:
+    /// `start` is at or after the first entry kept.
+    fn read<RB: RangeBounds<u64>>(&self, start: u64, range: &RB) -> Option<Vec<Entry>> {
+        let first = *self.entries.keys().next()?;
+        (start >= first).then(|| self.within(start, range))
+    }
+
+    fn within<RB: RangeBounds<u64>>(&self, start: u64, range: &RB) -> Vec<Entry> {
+        self.entries
+            .range(start..)
+            .take_while(|(i, _)| range.contains(*i))
+            .map(|(_, k)| k.entry.clone())
+            .collect()
+    }
+}
 
 /// One unit of work for the log writer thread.
 enum Job {
@@ -169,13 +256,10 @@ fn write_loop(db: Arc<DB>, pending: Pending, rx: std::sync::mpsc::Receiver<Job>)
             match job {
                 Job::Append { ids, done, .. } => {
                     if res.is_ok() {
-                        let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
-                        for id in ids {
-                            // Only if not replaced meanwhile (truncated and appended again).
-                            if p.get(&id.index).is_some_and(|e| e.log_id == id) {
-                                p.remove(&id.index);
-                            }
-                        }
+                        pending
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .written(&ids);
                     }
                     done.log_io_completed(res.clone().map_err(std::io::Error::other));
                 }
@@ -273,13 +357,14 @@ impl LogStore {
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
-        // Pending first: anything leaving it is on disk by then.
+        // Memory first: anything leaving it is on disk by then.
         let pending_last = self
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .entries
             .last_key_value()
-            .map(|(_, e)| e.log_id);
+            .map(|(_, k)| k.entry.log_id);
         let cf = self.cf(CF_LOG)?;
         let mut it = self.db.raw_iterator_cf(cf);
         it.seek_to_last();
@@ -309,16 +394,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(s) => s + 1,
             Bound::Unbounded => 0,
         };
-        // Pending first, then disk: an entry leaves `pending` only once it is on disk, so
-        // an entry appended (even if not yet durable) is always found.
-        let pending: Vec<Entry> = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .range(start..)
-            .take_while(|(i, _)| range.contains(*i))
-            .map(|(_, e)| e.clone())
-            .collect();
+        // Memory first, then disk: an entry leaves memory only once it is on disk, so an
+        // entry appended (even if not yet durable) is always found; and when memory
+        // holds the range's start, it holds the rest (it is the log's end).
+        let pending: Vec<Entry> = {
+            let recent = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(entries) = recent.read(start, &range) {
+                return Ok(entries);
+            }
+            recent.within(start, &range)
+        };
         let cf = self.cf(CF_LOG)?;
         let mut out: BTreeMap<u64, Entry> = BTreeMap::new();
         let mut it = self.db.raw_iterator_cf(cf);
@@ -399,9 +484,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             for e in entries {
-                encoded.push((e.log_id.index, bincode::serialize(&e).map_err(write_err)?));
-                ids.push(e.log_id);
-                p.insert(e.log_id.index, e);
+                let bytes = bincode::serialize(&e).map_err(write_err)?;
+                let id = e.log_id;
+                p.insert(e, bytes.len());
+                encoded.push((id.index, bytes));
+                ids.push(id);
             }
         }
         self.submit(Job::Append {
@@ -415,16 +502,114 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .split_off(&log_id.index);
+            .cut_from(log_id.index);
         self.change(Change::Truncate(log_id.index)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let purged = bincode::serialize(&log_id).map_err(write_err)?;
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cut_upto(log_id.index);
         self.change(Change::Purge {
             upto: log_id.index,
             purged,
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(term, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<(u64, u64)> {
+        entries
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    #[test]
+    fn memory_answers_only_a_range_that_starts_within_it() {
+        let mut r = Recent::default();
+        for i in 10..15 {
+            r.insert(entry(1, i), 100);
+        }
+        assert_eq!(
+            indexes(&r.read(12, &(12..14)).unwrap_or_default()),
+            [(1, 12), (1, 13)]
+        );
+        assert_eq!(r.read(14, &(14..)).map(|e| e.len()), Some(1));
+        // Before the first entry kept: the disk has to be read too.
+        assert!(r.read(9, &(9..12)).is_none());
+        assert_eq!(r.within(9, &(9..12)).len(), 2);
+    }
+
+    #[test]
+    fn only_durable_entries_leave_memory_and_the_oldest_first() {
+        let mut r = Recent::default();
+        let ids: Vec<LogId> = (1..=RECENT_ENTRIES as u64 + 10)
+            .map(|i| {
+                r.insert(entry(1, i), 10);
+                entry(1, i).log_id
+            })
+            .collect();
+        // Nothing written yet: everything stays, over the bound.
+        r.written(&[]);
+        assert_eq!(r.entries.len(), RECENT_ENTRIES + 10);
+        // The first 5 written: only they may go.
+        r.written(&ids[..5]);
+        assert_eq!(r.entries.keys().next(), Some(&6));
+        r.written(&ids);
+        assert_eq!(r.entries.len(), RECENT_ENTRIES);
+        assert_eq!(r.entries.keys().next(), Some(&11));
+        assert_eq!(r.bytes, RECENT_ENTRIES * 10);
+    }
+
+    #[test]
+    fn an_entry_replaced_after_a_truncation_is_not_taken_as_written() {
+        let mut r = Recent::default();
+        let old = entry(1, 5);
+        r.insert(entry(1, 4), 10);
+        r.insert(old.clone(), 10);
+        r.cut_from(5);
+        assert_eq!(r.bytes, 10);
+        r.insert(entry(2, 5), 30);
+        r.written(&[old.log_id]);
+        assert!(
+            !r.entries[&5].durable,
+            "the new entry at 5 is not on disk yet"
+        );
+        assert_eq!(
+            indexes(&r.read(4, &(4..)).unwrap_or_default()),
+            [(1, 4), (2, 5)]
+        );
+        assert_eq!(r.bytes, 40);
+    }
+
+    #[test]
+    fn a_purge_drops_what_it_purges_and_the_bytes_follow_the_bound() {
+        let mut r = Recent::default();
+        for i in 1..=4 {
+            r.insert(entry(1, i), RECENT_BYTES / 3);
+        }
+        r.cut_upto(1);
+        assert_eq!(r.entries.keys().next(), Some(&2));
+        let ids: Vec<LogId> = (2..=4).map(|i| entry(1, i).log_id).collect();
+        r.written(&ids);
+        // Three thirds are the whole budget: nothing above it, nothing dropped.
+        assert_eq!(r.entries.len(), 3);
+        r.insert(entry(1, 5), 10);
+        r.written(&[entry(1, 5).log_id]);
+        assert_eq!(r.entries.keys().next(), Some(&3));
     }
 }
