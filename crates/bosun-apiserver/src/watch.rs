@@ -54,13 +54,17 @@ fn event(kind: &str, obj: &Value) -> WatchEvent {
 /// the top or in `metadata`: see [`bosun_api::json::insert_member`]), which the caller
 /// decodes.
 fn passed_through(kind: &str, kv: &KeyValue) -> Option<WatchEvent> {
-    let rv = kv.mod_revision.to_string();
-    let object = bosun_api::json::insert_member(&kv.value, "metadata", "resourceVersion", &rv)?;
     Some(WatchEvent {
         r#type: kind.to_string(),
-        object,
+        object: as_stored(kv)?,
         more: false,
     })
+}
+
+/// The object of [`passed_through`]: its stored JSON with the resource version put in.
+fn as_stored(kv: &KeyValue) -> Option<Vec<u8>> {
+    let rv = kv.mod_revision.to_string();
+    bosun_api::json::insert_member(&kv.value, "metadata", "resourceVersion", &rv)
 }
 
 fn bookmark(kind: &KindInfo, rev: i64) -> WatchEvent {
@@ -268,11 +272,10 @@ impl Watch {
                     (false, false) => return None,
                 };
                 let object = now.sent(|| {
-                    if let Some(ev) = passed_through(kind, &e.kv) {
-                        return Some(ev.object);
-                    }
-                    let obj = now.decoded(|| self.decode(&e.kv))?;
-                    serde_json::to_vec(&*obj).ok()
+                    as_stored(&e.kv).or_else(|| {
+                        let obj = now.decoded(|| self.decode(&e.kv))?;
+                        serde_json::to_vec(&*obj).ok()
+                    })
                 })?;
                 (kind, object)
             }

@@ -124,7 +124,8 @@ impl Memo {
     }
 
     /// How many records are kept, and their cost in bytes.
-    pub fn kept(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn kept(&self) -> (usize, usize) {
         let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         (kept.records.len(), kept.cost)
     }
