@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod network;
 pub mod node;
+pub mod read;
 pub mod server;
 pub mod state_machine;
 pub mod types;

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub proposals_failed: AtomicU64,
     /// On the leader: followers' forwarded batches folded into its own batches.
     pub forwarded_folded: AtomicU64,
+    /// Read-index rounds run for linearizable reads ([`crate::read`]).
+    pub read_rounds: AtomicU64,
+    /// Linearizable read barriers those rounds answered.
+    pub read_barriers: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     sum_micros: AtomicU64,
 }
@@ -40,6 +44,13 @@ impl Metrics {
         }
         self.sum_micros
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Records one read-index round that answered `barriers` read barriers.
+    pub fn observe_read_round(&self, barriers: usize) {
+        self.read_rounds.fetch_add(1, Ordering::Relaxed);
+        self.read_barriers
+            .fetch_add(barriers as u64, Ordering::Relaxed);
     }
 
     /// Renders the counters plus the given Raft gauges.
@@ -96,15 +107,33 @@ impl Metrics {
             "Size of the database on disk.",
             g.db_bytes as f64,
         );
-        let _ = writeln!(
-            o,
-            "# HELP bosun_raft_leader_changes_total Leader changes seen.\n# TYPE bosun_raft_leader_changes_total counter\nbosun_raft_leader_changes_total {}",
-            self.leader_changes.load(Ordering::Relaxed)
+        let counter = |o: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            &mut o,
+            "bosun_raft_leader_changes_total",
+            "Leader changes seen.",
+            &self.leader_changes,
         );
-        let _ = writeln!(
-            o,
-            "# HELP bosun_forwarded_batches_folded_total Followers' forwarded batches this leader folded into its own log entries.\n# TYPE bosun_forwarded_batches_folded_total counter\nbosun_forwarded_batches_folded_total {}",
-            self.forwarded_folded.load(Ordering::Relaxed)
+        counter(
+            &mut o,
+            "bosun_forwarded_batches_folded_total",
+            "Followers' forwarded batches this leader folded into its own log entries.",
+            &self.forwarded_folded,
+        );
+        counter(
+            &mut o,
+            "bosun_read_index_rounds_total",
+            "Read-index rounds run for linearizable reads (concurrent reads share one).",
+            &self.read_rounds,
+        );
+        counter(
+            &mut o,
+            "bosun_read_barriers_total",
+            "Linearizable read barriers answered by those rounds.",
+            &self.read_barriers,
         );
         let ok = self.proposals_ok.load(Ordering::Relaxed);
         let failed = self.proposals_failed.load(Ordering::Relaxed);

@@ -25,6 +25,9 @@ use crate::{db, Error, LogStore, Result};
 
 /// How long a write or a read barrier waits for a leader before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long one read-index round (a heartbeat to the followers on the leader, a ReadIndex
+/// call to the leader on a follower) may take; its callers then ask again.
+const READ_ROUND_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a follower waits for the leader's answer to a forwarded write.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(20);
 /// Proposals waiting for a batch at most; callers wait for room beyond it.
@@ -179,6 +182,8 @@ pub struct Node {
     last_term: AtomicU64,
     /// Into the proposal batcher.
     proposals: tokio::sync::mpsc::Sender<Proposal>,
+    /// Into the read-index rounds that linearizable reads share ([`crate::read`]).
+    reads: crate::read::Reads,
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -254,6 +259,7 @@ impl Node {
         }
         let cluster_id = fnv1a(config.cluster_name.as_bytes());
         let (proposals, proposal_rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
+        let (reads, read_rx) = crate::read::Reads::new();
         let node = Arc::new(Node {
             config,
             raft,
@@ -266,8 +272,18 @@ impl Node {
             tasks: TaskTracker::new(),
             last_term: AtomicU64::new(0),
             proposals,
+            reads,
         });
         node.tasks.spawn(node.clone().batcher(proposal_rx));
+        node.tasks.spawn({
+            let node = node.clone();
+            async move {
+                crate::read::rounds(read_rx, node.cancel.clone(), &node.metrics, || {
+                    node.read_index_round()
+                })
+                .await
+            }
+        });
         node.tasks
             .spawn(node.clone().hold_candidacy_until_leader_seen());
         node.tasks.spawn(node.clone().lease_expiry_loop());
@@ -737,48 +753,65 @@ impl Node {
     }
 
     /// Waits until this node has applied everything committed before the call
-    /// (linearizable read barrier; ReadIndex through the leader on followers).
+    /// (linearizable read barrier). Concurrent barriers share one read-index round
+    /// ([`crate::read`]): a heartbeat to a quorum on the leader, ReadIndex through the
+    /// leader on a follower.
     ///
     /// # Errors
-    /// [`Error::NoLeader`] when no leader confirmed in time.
+    /// [`Error::NoLeader`] when no leader confirmed in time; [`Error::ShuttingDown`].
     pub async fn read_barrier(&self) -> Result<()> {
         let mut retry = LeaderRetry::new();
         loop {
-            if self.is_leader() {
-                match self.raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => tracing::debug!(error = %e, "read barrier on leader failed"),
+            match tokio::time::timeout(retry.remaining(), self.reads.index()).await {
+                Ok(Some(Ok(index))) => {
+                    return self
+                        .raft
+                        .wait(Some(retry.remaining()))
+                        .applied_index_at_least(Some(index), "read barrier")
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            Error::NoLeader(format!("waiting to apply index {index}: {e}"))
+                        });
                 }
-            } else if let Some((id, leader)) = self.leader() {
-                // A read index from a leader that was replaced meanwhile is not waited
-                // for: the read is safe to ask again, of the new one.
-                let asked = tokio::select! {
-                    biased;
-                    r = tokio::time::timeout(retry.remaining(), self.remote_read_index(&leader)) => {
-                        r.unwrap_or_else(|_| Err(Error::NoLeader("the leader did not answer the read index".into())))
-                    }
-                    _ = self.leader_other_than(id) => Err(Error::NoLeader("the leader changed".into())),
-                };
-                match asked {
-                    Ok(index) => {
-                        return self
-                            .raft
-                            .wait(Some(retry.remaining()))
-                            .applied_index_at_least(Some(index), "read barrier")
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| {
-                                Error::NoLeader(format!("waiting to apply index {index}: {e}"))
-                            });
-                    }
-                    Err(e) => tracing::debug!(error = %e, "read index from leader failed"),
-                }
+                Ok(Some(Err(e))) => tracing::debug!(error = %e, "read index round failed"),
+                Ok(None) => return Err(Error::ShuttingDown),
+                // Out of time: the wait below says so.
+                Err(_) => {}
             }
             if !retry.wait(self).await {
                 return Err(Error::NoLeader(format!(
                     "no leader confirmed the read within {LEADER_WAIT:?}"
                 )));
             }
+        }
+    }
+
+    /// One read-index round: the index that every read queued before it must see
+    /// applied. On the leader, confirmed by a heartbeat to a quorum; on a follower, asked
+    /// of the leader, and given up when another leader is elected meanwhile (the read is
+    /// safe to ask again, of the new one).
+    async fn read_index_round(&self) -> crate::read::Answer {
+        if self.is_leader() {
+            return match tokio::time::timeout(READ_ROUND_DEADLINE, self.raft.get_read_log_id())
+                .await
+            {
+                Ok(Ok((read, _))) => Ok(read.map_or(0, |l| l.index)),
+                Ok(Err(e)) => Err(format!("read index on the leader: {e}")),
+                Err(_) => Err("a quorum did not confirm the leader in time".into()),
+            };
+        }
+        let Some((id, leader)) = self.leader() else {
+            return Err("no leader known".into());
+        };
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(READ_ROUND_DEADLINE, self.remote_read_index(&leader)) => match r {
+                Ok(Ok(index)) => Ok(index),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the leader did not answer the read index".into()),
+            },
+            _ = self.leader_other_than(id) => Err("the leader changed".into()),
         }
     }
 
@@ -800,15 +833,19 @@ impl Node {
         res.map_err(|f| peer(format!("{f:?}")))
     }
 
-    /// On the leader: the index a linearizable read must wait for.
+    /// On the leader: the index a follower's linearizable reads must wait for, from the
+    /// next read-index round (shared with this server's own reads).
     ///
     /// # Errors
     /// [`RemoteFailure::NotLeader`] when this node does not lead.
     pub async fn leader_read_index(&self) -> std::result::Result<u64, RemoteFailure> {
-        match self.raft.get_read_log_id().await {
-            Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(_)) => Err(RemoteFailure::NotLeader),
-            Err(e) => Err(RemoteFailure::Failed(e.to_string())),
+        if !self.is_leader() {
+            return Err(RemoteFailure::NotLeader);
+        }
+        match self.reads.index().await {
+            Some(Ok(index)) => Ok(index),
+            Some(Err(e)) => Err(RemoteFailure::Failed(e)),
+            None => Err(RemoteFailure::Failed("shutting down".into())),
         }
     }
 
