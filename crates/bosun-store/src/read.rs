@@ -6,10 +6,12 @@
 //!
 //! What keeps it linearizable: a round answers only the callers that queued before it
 //! started, so the index it reports was confirmed by a quorum after each of their reads
-//! began. A caller that queues while a round is in flight waits for the next one.
+//! began. A caller that queues while rounds are in flight waits for a later one: at once
+//! while fewer than [`ROUNDS_IN_FLIGHT`] run, else until one ends.
 
 use std::future::Future;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +19,11 @@ use crate::metrics::Metrics;
 
 /// Callers queued for the next round at most; more wait for room.
 const QUEUE: usize = 4096;
+/// Rounds in flight at most. More than one, so that a read arriving just after a round
+/// started need not wait for it to end before its own starts (under a saturated CPU a
+/// round takes milliseconds, and an API write waits for one); few, so that many
+/// concurrent reads still share rounds.
+pub const ROUNDS_IN_FLIGHT: usize = 2;
 
 /// A round's outcome: the index a read must see applied, or why there is none (the
 /// callers retry, as for any leader trouble).
@@ -47,8 +54,10 @@ impl Reads {
     }
 }
 
-/// Runs rounds until `cancel` or until every [`Reads`] is dropped: takes every caller
-/// queued so far, runs `round` once, and answers them all with its outcome.
+/// Runs rounds until `cancel` or until every [`Reads`] is dropped. Whenever fewer than
+/// [`ROUNDS_IN_FLIGHT`] rounds are in flight and callers are queued, it takes all of them
+/// and starts a round for them with `round`; each round answers its callers with its
+/// outcome.
 pub async fn rounds<F, Fut>(
     mut rx: mpsc::Receiver<Waiter>,
     cancel: CancellationToken,
@@ -58,39 +67,45 @@ pub async fn rounds<F, Fut>(
     F: FnMut() -> Fut,
     Fut: Future<Output = Answer>,
 {
-    let mut waiters: Vec<Waiter> = Vec::new();
+    let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
     loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return,
-            w = rx.recv() => match w {
-                Some(w) => w,
-                None => return,
-            },
-        };
-        waiters.push(first);
-        // Everyone queued by now is served by this round; whoever queues from here on
-        // waits for the next.
-        while waiters.len() < QUEUE {
-            match rx.try_recv() {
-                Ok(w) => waiters.push(w),
-                Err(_) => break,
-            }
-        }
-        // A caller that gave up (its deadline passed) needs no round.
-        waiters.retain(|w| !w.is_closed());
-        if waiters.is_empty() {
-            continue;
-        }
-        let outcome = tokio::select! {
+        tokio::select! {
             // Dropped unanswered: the callers see the rounds end.
             _ = cancel.cancelled() => return,
-            o = round() => o,
-        };
-        metrics.observe_read_round(waiters.len());
-        for w in waiters.drain(..) {
-            let _ = w.send(outcome.clone());
+            Some((waiters, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                let (waiters, outcome): (Vec<Waiter>, Answer) = (waiters, outcome);
+                metrics.observe_read_round(waiters.len());
+                for w in waiters {
+                    let _ = w.send(outcome.clone());
+                }
+            }
+            w = rx.recv(), if in_flight.len() < ROUNDS_IN_FLIGHT => {
+                let Some(first) = w else { return };
+                // Everyone queued by now is served by this round; whoever queues from
+                // here on waits for a later one.
+                let mut waiters = vec![first];
+                while waiters.len() < QUEUE {
+                    match rx.try_recv() {
+                        Ok(w) => waiters.push(w),
+                        Err(_) => break,
+                    }
+                }
+                // A caller that gave up (its deadline passed) needs no round.
+                waiters.retain(|w| !w.is_closed());
+                if !waiters.is_empty() {
+                    in_flight.push(answer_after(waiters, round()));
+                }
+            }
         }
     }
+}
+
+/// A round's callers, with the round's outcome once it has run.
+async fn answer_after<Fut: Future<Output = Answer>>(
+    waiters: Vec<Waiter>,
+    round: Fut,
+) -> (Vec<Waiter>, Answer) {
+    (waiters, round.await)
 }
 
 #[cfg(test)]
@@ -126,8 +141,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn callers_queued_during_a_round_share_the_next_one_and_never_the_one_in_flight() {
+    async fn callers_queued_while_rounds_run_share_a_later_one_never_one_in_flight() {
+        assert_eq!(ROUNDS_IN_FLIGHT, 2, "the steps below assume two");
         let (reads, rx) = Reads::new();
+        // Rounds wait at the gate in the order they started (the semaphore is fair).
         let gate = Arc::new(Semaphore::new(0));
         let started = Arc::new(AtomicU64::new(0));
         let metrics = Arc::new(Metrics::default());
@@ -141,31 +158,32 @@ mod tests {
             );
             async move { rounds(rx, cancel, &metrics, gated(gate, started)).await }
         });
-        // The first caller starts round 1, which waits at the gate.
-        let first = tokio::spawn({
+        let ask = || {
             let r = reads.clone();
-            async move { r.index().await }
-        });
+            tokio::spawn(async move { r.index().await })
+        };
+        // One caller: round 1 starts at once. A second, while it runs: round 2 starts at
+        // once too (two may run).
+        let first = ask();
         until("round 1 starts", || started.load(Ordering::SeqCst) == 1).await;
-        // Ten more queue while round 1 is in flight.
-        let later: Vec<_> = (0..10)
-            .map(|_| {
-                let r = reads.clone();
-                tokio::spawn(async move { r.index().await })
-            })
-            .collect();
+        let second = ask();
+        until("round 2 starts", || started.load(Ordering::SeqCst) == 2).await;
+        // Ten more while both run: they wait, and no third round starts.
+        let later: Vec<_> = (0..10).map(|_| ask()).collect();
         until("the ten are queued", || reads.tx.capacity() == QUEUE - 10).await;
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        // Round 1 ends: its caller gets it, and one round starts for all ten.
         gate.add_permits(1);
         assert_eq!(first.await.ok().flatten(), Some(Ok(1)));
-        // One more round, for all ten: none of them was answered by round 1.
-        until("round 2 starts", || started.load(Ordering::SeqCst) == 2).await;
-        gate.add_permits(1);
+        until("round 3 starts", || started.load(Ordering::SeqCst) == 3).await;
+        gate.add_permits(2);
+        assert_eq!(second.await.ok().flatten(), Some(Ok(2)));
         for l in later {
-            assert_eq!(l.await.ok().flatten(), Some(Ok(2)));
+            assert_eq!(l.await.ok().flatten(), Some(Ok(3)));
         }
-        assert_eq!(started.load(Ordering::SeqCst), 2);
-        assert_eq!(metrics.read_rounds.load(Ordering::Relaxed), 2);
-        assert_eq!(metrics.read_barriers.load(Ordering::Relaxed), 11);
+        assert_eq!(started.load(Ordering::SeqCst), 3);
+        assert_eq!(metrics.read_rounds.load(Ordering::Relaxed), 3);
+        assert_eq!(metrics.read_barriers.load(Ordering::Relaxed), 12);
         // A failed round fails each of its callers, who may ask again.
         gate.close();
         assert!(matches!(reads.index().await, Some(Err(_))));
