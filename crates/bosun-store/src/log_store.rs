@@ -19,7 +19,7 @@ use crate::types::typ::{Entry, LogId, StorageError, Vote};
 use crate::types::TypeConfig;
 
 /// The newest entries, shared by the store and its writer thread.
-type Pending = Arc<Mutex<Recent>>;
+type Newest = Arc<Mutex<Recent>>;
 
 /// Durable entries kept in memory at most (besides those not yet durable)...
 const RECENT_ENTRIES: usize = 1024;
@@ -147,7 +147,7 @@ const MAX_GROUP: usize = 512;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    pending: Pending,
+    newest: Newest,
     writer: Arc<Writer>,
 }
 
@@ -203,7 +203,7 @@ fn synced() -> WriteOptions {
 }
 
 /// The writer thread: group commit of queued jobs, in order.
-fn write_loop(db: Arc<DB>, pending: Pending, rx: std::sync::mpsc::Receiver<Job>) {
+fn write_loop(db: Arc<DB>, newest: Newest, rx: std::sync::mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -256,7 +256,7 @@ fn write_loop(db: Arc<DB>, pending: Pending, rx: std::sync::mpsc::Receiver<Job>)
             match job {
                 Job::Append { ids, done, .. } => {
                     if res.is_ok() {
-                        pending
+                        newest
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .written(&ids);
@@ -279,9 +279,9 @@ fn write_loop(db: Arc<DB>, pending: Pending, rx: std::sync::mpsc::Receiver<Job>)
 impl LogStore {
     /// A log store on `db`, with its writer thread (which ends when the last clone drops).
     pub fn new(db: Arc<DB>) -> Self {
-        let pending: Pending = Arc::default();
+        let newest: Newest = Arc::default();
         let (tx, rx) = std::sync::mpsc::sync_channel(4096);
-        let (d, p) = (db.clone(), pending.clone());
+        let (d, p) = (db.clone(), newest.clone());
         let thread = std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || write_loop(d, p, rx))
@@ -289,7 +289,7 @@ impl LogStore {
             .ok();
         LogStore {
             db,
-            pending,
+            newest,
             writer: Arc::new(Writer {
                 tx: Some(tx),
                 thread,
@@ -358,8 +358,8 @@ impl LogStore {
 
     fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
         // Memory first: anything leaving it is on disk by then.
-        let pending_last = self
-            .pending
+        let memory_last = self
+            .newest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entries
@@ -376,7 +376,7 @@ impl LogStore {
                 Some(e.log_id)
             }
         };
-        Ok(match (pending_last, disk_last) {
+        Ok(match (memory_last, disk_last) {
             (Some(p), Some(d)) => Some(if p.index >= d.index { p } else { d }),
             (p, d) => p.or(d),
         })
@@ -397,8 +397,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // Memory first, then disk: an entry leaves memory only once it is on disk, so an
         // entry appended (even if not yet durable) is always found; and when memory
         // holds the range's start, it holds the rest (it is the log's end).
-        let pending: Vec<Entry> = {
-            let recent = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let in_memory: Vec<Entry> = {
+            let recent = self.newest.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(entries) = recent.read(start, &range) {
                 return Ok(entries);
             }
@@ -420,7 +420,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             it.next();
         }
         it.status().map_err(read_err)?;
-        for e in pending {
+        for e in in_memory {
             out.insert(e.log_id.index, e);
         }
         Ok(out.into_values().collect())
@@ -482,7 +482,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut encoded = Vec::new();
         let mut ids = Vec::new();
         {
-            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut p = self.newest.lock().unwrap_or_else(|p| p.into_inner());
             for e in entries {
                 let bytes = bincode::serialize(&e).map_err(write_err)?;
                 let id = e.log_id;
@@ -499,7 +499,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.pending
+        self.newest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .cut_from(log_id.index);
@@ -508,7 +508,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let purged = bincode::serialize(&log_id).map_err(write_err)?;
-        self.pending
+        self.newest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .cut_upto(log_id.index);

@@ -763,6 +763,11 @@ impl Node {
         let mut retry = LeaderRetry::new();
         loop {
             match tokio::time::timeout(retry.remaining(), self.reads.index()).await {
+                // Applied already (the usual case on the leader): no wait, which would
+                // copy openraft's metrics.
+                Ok(Some(Ok(index))) if self.sm.last_applied().is_some_and(|l| l.index >= index) => {
+                    return Ok(())
+                }
                 Ok(Some(Ok(index))) => {
                     return self
                         .raft

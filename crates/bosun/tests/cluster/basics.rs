@@ -89,6 +89,11 @@ async fn a_server_whose_data_dir_is_gone_refuses_to_rejoin_and_says_how_to_recov
     }
 }
 
+/// The `/metrics` body of server `n`'s admin port.
+async fn metrics_of(c: &Cluster, n: &str) -> String {
+    http_get(&format!("{}:2381", c.ip(n)), "/metrics").await
+}
+
 async fn http_get(addr: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -106,7 +111,7 @@ async fn raft_metrics_are_served_in_prometheus_text_on_the_admin_port() {
     let mut kv = c.kv("s1").unwrap();
     put(&mut kv, "/m", "1").await.unwrap();
     let l = leader(&c, &ALL).await;
-    let body = http_get(&format!("{}:2381", c.ip(&l)), "/metrics").await;
+    let body = metrics_of(&c, &l).await;
     assert!(body.starts_with("HTTP/1.0 200"), "{body}");
     for name in [
         "bosun_raft_term ",
@@ -209,7 +214,7 @@ async fn concurrent_writes_through_every_server_each_get_their_own_outcome() {
     // Summed over the servers: whichever led folded followers' batches.
     let mut folded = 0u64;
     for n in ALL {
-        let body = http_get(&format!("{}:2381", c.ip(n)), "/metrics").await;
+        let body = metrics_of(&c, n).await;
         folded += body
             .lines()
             .find_map(|l| l.strip_prefix("bosun_forwarded_batches_folded_total "))
@@ -241,8 +246,7 @@ async fn concurrent_linearizable_reads_share_rounds_and_never_miss_an_acknowledg
     let f = ALL.iter().copied().find(|n| *n != l).unwrap();
     let mut w = c.kv(&l).unwrap();
     put(&mut w, "/lin/n", "0").await.unwrap();
-    let metrics = |n: &str| http_get_owned(format!("{}:2381", c.ip(n)));
-    let before = [metrics(&l).await, metrics(f).await];
+    let before = [metrics_of(&c, &l).await, metrics_of(&c, f).await];
     let acked = Arc::new(AtomicI64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let mut readers = tokio::task::JoinSet::new();
@@ -280,7 +284,7 @@ async fn concurrent_linearizable_reads_share_rounds_and_never_miss_an_acknowledg
     }
     assert!(reads >= 2 * READERS as u64, "only {reads} reads");
     for (n, before) in [l.as_str(), f].into_iter().zip(before) {
-        let after = metrics(n).await;
+        let after = metrics_of(&c, n).await;
         let delta = |name: &str| counter(&after, name) - counter(&before, name);
         let (rounds, barriers) = (
             delta("bosun_read_index_rounds_total"),
@@ -293,8 +297,4 @@ async fn concurrent_linearizable_reads_share_rounds_and_never_miss_an_acknowledg
             "on {n}: {rounds} rounds for {barriers} read barriers"
         );
     }
-}
-
-async fn http_get_owned(addr: String) -> String {
-    http_get(&addr, "/metrics").await
 }
