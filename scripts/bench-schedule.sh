@@ -82,7 +82,7 @@ for r in $(seq 1 "$runs"); do
   until grep -q '^schedule' "$dir/bench.out" || ! kill -0 "$bench" 2> /dev/null; do sleep 0.05; done
   after="$(cpu)"; ended="$(date +%s.%N)"
   wait "$bench" || { cat "$dir/bench.out" >&2; exit 1; }
-  grep -E '^(schedule|deployment)' "$dir/bench.out"
+  grep -E '^(schedule|namespace|deployment)' "$dir/bench.out"
   snapshots "$started" "$ended"
   printf 'resident memory after the run:'
   for p in s1 s2 s3 hollow; do

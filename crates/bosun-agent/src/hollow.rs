@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use bosun_client::informer::{null_as_default, Cached, Informer};
+use bosun_client::informer::{null_as_default, Cached, Changes, Informer};
 use bosun_client::{Client, Code};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -300,9 +300,8 @@ pub async fn run(
     // Pods whose Running status (or final delete) was written; forgotten once the cache
     // shows it, or the pod is gone.
     let mut done: HashSet<String> = HashSet::new();
+    let mut changes = Changes::new(vec![pods.subscribe()]);
     loop {
-        let changed = pods.changed();
-        let woken = changed.notified();
         let mine: Vec<_> = pods
             .list()
             .into_iter()
@@ -410,7 +409,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
+            _ = changes.next() => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
             _ = tokio::time::sleep(pause) => {}
         }
     }

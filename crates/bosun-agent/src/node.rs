@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::Informer;
+use bosun_client::informer::{Changes, Informer};
 use bosun_client::{Client, Code, Query};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
@@ -241,9 +241,8 @@ pub async fn run<R: ContainerRuntime>(
     let worker_cancel = cancel.child_token();
     let mut first_sweep = true;
     pods.wait_synced().await;
+    let mut changes = Changes::new(vec![pods.subscribe()]);
     loop {
-        let changed = pods.changed();
-        let woken = changed.notified();
         let mut seen: HashSet<String> = HashSet::new();
         for obj in pods.list() {
             let pod: Pod = match serde_json::from_value((*obj).clone()) {
@@ -300,7 +299,7 @@ pub async fn run<R: ContainerRuntime>(
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => {}
+            _ = changes.next() => {}
             Some(done) = running.join_next() => {
                                 if let Ok(uid) = done {
                     workers.remove(&uid);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Client, Query};
@@ -76,7 +76,8 @@ where
 pub struct Informer<T: Cached = Value> {
     objects: Arc<RwLock<Cache<T>>>,
     revision: Arc<AtomicI64>,
-    changed: Arc<Notify>,
+    /// Counts changes; every subscriber sees each new count ([`Changes`]).
+    changes: Arc<watch::Sender<u64>>,
     synced: watch::Receiver<bool>,
 }
 
@@ -85,7 +86,7 @@ impl<T: Cached> Clone for Informer<T> {
         Informer {
             objects: self.objects.clone(),
             revision: self.revision.clone(),
-            changed: self.changed.clone(),
+            changes: self.changes.clone(),
             synced: self.synced.clone(),
         }
     }
@@ -200,7 +201,7 @@ impl<T: Cached> Informer<T> {
         let inf = Informer {
             objects: Arc::new(RwLock::new(Cache::default())),
             revision: Arc::new(AtomicI64::new(0)),
-            changed: Arc::new(Notify::new()),
+            changes: Arc::new(watch::channel(0).0),
             synced: rx,
         };
         let task = tokio::spawn(inf.clone().run(client, q, tx, cancel));
@@ -243,9 +244,14 @@ impl<T: Cached> Informer<T> {
         self.revision.load(Ordering::Acquire)
     }
 
-    /// Notified after every change.
-    pub fn changed(&self) -> Arc<Notify> {
-        self.changed.clone()
+    /// A subscription to this cache's changes, from now on: for [`Changes`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Tells subscribers that the cache changed.
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Waits until the first list is in.
@@ -289,7 +295,7 @@ impl<T: Cached> Informer<T> {
                             self.revision.store(r, Ordering::Release);
                             from = l.resource_version;
                             let _ = synced.send(true);
-                            self.changed.notify_waiters();
+                            self.changed();
                             state = State::Watching;
                             backoff = FIRST_BACKOFF;
                         }
@@ -354,7 +360,7 @@ impl<T: Cached> Informer<T> {
                             self.revision.store(r, Ordering::Release);
                             from = r.to_string();
                         }
-                        self.changed.notify_waiters();
+                        self.changed();
                     }
                     if state == State::Watching && !pause(&cancel, &mut backoff).await {
                         return;
@@ -362,6 +368,41 @@ impl<T: Cached> Informer<T> {
                 }
             }
         }
+    }
+}
+
+/// What wakes a loop that reads informers: a change to any of them. None is lost: a
+/// change made while the loop was busy (its pass over the caches, its writes) makes the
+/// next [`Changes::next`] return at once. (A wait armed only when the loop is done would
+/// miss it, and the loop would sleep until its periodic resync.)
+pub struct Changes {
+    subs: Vec<watch::Receiver<u64>>,
+}
+
+impl Changes {
+    /// Changes from now on to the informers these subscriptions are of
+    /// ([`Informer::subscribe`]).
+    pub fn new(subs: Vec<watch::Receiver<u64>>) -> Self {
+        Changes { subs }
+    }
+
+    /// Waits until any of the informers changed since this was made or last returned.
+    /// (Never returns when every informer has stopped: the loop's own cancellation and
+    /// resync still wake it.)
+    pub async fn next(&mut self) {
+        while !self.subs.is_empty() {
+            let waits = self.subs.iter_mut().map(|s| Box::pin(s.changed()));
+            let (r, i, _) = futures::future::select_all(waits).await;
+            if r.is_ok() {
+                for s in &mut self.subs {
+                    s.borrow_and_update();
+                }
+                return;
+            }
+            // That informer is gone (its task and every handle dropped).
+            self.subs.swap_remove(i);
+        }
+        std::future::pending().await
     }
 }
 
@@ -507,6 +548,30 @@ mod tests {
         assert_eq!(owned(&c, "a"), ["ns/p"]);
         c.remove("ns/p");
         assert!(c.owned.is_empty() && c.objects.is_empty());
+    }
+
+    #[test]
+    fn a_change_while_the_loop_is_busy_wakes_its_next_wait_at_once_and_only_once() {
+        use futures::FutureExt;
+        let (a, b) = (watch::channel(0u64).0, watch::channel(0u64).0);
+        let mut changes = Changes::new(vec![a.subscribe(), b.subscribe()]);
+        // Nothing changed yet: the wait does not return.
+        assert!(changes.next().now_or_never().is_none());
+        // Changes while the loop is not waiting (its pass): the next wait returns at
+        // once, once for both.
+        a.send_modify(|n| *n += 1);
+        b.send_modify(|n| *n += 1);
+        assert!(changes.next().now_or_never().is_some());
+        assert!(changes.next().now_or_never().is_none());
+        b.send_modify(|n| *n += 1);
+        assert!(changes.next().now_or_never().is_some());
+        // One informer gone: the other still wakes the loop; all gone: never.
+        drop(a);
+        assert!(changes.next().now_or_never().is_none());
+        b.send_modify(|n| *n += 1);
+        assert!(changes.next().now_or_never().is_some());
+        drop(b);
+        assert!(changes.next().now_or_never().is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::Informers;
+use bosun_client::informer::{Changes, Informers};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -114,13 +114,12 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     }
     tracing::info!("daemonset controller started");
     let mut waiting: HashMap<String, i64> = HashMap::new();
+    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
+    let mut changes = Changes::new(vec![sets.subscribe(), pods.subscribe(), nodes.subscribe()]);
     loop {
-        let (c1, c2, c3) = (sets.changed(), pods.changed(), nodes.changed());
         let woken = async {
             tokio::select! {
-                _ = c1.notified() => {}
-                _ = c2.notified() => {}
-                _ = c3.notified() => {}
+                _ = changes.next() => {}
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };

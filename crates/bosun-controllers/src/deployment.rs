@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::Informers;
+use bosun_client::informer::{Changes, Informers};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -121,12 +121,12 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     }
     tracing::info!("deployment controller started");
     let mut waiting: HashMap<String, i64> = HashMap::new();
+    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
+    let mut changes = Changes::new(vec![deps.subscribe(), sets.subscribe()]);
     loop {
-        let (c1, c2) = (deps.changed(), sets.changed());
         let woken = async {
             tokio::select! {
-                _ = c1.notified() => {}
-                _ = c2.notified() => {}
+                _ = changes.next() => {}
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };

@@ -6,7 +6,7 @@ use bosun_api::json::At;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bosun_client::informer::Informers;
+use bosun_client::informer::{Changes, Informers};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -131,12 +131,12 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         _ = async { services.wait_synced().await; pods.wait_synced().await; endpoints.wait_synced().await } => {}
     }
     tracing::info!("endpoints controller started");
+    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
+    let mut changes = Changes::new(vec![services.subscribe(), pods.subscribe()]);
     loop {
-        let (c1, c2) = (services.changed(), pods.changed());
         let woken = async {
             tokio::select! {
-                _ = c1.notified() => {}
-                _ = c2.notified() => {}
+                _ = changes.next() => {}
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };

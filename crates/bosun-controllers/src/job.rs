@@ -6,7 +6,7 @@ use bosun_api::json::At;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::Informers;
+use bosun_client::informer::{Changes, Informers};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -49,12 +49,12 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     tracing::info!("job controller started");
     // Per job uid: the revision of its last created pod (wait for the cache to show it).
     let mut waiting: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
+    let mut changes = Changes::new(vec![jobs.subscribe(), pods.subscribe()]);
     loop {
-        let (c1, c2) = (jobs.changed(), pods.changed());
         let woken = async {
             tokio::select! {
-                _ = c1.notified() => {}
-                _ = c2.notified() => {}
+                _ = changes.next() => {}
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };

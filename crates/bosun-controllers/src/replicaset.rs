@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_client::informer::{Informer, Informers, Memo};
+use bosun_client::informer::{Changes, Informer, Informers, Memo};
 use bosun_client::Client;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Pods created or deleted per ReplicaSet per pass at most (as Kubernetes' burst limit
 /// does; creations go in batches).
 const BURST: usize = 2000;
+/// Deletes of one ReplicaSet's pods in flight at most.
+const DELETES_IN_FLIGHT: usize = 32;
 
 fn uid(o: &Value) -> &str {
     o.at("/metadata/uid").and_then(Value::as_str).unwrap_or("")
@@ -139,12 +142,12 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     // Per ReplicaSet uid whose last reconcile failed: when to try again, and the wait
     // after that.
     let mut backoff: HashMap<String, (tokio::time::Instant, Duration)> = HashMap::new();
+    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
+    let mut changes = Changes::new(vec![sets.subscribe(), pods.subscribe()]);
     loop {
-        let (c1, c2) = (sets.changed(), pods.changed());
         let woken = async {
             tokio::select! {
-                _ = c1.notified() => {}
-                _ = c2.notified() => {}
+                _ = changes.next() => {}
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };
@@ -278,14 +281,36 @@ async fn reconcile(
         }
     } else if owned.len() > want {
         deletion_order(&mut owned);
-        for p in owned.iter().take((owned.len() - want).min(BURST)) {
-            expect.deleted.insert(uid(p).to_string());
-            wrote = true;
-            match client.delete("pods", ns, name(p), None).await {
+        // (uid, name) of each pod to delete.
+        let doomed: Vec<(String, String)> = owned
+            .iter()
+            .take((owned.len() - want).min(BURST))
+            .map(|p| (uid(p).to_string(), name(p).to_string()))
+            .collect();
+        for (u, _) in &doomed {
+            expect.deleted.insert(u.clone());
+        }
+        wrote = true;
+        // A few deletes in flight, not one at a time: scaling a thousand replicas down
+        // otherwise takes a store round trip per pod, in turn.
+        let mut outcomes = futures::stream::iter(doomed)
+            .map(|(u, n)| async move { (u, client.delete("pods", ns, &n, None).await) })
+            .buffer_unordered(DELETES_IN_FLIGHT);
+        let mut failed = None;
+        while let Some((u, r)) = outcomes.next().await {
+            match r {
                 Ok(_) => {}
                 Err(e) if e.code() == Some(bosun_client::Code::NotFound) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Still live: it counts again, or the next pass would replace a pod
+                    // that was never deleted.
+                    expect.deleted.remove(&u);
+                    failed = failed.or(Some(e));
+                }
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     // Status, from the cache (the next pass corrects it after the writes above land).

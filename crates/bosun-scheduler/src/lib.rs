@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_api::admission::parse_quantity;
-use bosun_client::informer::Informers;
+use bosun_client::informer::{Changes, Informers};
 use bosun_client::Client;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
@@ -518,12 +518,12 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     let mut binds: JoinSet<Vec<String>> = JoinSet::new();
     let mut memo = Memo::default();
     let mut node_memo = Nodes::default();
+    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
+    let mut changes = Changes::new(vec![pods.subscribe(), nodes.subscribe()]);
     loop {
-        let (c1, c2) = (pods.changed(), nodes.changed());
         let woken = async {
             tokio::select! {
-                _ = c1.notified() => {}
-                _ = c2.notified() => {}
+                _ = changes.next() => {}
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         };

@@ -292,7 +292,13 @@ pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
         took.as_secs_f64(),
         a.pods as f64 / window.as_secs_f64().max(1e-3)
     );
+    let t = Instant::now();
     delete_namespace(&admin, &ns).await?;
+    println!(
+        "namespace of {} pods deleted (every pod gone) in {:.2} s",
+        a.pods,
+        t.elapsed().as_secs_f64()
+    );
     if a.deployment > 0 {
         let ns = format!("{ns}-d");
         create_namespace(&admin, &ns).await?;
@@ -321,6 +327,34 @@ pub async fn schedule(a: ScheduleArgs, config: Option<&Path>) -> Result<()> {
         }
         println!(
             "deployment: {} replicas from apply to all running and available in {:.2} s",
+            a.deployment,
+            t.elapsed().as_secs_f64()
+        );
+        let t = Instant::now();
+        admin
+            .patch(
+                "deployments",
+                &ns,
+                "big",
+                "",
+                &json!({"spec": {"replicas": 0}}),
+            )
+            .await?;
+        let pods = Query {
+            resource: "pods".into(),
+            namespace: ns.clone(),
+            limit: 1,
+            ..Default::default()
+        };
+        let deadline = t + Duration::from_secs(600);
+        while !admin.list_as::<NamedPod>(&pods).await?.items.is_empty() {
+            if Instant::now() >= deadline {
+                bail!("pods of deployment big were still there 600 s after scaling it to 0");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "deployment: scaled from {} replicas to 0, every pod gone in {:.2} s",
             a.deployment,
             t.elapsed().as_secs_f64()
         );
