@@ -132,7 +132,7 @@ fn parse_object(bytes: &[u8], limit: usize) -> Result<Value> {
             bytes.len()
         )));
     }
-    let v: Value = serde_json::from_slice(bytes)
+    let v: Value = bosun_api::json::from_bytes(bytes)
         .map_err(|e| Error::BadRequest(format!("the object is not valid JSON: {e}")))?;
     if !v.is_object() {
         return Err(Error::BadRequest("the object must be a JSON object".into()));

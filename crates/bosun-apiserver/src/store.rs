@@ -337,10 +337,11 @@ impl Store {
     pub fn decode(&self, kv: &KeyValue) -> Result<Stored> {
         let key = String::from_utf8_lossy(&kv.key).to_string();
         let plain = self.plain(&key, &kv.value)?;
-        let mut object: Value = serde_json::from_slice(&plain).map_err(|e| Error::Corrupt {
-            key: key.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut object: Value =
+            bosun_api::json::from_bytes(&plain).map_err(|e| Error::Corrupt {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
         set_resource_version(&mut object, kv.mod_revision);
         let stale_encryption = is_secret_key(&key)
             && self.secrets.primary_id().is_some_and(|id| {

@@ -208,7 +208,7 @@ fn bytes(v: &Value) -> Vec<u8> {
 }
 
 fn object<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
-    serde_json::from_slice(b).map_err(|e| Error::Decode(e.to_string()))
+    bosun_api::json::from_bytes(b).map_err(|e| Error::Decode(e.to_string()))
 }
 
 impl Client {

@@ -535,7 +535,7 @@ impl StoredCopies {
 
 /// A stored object's JSON, decoded.
 fn decode(key: &str, json: &[u8]) -> Result<Value> {
-    serde_json::from_slice(json).map_err(|e| Error::Corrupt {
+    bosun_api::json::from_bytes(json).map_err(|e| Error::Corrupt {
         key: key.to_string(),
         reason: e.to_string(),
     })
