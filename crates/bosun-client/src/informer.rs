@@ -404,6 +404,12 @@ impl Changes {
         }
         std::future::pending().await
     }
+
+    /// [`Changes::next`], or `resync` from now, whichever comes first: what a loop waits
+    /// for between passes.
+    pub async fn next_or(&mut self, resync: Duration) {
+        let _ = tokio::time::timeout(resync, self.next()).await;
+    }
 }
 
 /// What a loop read of cached objects, kept per object while the cache holds it: the

@@ -114,15 +114,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     }
     tracing::info!("daemonset controller started");
     let mut waiting: HashMap<String, i64> = HashMap::new();
-    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
     let mut changes = Changes::new(vec![sets.subscribe(), pods.subscribe(), nodes.subscribe()]);
     loop {
-        let woken = async {
-            tokio::select! {
-                _ = changes.next() => {}
-                _ = tokio::time::sleep(RESYNC) => {}
-            }
-        };
         let all_nodes = nodes.list();
         for ds in sets.list() {
             let uid = s(&ds, "/metadata/uid").to_string();
@@ -144,7 +137,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
+            _ = changes.next_or(RESYNC) => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
         }
     }
 }

@@ -121,15 +121,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     }
     tracing::info!("deployment controller started");
     let mut waiting: HashMap<String, i64> = HashMap::new();
-    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
     let mut changes = Changes::new(vec![deps.subscribe(), sets.subscribe()]);
     loop {
-        let woken = async {
-            tokio::select! {
-                _ = changes.next() => {}
-                _ = tokio::time::sleep(RESYNC) => {}
-            }
-        };
         for d in deps.list() {
             if cancel.is_cancelled() {
                 break;
@@ -155,7 +148,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
+            _ = changes.next_or(RESYNC) => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
         }
     }
 }

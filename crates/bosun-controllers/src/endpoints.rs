@@ -131,15 +131,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         _ = async { services.wait_synced().await; pods.wait_synced().await; endpoints.wait_synced().await } => {}
     }
     tracing::info!("endpoints controller started");
-    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
     let mut changes = Changes::new(vec![services.subscribe(), pods.subscribe()]);
     loop {
-        let woken = async {
-            tokio::select! {
-                _ = changes.next() => {}
-                _ = tokio::time::sleep(RESYNC) => {}
-            }
-        };
         let all_pods = pods.list();
         for svc in services.list() {
             if svc.at("/spec/selector").is_none() {
@@ -184,7 +177,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
+            _ = changes.next_or(RESYNC) => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
         }
     }
 }

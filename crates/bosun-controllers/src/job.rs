@@ -49,15 +49,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     tracing::info!("job controller started");
     // Per job uid: the revision of its last created pod (wait for the cache to show it).
     let mut waiting: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
     let mut changes = Changes::new(vec![jobs.subscribe(), pods.subscribe()]);
     loop {
-        let woken = async {
-            tokio::select! {
-                _ = changes.next() => {}
-                _ = tokio::time::sleep(RESYNC) => {}
-            }
-        };
         for job in jobs.list() {
             let uid = s(&job, "/metadata/uid").to_string();
             if waiting.get(&uid).is_some_and(|r| pods.revision() < *r) {
@@ -78,7 +71,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
+            _ = changes.next_or(RESYNC) => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
         }
     }
 }

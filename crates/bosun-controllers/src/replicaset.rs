@@ -142,15 +142,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     // Per ReplicaSet uid whose last reconcile failed: when to try again, and the wait
     // after that.
     let mut backoff: HashMap<String, (tokio::time::Instant, Duration)> = HashMap::new();
-    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
     let mut changes = Changes::new(vec![sets.subscribe(), pods.subscribe()]);
     loop {
-        let woken = async {
-            tokio::select! {
-                _ = changes.next() => {}
-                _ = tokio::time::sleep(RESYNC) => {}
-            }
-        };
         expect.forget_gone(&pods);
         for rs in sets.list() {
             if cancel.is_cancelled() {
@@ -191,7 +184,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
         let next_retry = backoff.values().map(|(at, _)| *at).min();
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = woken => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
+            _ = changes.next_or(RESYNC) => tokio::time::sleep(bosun_client::informer::MIN_PASS_GAP).await,
             _ = tokio::time::sleep_until(next_retry.unwrap_or_else(tokio::time::Instant::now)), if next_retry.is_some() => {}
         }
     }

@@ -518,15 +518,8 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
     let mut binds: JoinSet<Vec<String>> = JoinSet::new();
     let mut memo = Memo::default();
     let mut node_memo = Nodes::default();
-    // Subscribed once, before the first pass: a change during a pass wakes the next wait.
     let mut changes = Changes::new(vec![pods.subscribe(), nodes.subscribe()]);
     loop {
-        let woken = async {
-            tokio::select! {
-                _ = changes.next() => {}
-                _ = tokio::time::sleep(RESYNC) => {}
-            }
-        };
         let pass_started = std::time::Instant::now();
         let all_pods = pods.list();
         let all_nodes = nodes.list();
@@ -729,7 +722,7 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                     forget_failed(r, &mut placed);
                 }
             }
-            _ = woken => tokio::time::sleep(PASS_GAP).await,
+            _ = changes.next_or(RESYNC) => tokio::time::sleep(PASS_GAP).await,
         }
     }
 }
