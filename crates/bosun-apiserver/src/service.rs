@@ -929,6 +929,7 @@ impl Inner {
             .field_selector
             .parse()
             .map_err(|e| Error::BadRequest(format!("{e}")))?;
+        let everything = labels.is_empty() && fields.is_empty();
         let prefix = kind.prefix(if kind.namespaced { &req.namespace } else { "" });
         let (mut after, mut rev) = (None, 0);
         if !req.continue_token.is_empty() {
@@ -957,11 +958,17 @@ impl Inner {
             rev = at;
             let n = kvs.len();
             for (i, kv) in kvs.iter().enumerate() {
-                let stored = self.store.decode(kv)?;
-                let obj = stored.object;
-                let obj_labels = labels_of(&obj);
-                if labels.matches(&obj_labels) && fields.matches(&obj) {
-                    items.push(to_bytes(&obj));
+                // Without a selector every object is listed as stored, its resource
+                // version put in, as watches send it: decoding and writing it again was
+                // most of a large list's cost (an informer's list of every pod, a
+                // namespace being emptied). What the scan cannot vouch for is decoded.
+                if let Some(json) = everything.then(|| crate::watch::as_stored(kv)).flatten() {
+                    items.push(json);
+                } else {
+                    let obj = self.store.decode(kv)?.object;
+                    if labels.matches(&labels_of(&obj)) && fields.matches(&obj) {
+                        items.push(to_bytes(&obj));
+                    }
                 }
                 let k = String::from_utf8_lossy(&kv.key).to_string();
                 if limit > 0 && items.len() == limit {

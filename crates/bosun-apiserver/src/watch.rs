@@ -61,8 +61,9 @@ fn passed_through(kind: &str, kv: &KeyValue) -> Option<WatchEvent> {
     })
 }
 
-/// The object of [`passed_through`]: its stored JSON with the resource version put in.
-fn as_stored(kv: &KeyValue) -> Option<Vec<u8>> {
+/// The object of [`passed_through`]: its stored JSON with the resource version put in
+/// (lists without a selector send it too).
+pub(crate) fn as_stored(kv: &KeyValue) -> Option<Vec<u8>> {
     let rv = kv.mod_revision.to_string();
     bosun_api::json::insert_member(&kv.value, "metadata", "resourceVersion", &rv)
 }

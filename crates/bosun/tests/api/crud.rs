@@ -484,6 +484,76 @@ async fn lists_page_with_continue_tokens_and_filter_by_label_and_field() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_list_without_a_selector_gives_each_object_as_get_does_whatever_its_stored_layout() {
+    let c = up();
+    let client = admin(&c);
+    ready(&client).await;
+    let mut made = configmap("default", "a-made", json!({"k": "v"}));
+    made["metadata"]["labels"] = json!({"set": "yes"});
+    client.create("configmaps", "default", &made).await.unwrap();
+    // Written through the etcd API as other programs lay JSON out: members out of order
+    // (as Go writes them), white space, escapes. A list sends what the API server wrote
+    // as stored; these it must decode, and give the same objects.
+    let mut kv = c.kv("s1").unwrap();
+    let written = [
+        (
+            "b-go",
+            r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"b-go","namespace":"default","uid":"u-b","labels":{"set":"yes"}},"data":{"z":"1","a":"2"}}"#,
+        ),
+        (
+            "c-spaced",
+            r#"{ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "labels": {"set": "yes"}, "name": "c-spaced", "namespace": "default", "uid": "u-c" }, "data": {"s": "\u00e9\/"} }"#,
+        ),
+        (
+            "d-deep",
+            r#"{"apiVersion":"v1","data":{"n":"x"},"kind":"ConfigMap","metadata":{"labels":{"set":"yes"},"name":"d-deep","namespace":"default","uid":"u-d"}}"#,
+        ),
+    ];
+    for (name, json) in written {
+        let r = kv
+            .put(bosun_api::etcd::PutRequest {
+                key: format!("/registry/configmaps/default/{name}").into_bytes(),
+                value: json.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(r.into_inner().header.is_some());
+    }
+    let mut q = query("configmaps", "default");
+    let all = client.list_all(&q).await.unwrap().items;
+    q.labels = "set=yes".into();
+    let selected = client.list_all(&q).await.unwrap().items;
+    assert_eq!(
+        names(&all),
+        ["a-made", "b-go", "c-spaced", "d-deep"],
+        "{all:?}"
+    );
+    assert_eq!(all, selected);
+    for obj in &all {
+        let name = obj["metadata"]["name"].as_str().unwrap();
+        let got = client.get("configmaps", "default", name).await.unwrap();
+        assert_eq!(obj, &got, "{name}");
+        assert!(rv(obj) > 0, "{name} has no resource version: {obj}");
+    }
+    assert_eq!(all[2]["data"]["s"], "\u{e9}/");
+    // A record that is not JSON fails the list, naming it, with or without a selector.
+    kv.put(bosun_api::etcd::PutRequest {
+        key: b"/registry/configmaps/default/e-broken".to_vec(),
+        value: br#"{"apiVersion":"v1","kind":"Conf"#.to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for labels in ["", "set=yes"] {
+        q.labels = labels.into();
+        let err = client.list_all(&q).await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::DataLoss), "{err}");
+        assert!(err.to_string().contains("e-broken"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn delete_honours_preconditions_finalizers_and_grace_periods() {
     let c = up();
     let client = admin(&c);
