@@ -641,9 +641,11 @@ pub async fn run(client: Client, informers: Informers, cancel: CancellationToken
                                 } else {
                                     0
                                 };
-                            if best.is_none_or(|(b, bi)| {
-                                sc > b || (sc == b && n.name < views[bi].name)
-                            }) {
+                            // Ties go to the first node by name. The views are in name
+                            // order (the node cache is keyed by name), so that is the
+                            // lower index: no string comparison per tie, and on a
+                            // cluster of alike empty nodes nearly every node ties.
+                            if best.is_none_or(|(b, bi)| sc > b || (sc == b && i < bi)) {
                                 best = Some((sc, i));
                             }
                         }

@@ -77,6 +77,20 @@ pub fn open(dir: &Path) -> Result<Arc<DB>> {
     // the six of them. Past this total RocksDB flushes the largest.
     opts.set_db_write_buffer_size(MAX_MEMTABLE_BYTES);
     opts.set_paranoid_checks(true);
+    // Flushes and compactions write their files around the page cache. Copying each new
+    // table file into the page cache (and the kernel writing it back later) was most of
+    // a flush's CPU; the tables just written are cold (the Raft log behind the applied
+    // index, old history, and records the memtables no longer hold), and what is read
+    // back goes through RocksDB's block cache. On the scheduling bench, a cluster's later
+    // runs, where flushes fall inside the run, lost a tenth of their throughput without
+    // this (docs/benchmarks.md, session eleven). Only where the file system takes
+    // O_DIRECT: tmpfs before Linux 6.6 refuses it, and a flush that cannot open its file
+    // would stop every write.
+    if direct_io_works(dir) {
+        opts.set_use_direct_io_for_flush_and_compaction(true);
+    } else {
+        tracing::info!(dir = %dir.display(), "the file system refuses direct I/O: flushes and compactions write through the page cache");
+    }
     // The state machine writes its column families without the WAL (state_machine.rs:
     // the Raft log is their WAL). A flush must then write every column family at once,
     // or a restart could find `kv` ahead of the applied index kept in `sm` and apply
@@ -110,6 +124,33 @@ pub fn open(dir: &Path) -> Result<Arc<DB>> {
             path,
             reason: e.into_string(),
         })
+}
+
+/// Whether a file in `dir` can be opened and written with `O_DIRECT` (an aligned block),
+/// as RocksDB's flushes and compactions then write theirs. Leaves no file behind.
+fn direct_io_works(dir: &Path) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    const BLOCK: usize = 4096;
+    let probe = dir.join(".direct-io-probe");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe)
+        .and_then(|mut f| {
+            // Direct writes need a buffer aligned to the device's blocks: a 4 KiB-aligned
+            // slice of a larger one.
+            let buf = vec![0u8; 2 * BLOCK];
+            let at = buf.as_ptr().align_offset(BLOCK);
+            match buf.get(at..at + BLOCK) {
+                Some(block) => f.write_all(block),
+                None => Err(std::io::Error::other("no aligned block")),
+            }
+        });
+    let _ = std::fs::remove_file(&probe);
+    written.is_ok()
 }
 
 /// The CPU features RocksDB is built to use (`.cargo/config.toml`: SSE4.2 and PCLMULQDQ
@@ -229,6 +270,32 @@ mod tests {
             Some(&b"1"[..])
         );
         assert_eq!(db.get_cf(&kv, 0u64.to_be_bytes()).unwrap(), Some(value));
+    }
+
+    #[test]
+    fn direct_io_is_probed_where_the_data_lives_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // This machine's file system takes O_DIRECT exactly when a direct open does.
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(dir.path().join("other"))
+            .is_ok();
+        std::fs::remove_file(dir.path().join("other")).ok();
+        assert_eq!(direct_io_works(dir.path()), direct);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A directory that is not there takes nothing: the page cache, as before.
+        assert!(!direct_io_works(&dir.path().join("missing")));
+        // The database opens either way, and what it flushes reads back.
+        let db = open(dir.path()).unwrap();
+        let kv = db.cf_handle(CF_KV).unwrap();
+        db.put_cf(&kv, b"k", b"v").unwrap();
+        db.flush_cfs_opt(&[&kv], &rocksdb::FlushOptions::default())
+            .unwrap();
+        assert_eq!(db.get_cf(&kv, b"k").unwrap().as_deref(), Some(&b"v"[..]));
     }
 
     fn memtable_bytes(db: &DB) -> u64 {
