@@ -86,10 +86,12 @@ pub fn open(dir: &Path) -> Result<Arc<DB>> {
     // this (docs/benchmarks.md, session eleven). Only where the file system takes
     // O_DIRECT: tmpfs before Linux 6.6 refuses it, and a flush that cannot open its file
     // would stop every write.
-    if direct_io_works(dir) {
+    // Probed where RocksDB writes: `db` may be another file system (a mount, a link).
+    // Created empty if new, which the check above accepts on the next start.
+    if std::fs::create_dir_all(&path).is_ok() && direct_io_works(&path) {
         opts.set_use_direct_io_for_flush_and_compaction(true);
     } else {
-        tracing::info!(dir = %dir.display(), "the file system refuses direct I/O: flushes and compactions write through the page cache");
+        tracing::info!(dir = %path.display(), "the file system refuses direct I/O: flushes and compactions write through the page cache");
     }
     // The state machine writes its column families without the WAL (state_machine.rs:
     // the Raft log is their WAL). A flush must then write every column family at once,
@@ -144,7 +146,7 @@ fn direct_io_works(dir: &Path) -> bool {
             // slice of a larger one.
             let buf = vec![0u8; 2 * BLOCK];
             let at = buf.as_ptr().align_offset(BLOCK);
-            match buf.get(at..at + BLOCK) {
+            match at.checked_add(BLOCK).and_then(|end| buf.get(at..end)) {
                 Some(block) => f.write_all(block),
                 None => Err(std::io::Error::other("no aligned block")),
             }

@@ -505,8 +505,8 @@ async fn a_list_without_a_selector_gives_each_object_as_get_does_whatever_its_st
             r#"{ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "labels": {"set": "yes"}, "name": "c-spaced", "namespace": "default", "uid": "u-c" }, "data": {"s": "\u00e9\/"} }"#,
         ),
         (
-            "d-deep",
-            r#"{"apiVersion":"v1","data":{"n":"x"},"kind":"ConfigMap","metadata":{"labels":{"set":"yes"},"name":"d-deep","namespace":"default","uid":"u-d"}}"#,
+            "d-sorted",
+            r#"{"apiVersion":"v1","data":{"n":"x"},"kind":"ConfigMap","metadata":{"labels":{"set":"yes"},"name":"d-sorted","namespace":"default","uid":"u-d"}}"#,
         ),
     ];
     for (name, json) in written {
@@ -526,7 +526,7 @@ async fn a_list_without_a_selector_gives_each_object_as_get_does_whatever_its_st
     let selected = client.list_all(&q).await.unwrap().items;
     assert_eq!(
         names(&all),
-        ["a-made", "b-go", "c-spaced", "d-deep"],
+        ["a-made", "b-go", "c-spaced", "d-sorted"],
         "{all:?}"
     );
     assert_eq!(all, selected);
@@ -537,20 +537,47 @@ async fn a_list_without_a_selector_gives_each_object_as_get_does_whatever_its_st
         assert!(rv(obj) > 0, "{name} has no resource version: {obj}");
     }
     assert_eq!(all[2]["data"]["s"], "\u{e9}/");
-    // A record that is not JSON fails the list, naming it, with or without a selector.
-    kv.put(bosun_api::etcd::PutRequest {
-        key: b"/registry/configmaps/default/e-broken".to_vec(),
-        value: br#"{"apiVersion":"v1","kind":"Conf"#.to_vec(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    for labels in ["", "set=yes"] {
-        q.labels = labels.into();
-        let err = client.list_all(&q).await.unwrap_err();
-        assert_eq!(err.code(), Some(Code::DataLoss), "{err}");
-        assert!(err.to_string().contains("e-broken"), "{err}");
+    // A record that is not JSON fails the list, naming it, with or without a selector, as
+    // it fails a get. One that holds a number no decoder holds (only a raw etcd write
+    // stores one) fails a get and a selected list the same way; a list without a selector
+    // sends it as stored, and the client's decoding fails (json::Compact::parse).
+    let broken: [(&str, &[u8]); 2] = [
+        ("e-broken", br#"{"apiVersion":"v1","kind":"Conf"#),
+        (
+            "f-huge",
+            br#"{"apiVersion":"v1","data":{"n":1e400},"kind":"ConfigMap","metadata":{"labels":{"set":"yes"},"name":"f-huge","namespace":"default"}}"#,
+        ),
+    ];
+    for (name, value) in broken {
+        let key = format!("/registry/configmaps/default/{name}").into_bytes();
+        kv.put(bosun_api::etcd::PutRequest {
+            key: key.clone(),
+            value: value.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for labels in ["", "set=yes"] {
+            q.labels = labels.into();
+            let err = client.list_all(&q).await.unwrap_err();
+            if name == "f-huge" && labels.is_empty() {
+                assert!(err.to_string().contains("out of range"), "{err}");
+                continue;
+            }
+            assert_eq!(err.code(), Some(Code::DataLoss), "{name}: {err}");
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let err = client.get("configmaps", "default", name).await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::DataLoss), "{name}: {err}");
+        kv.delete_range(bosun_api::etcd::DeleteRangeRequest {
+            key,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     }
+    q.labels = String::new();
+    assert_eq!(client.list_all(&q).await.unwrap().items.len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]
