@@ -152,6 +152,8 @@ struct PodSpec {
     node_name: String,
     #[serde(deserialize_with = "null_as_default")]
     containers: Vec<Container>,
+    #[serde(deserialize_with = "null_as_default")]
+    init_containers: Vec<Container>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +161,36 @@ struct PodSpec {
 struct Container {
     name: Value,
     image: Value,
+    #[serde(deserialize_with = "null_as_default")]
+    resources: Resources,
+}
+
+/// A container's requests and limits (quantities as the API stores them: strings).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Resources {
+    #[serde(deserialize_with = "null_as_default")]
+    requests: BTreeMap<String, Value>,
+    #[serde(deserialize_with = "null_as_default")]
+    limits: BTreeMap<String, Value>,
+}
+
+impl HollowPod {
+    /// Its QoS class, as the Docker agent reports it.
+    fn qos_class(&self) -> &'static str {
+        let spec = &self.spec;
+        crate::pod::qos_class(
+            spec.init_containers
+                .iter()
+                .chain(&spec.containers)
+                .map(|c| {
+                    let r = &c.resources;
+                    crate::pod::Asks::read(Some(&r.requests), Some(&r.limits), |m, k| {
+                        m.get(k).and_then(Value::as_str)
+                    })
+                }),
+        )
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,7 +250,7 @@ fn running_status(pod: &HollowPod, host_ip: &str) -> Value {
         .collect();
     let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": at});
     json!({"status": {"phase": "Running", "podIP": pod_ip(uid), "podIPs": [{"ip": pod_ip(uid)}], "hostIP": host_ip,
-        "startTime": at, "qosClass": "BestEffort",
+        "startTime": at, "qosClass": pod.qos_class(),
         "conditions": [cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready")],
         "containerStatuses": containers}})
 }
@@ -455,6 +487,36 @@ mod tests {
             running["status"]["containerStatuses"][0]["containerID"],
             "hollow://u1"
         );
+        assert_eq!(running["status"]["qosClass"], "BestEffort");
+        // The QoS class as the Docker agent reports it, init containers included.
+        let asking = |resources: Value, init: Value| -> HollowPod {
+            serde_json::from_value(json!({"metadata": {"name": "q", "uid": "u2"},
+                "spec": {"containers": [{"name": "c", "resources": resources}],
+                    "initContainers": init}}))
+            .unwrap()
+        };
+        let limits = json!({"limits": {"cpu": "1", "memory": "1Gi"}});
+        for (resources, init, class) in [
+            (
+                json!({"requests": {"cpu": "10m", "memory": "16Mi"}}),
+                json!(null),
+                "Burstable",
+            ),
+            (limits.clone(), json!([]), "Guaranteed"),
+            (
+                limits.clone(),
+                json!([{"name": "i", "resources": {"requests": {"cpu": "1m"}}}]),
+                "Burstable",
+            ),
+            (json!(null), json!(null), "BestEffort"),
+        ] {
+            let pod = asking(resources.clone(), init);
+            assert_eq!(
+                running_status(&pod, "10.0.0.1")["status"]["qosClass"],
+                class,
+                "{resources}"
+            );
+        }
         // An ERROR or BOOKMARK event's object (no pod fields) still decodes.
         let status: HollowPod =
             serde_json::from_value(json!({"kind": "Status", "code": 410})).unwrap();

@@ -295,6 +295,60 @@ pub fn container_spec(
     })
 }
 
+/// The resources a pod's QoS class depends on, in the order of [`Asks`]' arrays.
+pub const QOS_RESOURCES: [&str; 2] = ["cpu", "memory"];
+
+/// One container's requests and limits of [`QOS_RESOURCES`], as written.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Asks<'a> {
+    pub requests: [Option<&'a str>; 2],
+    pub limits: [Option<&'a str>; 2],
+}
+
+impl<'a> Asks<'a> {
+    /// `get(map, resource)` reads one quantity of `requests` or `limits`.
+    pub fn read<M>(
+        requests: Option<&'a M>,
+        limits: Option<&'a M>,
+        get: impl Fn(&'a M, &str) -> Option<&'a str>,
+    ) -> Self {
+        let mut asks = Asks::default();
+        for (i, r) in QOS_RESOURCES.iter().enumerate() {
+            asks.requests[i] = requests.and_then(|m| get(m, r));
+            asks.limits[i] = limits.and_then(|m| get(m, r));
+        }
+        asks
+    }
+}
+
+/// Kubernetes' QoS class of a pod whose containers (init containers included) ask for
+/// `containers`: BestEffort when none requests or limits cpu or memory; Guaranteed when
+/// every one limits both and requests what it limits (a missing request is its limit),
+/// quantities compared by value (`1` and `1000m` are one cpu); Burstable otherwise.
+pub fn qos_class<'a>(containers: impl IntoIterator<Item = Asks<'a>>) -> &'static str {
+    let same = |a: &str, b: &str| match (parse_quantity(a), parse_quantity(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    };
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in containers {
+        for i in 0..QOS_RESOURCES.len() {
+            let (req, lim) = (c.requests[i], c.limits[i]);
+            any |= req.is_some() || lim.is_some();
+            match (req.or(lim), lim) {
+                (Some(q), Some(l)) if same(q, l) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
 /// (memory limit bytes, cpu limit in nano-cpus, cpu shares from the request).
 fn resources(c: &KContainer) -> (Option<i64>, Option<i64>, Option<i64>) {
     let Some(r) = &c.resources else {
@@ -643,6 +697,41 @@ pub fn projected_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qos_classes_as_kubernetes_names_them_with_quantities_compared_by_value() {
+        let asks = |req: [Option<&'static str>; 2], lim: [Option<&'static str>; 2]| Asks {
+            requests: req,
+            limits: lim,
+        };
+        let none = asks([None, None], [None, None]);
+        assert_eq!(qos_class([]), "BestEffort");
+        assert_eq!(qos_class([none, none]), "BestEffort");
+        let both = asks([Some("1"), Some("1Gi")], [Some("1000m"), Some("1024Mi")]);
+        assert_eq!(qos_class([both]), "Guaranteed");
+        // Requests default to limits.
+        assert_eq!(
+            qos_class([asks([None, None], [Some("500m"), Some("64Mi")])]),
+            "Guaranteed"
+        );
+        assert_eq!(qos_class([both, none]), "Burstable");
+        assert_eq!(
+            qos_class([asks([Some("100m"), None], [None, None])]),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class([asks(
+                [Some("100m"), Some("64Mi")],
+                [Some("200m"), Some("64Mi")]
+            )]),
+            "Burstable"
+        );
+        // Only cpu limited: memory is not.
+        assert_eq!(
+            qos_class([asks([None, None], [Some("1"), None])]),
+            "Burstable"
+        );
+    }
     use serde_json::json;
 
     fn pod(spec: serde_json::Value) -> Pod {

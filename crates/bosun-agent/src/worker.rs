@@ -1049,7 +1049,12 @@ impl<R: ContainerRuntime> Worker<R> {
             "hostIP": self.settings.host_ip,
             "hostIPs": [{"ip": self.settings.host_ip}],
             "startTime": self.start_time,
-            "qosClass": qos_class(&spec.containers),
+            "qosClass": crate::pod::qos_class(spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| {
+                let r = c.resources.as_ref();
+                crate::pod::Asks::read(r.and_then(|r| r.requests.as_ref()), r.and_then(|r| r.limits.as_ref()), |m, k| {
+                    m.get(k).map(|q| q.0.as_str())
+                })
+            })),
             "conditions": [
                 cond("PodScheduled", true, None),
                 cond("Initialized", initialized || phase.terminal(), Some("ContainersNotInitialized")),
@@ -1204,32 +1209,6 @@ impl<R> Worker<R> {
             Ok(Err(e)) => tracing::debug!(error = %e, reason, "posting event failed"),
             Err(_) => tracing::debug!(reason, "posting event timed out"),
         }
-    }
-}
-
-/// Kubernetes' QoS class from the containers' requests and limits.
-fn qos_class(cs: &[KContainer]) -> &'static str {
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in cs {
-        let r = c.resources.as_ref();
-        let req = r.and_then(|r| r.requests.as_ref());
-        let lim = r.and_then(|r| r.limits.as_ref());
-        if req.is_some_and(|m| !m.is_empty()) || lim.is_some_and(|m| !m.is_empty()) {
-            any = true;
-        }
-        for k in ["cpu", "memory"] {
-            let l = lim.and_then(|m| m.get(k));
-            let q = req.and_then(|m| m.get(k)).or(l);
-            if l.is_none() || q != l {
-                guaranteed = false;
-            }
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
     }
 }
 

@@ -80,6 +80,9 @@ async fn a_pod_runs_with_its_config_files_and_limits_and_its_output_is_readable(
         p["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
         0
     );
+    // Limits on its container, none on its init container: Burstable, as Kubernetes
+    // counts init containers too.
+    assert_eq!(p["status"]["qosClass"], "Burstable");
     let id = container_id(&p, "web");
     // Through the API server and the agent, as a user would read it.
     let out = cli(&c, &["logs", "web"]);
