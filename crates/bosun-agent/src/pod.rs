@@ -349,6 +349,18 @@ pub fn qos_class<'a>(containers: impl IntoIterator<Item = Asks<'a>>) -> &'static
     }
 }
 
+/// [`qos_class`] of `pod`, from all its containers ([`all_containers`]).
+pub fn pod_qos_class(pod: &Pod) -> &'static str {
+    qos_class(all_containers(pod).map(|c| {
+        let r = c.resources.as_ref();
+        Asks::read(
+            r.and_then(|r| r.requests.as_ref()),
+            r.and_then(|r| r.limits.as_ref()),
+            |m, k| m.get(k).map(|q| q.0.as_str()),
+        )
+    }))
+}
+
 /// (memory limit bytes, cpu limit in nano-cpus, cpu shares from the request).
 fn resources(c: &KContainer) -> (Option<i64>, Option<i64>, Option<i64>) {
     let Some(r) = &c.resources else {
@@ -697,6 +709,7 @@ pub fn projected_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn qos_classes_as_kubernetes_names_them_with_quantities_compared_by_value() {
@@ -732,7 +745,6 @@ mod tests {
             "Burstable"
         );
     }
-    use serde_json::json;
 
     fn pod(spec: serde_json::Value) -> Pod {
         serde_json::from_value(json!({

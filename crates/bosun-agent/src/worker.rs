@@ -1049,12 +1049,7 @@ impl<R: ContainerRuntime> Worker<R> {
             "hostIP": self.settings.host_ip,
             "hostIPs": [{"ip": self.settings.host_ip}],
             "startTime": self.start_time,
-            "qosClass": crate::pod::qos_class(spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| {
-                let r = c.resources.as_ref();
-                crate::pod::Asks::read(r.and_then(|r| r.requests.as_ref()), r.and_then(|r| r.limits.as_ref()), |m, k| {
-                    m.get(k).map(|q| q.0.as_str())
-                })
-            })),
+            "qosClass": crate::pod::pod_qos_class(pod),
             "conditions": [
                 cond("PodScheduled", true, None),
                 cond("Initialized", initialized || phase.terminal(), Some("ContainersNotInitialized")),
